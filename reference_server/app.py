@@ -85,7 +85,9 @@ def _check_rows(state: ServerState, prepared: Prepared) -> None:
     if rows == 0:
         raise BadRequest("the request has no rows to infer")
     if rows > state.config.max_rows:
-        raise BadRequest(f"the request has {rows} rows; this server accepts at most {state.config.max_rows} per request")
+        raise BadRequest(
+            f"the request has {rows} rows; this server accepts at most {state.config.max_rows} per request"
+        )
 
 
 async def _infer(state: ServerState, model: ServedModel, prepared: Prepared):
@@ -143,14 +145,24 @@ async def embeddings(request: Request) -> Response:
         outputs, timing = await _infer(state, model, prepared)
         vectors = outputs["embedding"]
         data = [
-            {"object": "embedding", "index": i,
-             "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if fmt == "base64" else v}
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if fmt == "base64" else v,
+            }
             for i, v in enumerate(vectors)
         ]
-        body = {"object": "list", "data": data, "model": model.name,
-                "usage": {"prompt_tokens": prepared.tokens, "total_tokens": prepared.tokens}}
-        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json",
-                        headers={"Server-Timing": server_timing(timing)})
+        body = {
+            "object": "list",
+            "data": data,
+            "model": model.name,
+            "usage": {"prompt_tokens": prepared.tokens, "total_tokens": prepared.tokens},
+        }
+        return Response(
+            orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+            media_type="application/json",
+            headers={"Server-Timing": server_timing(timing)},
+        )
 
 
 async def server_metadata(request: Request) -> Response:
@@ -169,14 +181,16 @@ async def ready(request: Request) -> Response:
 async def model_metadata(request: Request) -> Response:
     state: ServerState = request.app.state.server
     model = state.model(request.path_params["name"], request.path_params.get("version"))
-    return JSONResponse({
-        "name": model.name,
-        "versions": [model.version],
-        "platform": "onnxruntime_onnx",
-        "inputs": [spec.as_json() for spec in model.inputs],
-        "outputs": [spec.as_json() for spec in model.outputs],
-        "parameters": {"kind": model.kind, "variant": model.version},
-    })
+    return JSONResponse(
+        {
+            "name": model.name,
+            "versions": [model.version],
+            "platform": "onnxruntime_onnx",
+            "inputs": [spec.as_json() for spec in model.inputs],
+            "outputs": [spec.as_json() for spec in model.outputs],
+            "parameters": {"kind": model.kind, "variant": model.version},
+        }
+    )
 
 
 async def model_ready(request: Request) -> Response:
@@ -251,7 +265,11 @@ def create_app(config: ServerConfig) -> Starlette:
     app = Starlette(
         routes=_routes(),
         lifespan=lifespan,
-        exception_handlers={RequestError: on_request_error, HTTPException: on_http_error, Exception: on_unexpected},
+        exception_handlers={
+            RequestError: on_request_error,
+            HTTPException: on_http_error,
+            Exception: on_unexpected,
+        },
     )
     app.state.server = state
     return app

@@ -57,7 +57,13 @@ class _Pending:
         return len(self.prepared.rows)
 
 
-BatchObserver = Callable[[int, float, float], None]  # rows, queue seconds of oldest, infer seconds
+# rows, queue seconds of the oldest request, infer seconds, padding efficiency (real / padded tokens)
+BatchObserver = Callable[[int, float, float, float], None]
+
+
+def padding_efficiency(rows: list[np.ndarray]) -> float:
+    """Share of the padded batch that is real input; 1.0 when every row has the same length."""
+    return sum(len(r) for r in rows) / (len(rows) * max(len(r) for r in rows))
 
 
 class Batcher:
@@ -145,7 +151,7 @@ class Batcher:
             return
         infer_s = time.perf_counter() - started
         if self._observe:
-            self._observe(len(rows), started - batch[0].enqueued, infer_s)
+            self._observe(len(rows), started - batch[0].enqueued, infer_s, padding_efficiency(rows))
         offset = 0
         for pending in batch:
             n = pending.rows

@@ -54,7 +54,11 @@ def _is_current(models_dir: Path) -> bool:
 
 
 def _file_entry(models_dir: Path, path: Path) -> dict:
-    return {"path": str(path.relative_to(models_dir)), "bytes": path.stat().st_size, "sha256": weights.sha256_of(path)}
+    return {
+        "path": str(path.relative_to(models_dir)),
+        "bytes": path.stat().st_size,
+        "sha256": weights.sha256_of(path),
+    }
 
 
 def _build_minilm(models_dir: Path, progress: Progress) -> dict:
@@ -108,8 +112,13 @@ def build_models(models_dir: Path, force: bool = False, progress: Progress = pri
     (models_dir / MANIFEST).unlink(missing_ok=True)  # a half-finished build must not look current
     manifest = {
         "builder_version": BUILDER_VERSION,
-        "models": {"minilm": _build_minilm(models_dir, progress), "fraud": _build_fraud(models_dir, progress)},
+        "models": {
+            "minilm": _build_minilm(models_dir, progress),
+            "fraud": _build_fraud(models_dir, progress),
+        },
     }
     (models_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    progress(f"built {len(manifest['models'])} models x {len(VARIANTS)} variants in {time.perf_counter() - started:.1f}s")
+    progress(
+        f"built {len(manifest['models'])} models x {len(VARIANTS)} variants in {time.perf_counter() - started:.1f}s"
+    )
     return manifest

@@ -30,38 +30,64 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reference-server", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--models-dir", type=Path, default=None,
-                        help=f"where built models live (default: $REFERENCE_SERVER_MODELS or {default_models_dir()})")
+    common.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help=f"where built models live (default: $REFERENCE_SERVER_MODELS or {default_models_dir()})",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    build = sub.add_parser("build-models", parents=[common],
-                           help="download MiniLM's weights, export and quantise every model")
+    build = sub.add_parser(
+        "build-models", parents=[common], help="download MiniLM's weights, export and quantise every model"
+    )
     build.add_argument("--force", action="store_true", help="rebuild even if the build is current")
 
     serve = sub.add_parser("serve", parents=[common], help="serve models over the Open Inference Protocol (KServe V2)")
-    serve.add_argument("--model", action="append", dest="models", metavar="NAME",
-                       help="model to serve: minilm (default) or fraud; repeat for several")
+    serve.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="NAME",
+        help="model to serve: minilm (default) or fraud; repeat for several",
+    )
     serve.add_argument("--variant", choices=("fp32", "int8"), default="fp32")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
     serve.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     serve.add_argument("--threads", type=_positive, default=1, help="ONNX Runtime intra-op threads (default 1)")
     serve.add_argument("--spin", action="store_true", help="let ORT threads spin while idle (lower latency, more CPU)")
     serve.add_argument("--max-batch-size", type=_positive, default=32, help="rows per batch (default 32)")
-    serve.add_argument("--max-queue-delay-ms", type=float, default=2.0,
-                       help="longest a request waits for a batch to fill (default 2 ms)")
+    serve.add_argument(
+        "--max-queue-delay-ms",
+        type=float,
+        default=2.0,
+        help="longest a request waits for a batch to fill (default 2 ms)",
+    )
     serve.add_argument("--no-batching", action="store_true", help="run every request alone (batch-1 serving)")
     serve.add_argument("--no-length-grouping", action="store_true", help="batch in arrival order only")
-    serve.add_argument("--max-queue-rows", type=_positive, default=512, help="queue bound; beyond it: 503 (default 512)")
-    serve.add_argument("--max-body-bytes", type=_positive, default=8 * 1024 * 1024, help="beyond it: 413 (default 8 MiB)")
+    serve.add_argument(
+        "--max-queue-rows", type=_positive, default=512, help="queue bound; beyond it: 503 (default 512)"
+    )
+    serve.add_argument(
+        "--max-body-bytes", type=_positive, default=8 * 1024 * 1024, help="beyond it: 413 (default 8 MiB)"
+    )
     serve.add_argument("--max-rows", type=_positive, default=128, help="rows per request; beyond it: 400 (default 128)")
-    serve.add_argument("--long-text", choices=("truncate", "reject"), default="truncate",
-                       help="text over 256 tokens: truncate as the model was trained (default) or reject with 400")
+    serve.add_argument(
+        "--long-text",
+        choices=("truncate", "reject"),
+        default="truncate",
+        help="text over 256 tokens: truncate as the model was trained (default) or reject with 400",
+    )
     serve.add_argument("--cpus", type=_cpus, default=None, help="pin the server to these cores, e.g. 0 or 0,1")
     serve.add_argument("--ready-file", type=Path, default=None, help="write {url, pid} here once serving")
     serve.add_argument("--log-level", default="warning")
     serve.add_argument("--access-log", action="store_true")
 
-    check = sub.add_parser("selftest", parents=[common], help="start the server per variant, send real requests, print the answers")
+    check = sub.add_parser(
+        "selftest",
+        parents=[common],
+        help="start the server per variant, send real requests, print the answers",
+    )
     check.add_argument("--model", default="minilm")
     check.add_argument("--variant", action="append", dest="variants", choices=("fp32", "int8"))
     return parser

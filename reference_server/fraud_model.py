@@ -92,9 +92,7 @@ def train_mlp(seed: int = 7, hidden: tuple[int, ...] = (32, 16), epochs: int = 3
                 params[i] -= lr * (m / (1 - beta1**step)) / (np.sqrt(v / (1 - beta2**step)) + 1e-8)
     logits = _forward(params, (x_test - mean) / std)[-1]
     accuracy = float((logits.argmax(1) == y_test).mean())
-    layers = tuple(
-        (params[i].astype(np.float32), params[i + 1].astype(np.float32)) for i in range(0, len(params), 2)
-    )
+    layers = tuple((params[i].astype(np.float32), params[i + 1].astype(np.float32)) for i in range(0, len(params), 2))
     return TrainedMLP(mean.astype(np.float32), std.astype(np.float32), layers, accuracy)
 
 
@@ -137,7 +135,9 @@ def build_fraud_graph(mlp: TrainedMLP) -> onnx.ModelProto:
             helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"z{i}"]),
         ]
         last = i == len(mlp.layers) - 1
-        nodes.append(helper.make_node("Softmax" if last else "Relu", [f"z{i}"], ["probabilities" if last else f"h{i + 1}"]))
+        nodes.append(
+            helper.make_node("Softmax" if last else "Relu", [f"z{i}"], ["probabilities" if last else f"h{i + 1}"])
+        )
     graph = helper.make_graph(
         nodes,
         "fraud-mlp",

@@ -51,22 +51,38 @@ def start_server(args: Sequence[str], timeout: float = 60.0, env: dict[str, str]
     """Run ``reference-server serve ARGS --port 0`` and return once it answers requests."""
     workdir = Path(tempfile.mkdtemp(prefix="reference-server-"))
     ready_file, log_path = workdir / "ready.json", workdir / "server.log"
-    command = [sys.executable, "-m", "reference_server", "serve", *args, "--port", "0", "--ready-file", str(ready_file)]
+    command = [
+        sys.executable,
+        "-m",
+        "reference_server",
+        "serve",
+        *args,
+        "--port",
+        "0",
+        "--ready-file",
+        str(ready_file),
+    ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     deadline = time.monotonic() + timeout
     while not ready_file.exists():
         if process.poll() is not None:
-            raise ReferenceServerError(f"reference server exited with {process.returncode}:\n{log_path.read_text()[-2000:]}")
+            raise ReferenceServerError(
+                f"reference server exited with {process.returncode}:\n{log_path.read_text()[-2000:]}"
+            )
         if time.monotonic() > deadline:
             process.kill()
-            raise ReferenceServerError(f"reference server not ready after {timeout:.0f}s:\n{log_path.read_text()[-2000:]}")
+            raise ReferenceServerError(
+                f"reference server not ready after {timeout:.0f}s:\n{log_path.read_text()[-2000:]}"
+            )
         time.sleep(0.05)
     return RunningServer(json.loads(ready_file.read_text())["url"], process, log_path)
 
 
 @contextmanager
-def running_server(args: Sequence[str], timeout: float = 60.0, env: dict[str, str] | None = None) -> Iterator[RunningServer]:
+def running_server(
+    args: Sequence[str], timeout: float = 60.0, env: dict[str, str] | None = None
+) -> Iterator[RunningServer]:
     server = start_server(args, timeout, env)
     try:
         yield server

@@ -19,35 +19,67 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "inference_requests", "Inference requests by model, endpoint and HTTP status",
-            ["model", "endpoint", "status"], registry=r,
+            "inference_requests",
+            "Inference requests by model, endpoint and HTTP status",
+            ["model", "endpoint", "status"],
+            registry=r,
         )
         self.latency = Histogram(
-            "inference_request_duration_seconds", "Time in the handler, body read to response built",
-            ["model", "endpoint"], buckets=_LATENCY_BUCKETS, registry=r,
+            "inference_request_duration_seconds",
+            "Time in the handler, body read to response built",
+            ["model", "endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_wait = Histogram(
-            "inference_queue_wait_seconds", "Time the oldest request of a batch waited in the queue",
-            ["model"], buckets=_LATENCY_BUCKETS, registry=r,
+            "inference_queue_wait_seconds",
+            "Time the oldest request of a batch waited in the queue",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.compute = Histogram(
-            "inference_compute_seconds", "ONNX Runtime time per batch", ["model"], buckets=_LATENCY_BUCKETS, registry=r,
+            "inference_compute_seconds",
+            "ONNX Runtime time per batch",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_rows = Histogram(
-            "inference_batch_size", "Rows per executed batch", ["model"], buckets=_BATCH_BUCKETS, registry=r,
+            "inference_batch_size",
+            "Rows per executed batch",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.padding = Histogram(
+            "inference_padding_efficiency",
+            "Real tokens / padded tokens per batch (1.0: no padding)",
+            ["model"],
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "inference_requests_in_flight",
+            "Requests inside the handler now",
+            ["model", "endpoint"],
+            registry=r,
         )
         self.queue_rows = Gauge("inference_queue_rows", "Rows waiting to be batched", ["model"], registry=r)
 
     def track_queue(self, model: str, rows: Callable[[], int]) -> None:
         self.queue_rows.labels(model).set_function(rows)
 
-    def batch_observer(self, model: str) -> Callable[[int, float, float], None]:
-        batch_rows, queue_wait, compute = (m.labels(model) for m in (self.batch_rows, self.queue_wait, self.compute))
+    def batch_observer(self, model: str) -> Callable[[int, float, float, float], None]:
+        batch_rows, queue_wait, compute, padding = (
+            m.labels(model) for m in (self.batch_rows, self.queue_wait, self.compute, self.padding)
+        )
 
-        def observe(rows: int, queue_s: float, infer_s: float) -> None:
+        def observe(rows: int, queue_s: float, infer_s: float, efficiency: float) -> None:
             batch_rows.observe(rows)
             queue_wait.observe(queue_s)
             compute.observe(infer_s)
+            padding.observe(efficiency)
 
         return observe
 
@@ -56,6 +88,8 @@ class Metrics:
         """Count the request by the status it ends with, and time it."""
         started = time.perf_counter()
         status = 200
+        in_flight = self.in_flight.labels(model, endpoint)
+        in_flight.inc()
         try:
             yield
         except RequestError as exc:
@@ -65,6 +99,7 @@ class Metrics:
             status = 500
             raise
         finally:
+            in_flight.dec()
             self.requests.labels(model, endpoint, str(status)).inc()
             self.latency.labels(model, endpoint).observe(time.perf_counter() - started)
 

@@ -78,9 +78,7 @@ def _gelu(g: _Graph, x: str) -> str:
 
 
 def _attention(g: _Graph, x: str, mask_bias: str, weights, prefix: str, cfg: BertConfig) -> str:
-    split_heads = g.const(
-        g._name("heads_shape"), np.array([0, 0, cfg.num_heads, cfg.head_size], np.int64)
-    )
+    split_heads = g.const(g._name("heads_shape"), np.array([0, 0, cfg.num_heads, cfg.head_size], np.int64))
     merge_heads = g.const(g._name("hidden_shape"), np.array([0, 0, cfg.hidden_size], np.int64))
 
     def heads(name: str, perm: list[int]) -> str:
@@ -117,7 +115,11 @@ def build_minilm_graph(weights: dict[str, np.ndarray], cfg: BertConfig = BertCon
     words = g.op("Gather", g.const("word_embeddings", weights["embeddings.word_embeddings.weight"]), "input_ids")
     seq_len = g.op("Shape", "input_ids", start=1, end=2)
     positions = g.op(
-        "Slice", g.const("position_embeddings", weights["embeddings.position_embeddings.weight"]), zero, seq_len, zero
+        "Slice",
+        g.const("position_embeddings", weights["embeddings.position_embeddings.weight"]),
+        zero,
+        seq_len,
+        zero,
     )
     token_type = g.const("token_type_0", weights["embeddings.token_type_embeddings.weight"][0])
     summed = g.op("Add", g.op("Add", words, positions), token_type)

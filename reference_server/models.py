@@ -92,8 +92,15 @@ def _single_input(tensors: dict[str, InputTensor], spec: TensorSpec) -> InputTen
 class TextEncoder:
     kind = "text-embedding"
 
-    def __init__(self, name: str, variant: str, directory: Path, settings: SessionSettings, max_tokens: int,
-                 long_text: LongText = "truncate") -> None:
+    def __init__(
+        self,
+        name: str,
+        variant: str,
+        directory: Path,
+        settings: SessionSettings,
+        max_tokens: int,
+        long_text: LongText = "truncate",
+    ) -> None:
         self.name, self.version = name, variant
         self.session = make_session(directory / f"{variant}.onnx", settings)
         self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
@@ -127,7 +134,7 @@ class TextEncoder:
                 ids = [*ids[: self.max_tokens - 1], self.sep_id]  # what HF truncation to max_length gives
             rows.append(np.asarray(ids, dtype=np.int64))
         lengths = [len(r) for r in rows]
-        return Prepared(rows, max(lengths), sum(lengths))
+        return Prepared(rows, max(lengths, default=0), sum(lengths))
 
     def infer(self, rows: list[np.ndarray]) -> dict[str, np.ndarray]:
         ids = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)
@@ -142,8 +149,15 @@ class TextEncoder:
 class TabularClassifier:
     kind = "tabular-classifier"
 
-    def __init__(self, name: str, variant: str, directory: Path, settings: SessionSettings,
-                 features: list[str], classes: list[str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        variant: str,
+        directory: Path,
+        settings: SessionSettings,
+        features: list[str],
+        classes: list[str],
+    ) -> None:
         self.name, self.version = name, variant
         self.session = make_session(directory / f"{variant}.onnx", settings)
         self.features, self.classes = features, classes
@@ -165,8 +179,9 @@ class TabularClassifier:
         return {"probabilities": probabilities}
 
 
-def load_model(models_dir: Path, name: str, variant: str, settings: SessionSettings,
-               long_text: LongText = "truncate") -> ServedModel:
+def load_model(
+    models_dir: Path, name: str, variant: str, settings: SessionSettings, long_text: LongText = "truncate"
+) -> ServedModel:
     """Load one built model variant; the errors say how to build what is missing."""
     manifest = load_manifest(models_dir)
     entry = manifest["models"].get(name)

@@ -19,8 +19,6 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
     level = root.level
     root.setLevel(logging.ERROR)  # the quantiser logs a pre-processing hint at WARNING on every call
     try:
-        quantize_dynamic(
-            fp32_path, int8_path, weight_type=QuantType.QInt8, per_channel=True, reduce_range=False
-        )
+        quantize_dynamic(fp32_path, int8_path, weight_type=QuantType.QInt8, per_channel=True, reduce_range=False)
     finally:
         root.setLevel(level)

@@ -41,13 +41,17 @@ def selftest(models_dir: Path, model: str, variants: tuple[str, ...]) -> int:
             values = np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
             answers[variant] = values
             print(f"{model} {variant}: ready in {up:.1f}s at {server.url}; inputs {meta['inputs']}")
-            print(f"  POST /v2/models/{model}/infer -> {response.status_code} in {took:.1f} ms, "
-                  f"{output['name']} {output['datatype']} {output['shape']}")
+            print(
+                f"  POST /v2/models/{model}/infer -> {response.status_code} in {took:.1f} ms, "
+                f"{output['name']} {output['datatype']} {output['shape']}"
+            )
             print(f"  Server-Timing: {response.headers['server-timing']}")
             if model == "minilm":
                 similarity = values @ values.T
-                print(f"  cosine('{SENTENCES[0]}', '{SENTENCES[1]}') = {similarity[0, 1]:.3f}; "
-                      f"vs '{SENTENCES[2]}' = {similarity[0, 2]:.3f}")
+                print(
+                    f"  cosine('{SENTENCES[0]}', '{SENTENCES[1]}') = {similarity[0, 1]:.3f}; "
+                    f"vs '{SENTENCES[2]}' = {similarity[0, 2]:.3f}"
+                )
             else:
                 print(f"  P(fraud) = {values[0, 1]:.3f}")
     if model == "minilm" and {"fp32", "int8"} <= answers.keys():

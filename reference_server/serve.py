@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from pathlib import Path
 
 import psutil
@@ -24,10 +25,21 @@ def pin_to_cpus(cpus: tuple[int, ...]) -> None:
 
 async def _serve(config: ServerConfig, ready_file: Path | None, log_level: str, access_log: bool) -> None:
     app = create_app(config)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=config.host, port=config.port, log_level=log_level, access_log=access_log,
-        timeout_graceful_shutdown=30, lifespan="on",
-    ))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level=log_level,
+            access_log=access_log,
+            timeout_graceful_shutdown=30,
+            lifespan="on",
+        )
+    )
+    # uvicorn re-raises the signal it caught once shutdown is done; a no-op handler underneath turns
+    # a graceful SIGTERM into exit status 0 rather than death by signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
@@ -37,10 +49,16 @@ async def _serve(config: ServerConfig, ready_file: Path | None, log_level: str, 
     host, port = server.servers[0].sockets[0].getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     batching = config.batching
-    batch = f"batch<={batching.max_batch_size}, delay {batching.max_queue_delay_ms}ms" if batching.enabled else "no batching"
-    print(f"serving {', '.join(config.models)} ({config.variant}) on {url}: OIP v2 under /v2, "
-          f"OpenAI under /v1, metrics at /metrics; {config.session.intra_op_threads} intra-op thread(s), {batch}",
-          flush=True)
+    batch = (
+        f"batch<={batching.max_batch_size}, delay {batching.max_queue_delay_ms}ms"
+        if batching.enabled
+        else "no batching"
+    )
+    print(
+        f"serving {', '.join(config.models)} ({config.variant}) on {url}: OIP v2 under /v2, "
+        f"OpenAI under /v1, metrics at /metrics; {config.session.intra_op_threads} intra-op thread(s), {batch}",
+        flush=True,
+    )
     if ready_file:
         tmp = ready_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"url": url, "pid": psutil.Process().pid}))
@@ -48,8 +66,9 @@ async def _serve(config: ServerConfig, ready_file: Path | None, log_level: str, 
     await serving
 
 
-def serve(config: ServerConfig, ready_file: Path | None = None, log_level: str = "warning",
-          access_log: bool = False) -> None:
+def serve(
+    config: ServerConfig, ready_file: Path | None = None, log_level: str = "warning", access_log: bool = False
+) -> None:
     if config.cpus:
         pin_to_cpus(config.cpus)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
