@@ -28,7 +28,7 @@ from .models import Prepared, ServedModel
 class BatchingConfig:
     enabled: bool = True
     max_batch_size: int = 32  # rows
-    max_queue_delay_ms: float = 2.0
+    max_queue_delay_ms: float = 0.0
     max_queue_rows: int = 512
     group_by_length: bool = True
 
