@@ -1,0 +1,100 @@
+"""Add up the deltas of every load-generator process: histograms, per-second intervals, counts.
+
+In one process the collector pulls from the local recorder; in Locust's distributed mode the
+master's collector absorbs what each worker attaches to its reports. Either way the result is one
+set of histograms whose counts equal the sum of the parts, and an accounting that adds up.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from hdrh.histogram import HdrHistogram
+
+from .recorder import ALL, new_histogram
+
+PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.histograms: dict[str, HdrHistogram] = {}
+        self.intervals: defaultdict[int, defaultdict[str, list[bytes]]] = defaultdict(lambda: defaultdict(list))
+        self.counts: Counter[str] = Counter()
+        self.timeline: defaultdict[int, Counter[str]] = defaultdict(Counter)
+        self.in_flight: dict[str, int] = {}
+        self.done: set[str] = set()
+
+    def absorb(self, delta: dict, worker: str = "local") -> None:
+        for key, encoded in delta["histograms"].items():
+            histogram = self.histograms.get(key)
+            if histogram is None:
+                histogram = self.histograms[key] = new_histogram()
+            histogram.decode_and_add(encoded)
+        for second, encoded in delta["intervals"]:
+            for key, payload in encoded.items():
+                self.intervals[int(second)][key].append(payload)
+        self.counts.update(delta["counts"])
+        for second, counts in delta["timeline"].items():
+            self.timeline[int(second)].update(counts)
+        self.in_flight[worker] = delta["in_flight"]
+        if delta.get("done"):
+            self.done.add(worker)
+
+    def histogram(self, metric: str, cls: str = ALL) -> HdrHistogram | None:
+        return self.histograms.get(f"{metric}|{cls}")
+
+    def classes(self) -> list[str]:
+        names = {key.split("|", 1)[1] for key in self.counts if not key.startswith("clamped")}
+        names |= {key.split("|", 1)[1] for key in self.histograms}
+        names.discard(ALL)
+        return sorted(names)
+
+    def accounting(self, cls: str | None = None) -> dict:
+        """scheduled = ok + errors + timeouts + dropped (+ unfinished, only if a run was cut short)."""
+        totals: Counter[str] = Counter()
+        errors: Counter[str] = Counter()
+        for key, count in self.counts.items():
+            outcome, name = key.split("|", 1)
+            if cls is not None and name != cls:
+                continue
+            if outcome.startswith("error:"):
+                errors[outcome.removeprefix("error:")] += count
+                totals["errors"] += count
+            elif outcome != "clamped":
+                totals[outcome] += count
+        finished = totals["ok"] + totals["errors"] + totals["timeout"] + totals["dropped"]
+        return {
+            "scheduled": totals["scheduled"],
+            "ok": totals["ok"],
+            "errors": totals["errors"],
+            "errors_by_kind": dict(sorted(errors.items())),
+            "timeouts": totals["timeout"],
+            "dropped": totals["dropped"],
+            "unfinished": totals["scheduled"] - finished,
+        }
+
+    def interval_histogram(self, second: int, key: str) -> HdrHistogram | None:
+        encoded = self.intervals.get(second, {}).get(key)
+        if not encoded:
+            return None
+        histogram = new_histogram()
+        for payload in encoded:
+            histogram.decode_and_add(payload)
+        return histogram
+
+
+def latency_stats(histogram: HdrHistogram | None) -> dict:
+    """Count, mean, min, max and percentiles of a histogram of microseconds, in milliseconds."""
+    if histogram is None or histogram.get_total_count() == 0:
+        return {"count": 0}
+    ms = 1000.0
+    stats = {
+        "count": histogram.get_total_count(),
+        "min": histogram.get_min_value() / ms,
+        "mean": round(histogram.get_mean_value() / ms, 4),
+        "max": histogram.get_max_value() / ms,
+    }
+    for p in PERCENTILES:
+        stats[f"p{p:g}"] = histogram.get_value_at_percentile(p) / ms
+    return stats

@@ -1,0 +1,115 @@
+"""Request payloads: request classes with weights, drawn reproducibly from a seed.
+
+Two sources:
+- ``text``: a built-in generator of English-like text in length classes (for example short
+  <= 16 tokens, medium, long >= 128), each class a token range and a weight;
+- ``features``: rows of numbers for tabular models (the fraud classifier);
+- ``jsonl``: a file of request bodies, one JSON object per line, each optionally with a class.
+
+A ``PayloadPool`` holds a fixed number of pre-encoded bodies per class, so the hot path only
+picks one. The pick for arrival i depends only on the seed and i, so every variant and every
+worker sees the same payloads in the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from .errors import ConfigError
+
+# Common English words; nearly all are a single WordPiece token, so words ~ tokens.
+WORDS = ["the", "of", "and", "to", "in", "is", "was", "for", "that", "on", "with", "as", "by", "at", "from", "this", "be", "are", "it", "an", "or", "have", "not", "which", "but", "they", "his", "all", "were", "had", "there", "one", "can", "their", "has", "more", "will", "been", "when", "who", "would", "time", "also", "new", "other", "into", "two", "some", "than", "first", "then", "its", "only", "about", "year", "over", "these", "may", "after", "such", "most", "many", "people", "those", "work", "under", "state", "made", "any", "part", "between", "three", "well", "where", "much", "used", "system", "data", "model", "service", "user", "account", "order", "price", "delivery", "report", "network", "server", "query", "request", "response", "latency", "traffic", "payment", "invoice", "customer", "support", "refund", "update", "error", "login", "password", "search", "product", "review", "message", "team", "project", "cloud", "storage", "market", "energy", "health", "city", "music"]
+
+
+@dataclass(frozen=True)
+class PayloadClass:
+    name: str
+    weight: float
+    min_tokens: int = 0
+    max_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One request body, already encoded, and the class it is recorded under."""
+
+    cls: str
+    body: bytes
+    text: str | None = None
+
+
+def generate_text(tokens: int, rng: np.random.Generator) -> str:
+    """About ``tokens`` WordPiece tokens of text ([CLS] and [SEP] count as two)."""
+    words = max(1, tokens - 2)
+    picked = rng.choice(len(WORDS), size=words)
+    sentence = " ".join(WORDS[i] for i in picked)
+    return sentence[0].upper() + sentence[1:] + "."
+
+
+class PayloadPool:
+    """Bodies per class and a deterministic picker: arrival i always gets the same payload."""
+
+    def __init__(self, payloads: dict[str, list[Payload]], weights: dict[str, float], seed: int) -> None:
+        self.classes = [name for name in weights if payloads.get(name)]
+        if not self.classes:
+            raise ValueError("no payloads to send")
+        self.payloads = payloads
+        total = sum(weights[c] for c in self.classes)
+        self.cumulative = np.cumsum([weights[c] / total for c in self.classes])
+        self.seed = seed
+
+    def pick(self, index: int) -> Payload:
+        draw = np.random.default_rng([self.seed, index]).random(2)
+        cls = self.classes[min(int(np.searchsorted(self.cumulative, draw[0], side="right")), len(self.classes) - 1)]
+        bodies = self.payloads[cls]
+        return bodies[int(draw[1] * len(bodies))]
+
+
+def text_pool(classes: list[PayloadClass], encode, seed: int, per_class: int = 256) -> PayloadPool:
+    rng = np.random.default_rng(seed)
+    payloads = {}
+    for cls in classes:
+        lengths = rng.integers(cls.min_tokens, cls.max_tokens + 1, size=per_class)
+        texts = [generate_text(int(n), rng) for n in lengths]
+        payloads[cls.name] = [Payload(cls.name, encode(text), text) for text in texts]
+    return PayloadPool(payloads, {c.name: c.weight for c in classes}, seed)
+
+
+def features_pool(width: int, encode, seed: int, per_class: int = 256) -> PayloadPool:
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(2.0, 1.5, size=(per_class, width)).round(3).astype(float)
+    return PayloadPool(
+        {"features": [Payload("features", encode(row.tolist())) for row in rows]}, {"features": 1.0}, seed
+    )
+
+
+def jsonl_pool(path: Path, seed: int, default_class: str = "default") -> PayloadPool:
+    """Bodies from a JSONL file: ``{"body": {...}, "class": "long"}`` or a bare JSON body per line."""
+    if not path.exists():
+        raise ConfigError(str(path), None, "payload file not found")
+    payloads: dict[str, list[Payload]] = {}
+    with path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                doc = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{number}", None, f"not valid JSON: {exc}") from None
+            if not isinstance(doc, dict):
+                raise ConfigError(f"{path}:{number}", None, "each line must be a JSON object")
+            if "body" in doc:
+                cls = doc.get("class", default_class)
+                if not isinstance(cls, str):
+                    raise ConfigError(f"{path}:{number}", "class", "must be a string")
+                body = doc["body"]
+            else:
+                cls, body = default_class, doc
+            payloads.setdefault(cls, []).append(Payload(cls, orjson.dumps(body)))
+    if not payloads:
+        raise ConfigError(str(path), None, "holds no request bodies")
+    return PayloadPool(payloads, {cls: float(len(bodies)) for cls, bodies in payloads.items()}, seed)

@@ -1,0 +1,75 @@
+"""How each protocol shapes a request and recognises a valid answer.
+
+- ``oip-v2``: Open Inference Protocol (KServe V2) ``POST /v2/models/{model}/infer``;
+- ``openai-embeddings``: ``POST /v1/embeddings``;
+- ``http-json``: any JSON endpoint, with a body template whose ``"{{text}}"`` is replaced.
+
+A 200 whose body is not what the protocol promises is an error of its own kind
+(``invalid_body``): a server that answers fast with garbage is not fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+PROTOCOLS = ("oip-v2", "openai-embeddings", "http-json")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    path: str
+    encode_text: Callable[[str], bytes]
+    encode_features: Callable[[list[float]], bytes]
+    valid: Callable[[bytes], bool]
+
+
+def _json_with(key: str) -> Callable[[bytes], bool]:
+    def valid(body: bytes) -> bool:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(doc, dict) and isinstance(doc.get(key), list) and bool(doc[key])
+
+    return valid
+
+
+def _any_json(body: bytes) -> bool:
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def make_protocol(name: str, model: str, input_name: str = "text", path: str = "", template: str = "") -> Protocol:
+    if name == "oip-v2":
+        return Protocol(
+            name,
+            path or f"/v2/models/{model}/infer",
+            lambda text: orjson.dumps(
+                {"inputs": [{"name": input_name, "datatype": "BYTES", "shape": [1], "data": [text]}]}
+            ),
+            lambda row: orjson.dumps(
+                {"inputs": [{"name": input_name, "datatype": "FP32", "shape": [1, len(row)], "data": row}]}
+            ),
+            _json_with("outputs"),
+        )
+    if name == "openai-embeddings":
+        return Protocol(
+            name,
+            path or "/v1/embeddings",
+            lambda text: orjson.dumps({"model": model, "input": text}),
+            lambda row: orjson.dumps({"model": model, "input": row}),
+            _json_with("data"),
+        )
+    template = template or '{"text": "{{text}}"}'
+
+    def fill(value: object) -> bytes:
+        return template.replace('"{{text}}"', orjson.dumps(value).decode()).encode()
+
+    return Protocol(name, path or "/", fill, fill, _any_json)

@@ -1,0 +1,137 @@
+"""One directory per run: ``summary.json``, HdrHistogram interval logs, a per-second timeline.
+
+The directory is enough to rebuild every figure later: the summary holds the merged percentiles
+and the accounting; ``response.hlog`` and ``service.hlog`` hold one histogram per second per
+request class, in HdrHistogram's own log format (v1.3, ``Tag=<class>``; the untagged lines are all
+classes together; values in microseconds), so its standard tools read them; ``timeline.csv`` has
+one row per second that pandas reads. Every file is written to a temporary name and renamed, so a
+reader never sees half a file, and an interrupted run still leaves whole files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .collector import Collector, latency_stats
+from .recorder import ALL, INTERVAL_METRICS, METRICS
+
+SCHEMA = "loadtest.summary/1"
+TIMELINE_COLUMNS = (
+    "second",
+    "target",
+    "scheduled",
+    "sent",
+    "ok",
+    "error",
+    "timeout",
+    "dropped",
+    "warmup",
+    "response_p50_ms",
+    "response_p99_ms",
+    "response_max_ms",
+    "service_p50_ms",
+    "service_p99_ms",
+)
+
+
+def run_dir_name(scenario: str, when: float | None = None) -> str:
+    stamp = datetime.fromtimestamp(when or time.time(), UTC).strftime("%Y%m%d-%H%M%S")
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in scenario)
+    return f"{stamp}-{safe}"
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def build_summary(collector: Collector, meta: dict) -> dict:
+    """The run's machine-readable summary (schema ``loadtest.summary/1``, documented in the README)."""
+    classes = collector.classes()
+    measured = meta["load"]["duration_s"]
+    accounting = collector.accounting()
+    latency = {
+        metric: {cls: latency_stats(collector.histogram(metric, cls)) for cls in (ALL, *classes)}
+        for metric in METRICS
+        if collector.histogram(metric, ALL) is not None
+    }
+    sent = accounting["scheduled"] - accounting["dropped"]
+    return {
+        "schema": SCHEMA,
+        **meta,
+        "accounting": {
+            **accounting,
+            "balanced": accounting["unfinished"] == 0,
+            "by_class": {cls: collector.accounting(cls) for cls in classes},
+        },
+        "throughput": {
+            "scheduled_per_s": round(accounting["scheduled"] / measured, 3) if measured else None,
+            "sent_per_s": round(sent / measured, 3) if measured else None,
+            "ok_per_s": round(accounting["ok"] / measured, 3) if measured else None,
+        },
+        "latency_ms": latency,
+        "clamped_values": collector.counts.get("clamped|all", 0),
+        "classes": classes,
+    }
+
+
+def timeline_rows(collector: Collector, target_at) -> list[dict]:
+    seconds = sorted(set(collector.timeline) | set(collector.intervals))
+    rows = []
+    for second in seconds:
+        counts = collector.timeline.get(second, {})
+        row = {"second": second, "target": round(target_at(second + 0.5), 3)}
+        for column in ("scheduled", "sent", "ok", "error", "timeout", "dropped", "warmup"):
+            row[column] = counts.get(column, 0)
+        for metric in INTERVAL_METRICS:
+            histogram = collector.interval_histogram(second, f"{metric}|{ALL}")
+            stats = latency_stats(histogram)
+            row[f"{metric}_p50_ms"] = stats.get("p50", "")
+            row[f"{metric}_p99_ms"] = stats.get("p99", "")
+            if metric == "response":
+                row["response_max_ms"] = stats.get("max", "")
+        rows.append(row)
+    return rows
+
+
+def hlog_text(collector: Collector, metric: str, start_epoch: float) -> str:
+    lines = [
+        "#[Histogram log format version 1.3]",
+        f"#[StartTime: {start_epoch:.3f} (seconds since epoch), "
+        f"{datetime.fromtimestamp(start_epoch, UTC).isoformat()}]",
+        f"#[loadtest {metric} latency in microseconds; one interval per second; Tag=<request class>]",
+        '"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"',
+    ]
+    for second in sorted(collector.intervals):
+        for key in sorted(collector.intervals[second], key=lambda k: (k.split("|")[1] != ALL, k)):
+            name, cls = key.split("|", 1)
+            if name != metric:
+                continue
+            histogram = collector.interval_histogram(second, key)
+            tag = "" if cls == ALL else f"Tag={cls},"
+            lines.append(
+                f"{tag}{second:.3f},1.000,{histogram.get_max_value() / 1000:.3f},{histogram.encode().decode()}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, collector: Collector, meta: dict, target_at, start_epoch: float) -> dict:
+    """Write every file of the run into ``out``; returns the summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = build_summary(collector, meta)
+    for metric in INTERVAL_METRICS:
+        write_atomic(out / f"{metric}.hlog", hlog_text(collector, metric, start_epoch))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=TIMELINE_COLUMNS)
+    writer.writeheader()
+    writer.writerows(timeline_rows(collector, target_at))
+    write_atomic(out / "timeline.csv", buffer.getvalue())
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary

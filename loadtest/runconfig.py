@@ -1,0 +1,93 @@
+"""The run configuration handed to every Locust process: the scenario and where results go.
+
+It travels as JSON (the scenario's TOML text included) in Locust's ``--loadtest-run`` option, so a
+worker on another host rebuilds the same scenario, schedule and payloads from the same seed.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .payloads import PayloadPool, features_pool, jsonl_pool, text_pool
+from .protocols import Protocol, make_protocol
+from .scenario import Scenario, scenario_from_dict
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    scenario_toml: str
+    scenario_source: str
+    target_url: str
+    out_dir: Path
+    progress_file: Path | None = None
+    overrides: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # target and profile description, for the summary
+
+    @property
+    def scenario(self) -> Scenario:
+        cached = self.__dict__.get("_scenario")
+        if cached is None:
+            base = Path(self.scenario_source).parent
+            cached = scenario_from_dict(tomllib.loads(self.scenario_toml), self.scenario_source, base)
+            cached = cached.with_overrides(**self.overrides)
+            object.__setattr__(self, "_scenario", cached)
+        return cached
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["out_dir"] = str(self.out_dir)
+        data["progress_file"] = str(self.progress_file) if self.progress_file else None
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, raw: str) -> RunConfig:
+        data = json.loads(raw)
+        data["out_dir"] = Path(data["out_dir"])
+        data["progress_file"] = Path(data["progress_file"]) if data.get("progress_file") else None
+        return cls(**data)
+
+    def meta_for_summary(self, **run: object) -> dict:
+        s = self.scenario
+        load = s.load
+        return {
+            "scenario": {"name": s.name, "source": s.source, "description": s.description, "seed": s.seed},
+            "target": {
+                "url": self.target_url,
+                "protocol": s.target.protocol,
+                "model": s.target.model,
+                **self.meta.get("target", {}),
+            },
+            "profile": self.meta.get("profile"),
+            "load": {
+                "model": load.model,
+                "shape": {
+                    "kind": load.shape.kind,
+                    **load.shape.params,
+                    **({"stages": [asdict(st) for st in load.shape.stages]} if load.shape.stages else {}),
+                },
+                "arrivals": load.arrivals if load.model == "open" else None,
+                "duration_s": load.duration,
+                "warmup_s": load.warmup,
+                "timeout_s": load.timeout,
+                "max_in_flight": load.max_in_flight if load.model == "open" else None,
+                "connections": load.pool if load.model == "open" else None,
+            },
+            "run": run,
+        }
+
+
+def build_payloads(config: RunConfig) -> tuple[Protocol, PayloadPool]:
+    s = config.scenario
+    t = s.target
+    protocol = make_protocol(t.protocol, t.model, t.input_name, t.path, t.template)
+    spec = s.payload
+    if spec.source == "jsonl":
+        pool = jsonl_pool(spec.file, s.seed)
+    elif spec.source == "features":
+        pool = features_pool(spec.width, protocol.encode_features, s.seed, spec.pool_size)
+    else:
+        pool = text_pool(list(spec.classes), protocol.encode_text, s.seed, spec.pool_size)
+    return protocol, pool

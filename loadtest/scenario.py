@@ -1,0 +1,226 @@
+"""Scenarios: what load to send. A TOML file in ``scenarios/``, parsed once into frozen dataclasses.
+
+Every key is checked up front: an unknown key, a wrong type or an impossible value stops with one
+message naming the file and the key, before any server starts or request is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import shapes
+from .arrivals import PROCESSES
+from .errors import ConfigError
+from .payloads import PayloadClass
+from .protocols import PROTOCOLS
+from .shapes import Shape
+from .tomlconf import Table, read_toml
+
+DEFAULT_CLASSES = (
+    PayloadClass("short", 70, 4, 16),
+    PayloadClass("medium", 25, 17, 127),
+    PayloadClass("long", 5, 128, 256),
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str | None = None  # None: start the embedded reference server
+    profile: str = "minilm-fp32"
+    protocol: str = "oip-v2"
+    model: str = "minilm"
+    input_name: str = "text"
+    path: str = ""
+    template: str = ""
+
+
+@dataclass(frozen=True)
+class PayloadSpec:
+    source: str = "text"  # text | features | jsonl
+    classes: tuple[PayloadClass, ...] = DEFAULT_CLASSES
+    file: Path | None = None
+    width: int = 8
+    pool_size: int = 256
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    model: str = "open"  # open | closed
+    shape: Shape = field(default_factory=lambda: Shape("constant", {"value": 10.0}, duration=30.0))
+    duration: float = 30.0
+    warmup: float = 0.0
+    timeout: float = 10.0
+    max_in_flight: int = 256
+    arrivals: str = "poisson"
+    think_time: float = 0.0
+    connections: int = 0  # open load: the client's connection pool; 0 = as many as max_in_flight
+
+    @property
+    def pool(self) -> int:
+        return self.connections or self.max_in_flight
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    source: str
+    description: str = ""
+    seed: int = 1
+    target: Target = Target()
+    payload: PayloadSpec = PayloadSpec()
+    load: LoadSpec = LoadSpec()
+    thresholds: tuple[str, ...] = ()
+
+    @property
+    def total_seconds(self) -> float:
+        return self.load.warmup + self.load.duration
+
+    def with_overrides(
+        self,
+        rate: float | None = None,
+        users: int | None = None,
+        duration: float | None = None,
+        url: str | None = None,
+        profile: str | None = None,
+    ) -> Scenario:
+        """The scenario with CLI overrides applied: a constant rate or user count, a new duration."""
+        load = self.load
+        if duration is not None:
+            load = replace(load, duration=duration, shape=replace(load.shape, duration=duration + load.warmup))
+        if rate is not None:
+            load = replace(load, model="open", shape=Shape("constant", {"value": rate}, duration=load.shape.duration))
+        if users is not None:
+            load = replace(
+                load, model="closed", shape=Shape("constant", {"value": float(users)}, duration=load.shape.duration)
+            )
+        target = self.target
+        if url is not None:
+            target = replace(target, url=url)
+        if profile is not None:
+            target = replace(target, profile=profile, url=None)
+        return replace(self, load=load, target=target)
+
+
+def _target(t: Table) -> Target:
+    url = t.get("url", str)
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise t.error("url", f"must start with http:// or https://, got {url!r}")
+    target = Target(
+        url=url or None,
+        profile=t.get("profile", str, Target.profile),
+        protocol=t.choice("protocol", PROTOCOLS, Target.protocol),
+        model=t.get("model", str, Target.model),
+        input_name=t.get("input_name", str, Target.input_name),
+        path=t.get("path", str, ""),
+        template=t.get("template", str, ""),
+    )
+    if target.template and '"{{text}}"' not in target.template:
+        raise t.error("template", 'must contain "{{text}}" (with its quotes) where the input goes')
+    t.done()
+    return target
+
+
+def _payload(t: Table, base: Path) -> PayloadSpec:
+    source = t.choice("source", ("text", "features", "jsonl"), "text")
+    raw_classes = t.get("classes", list)
+    classes = DEFAULT_CLASSES
+    if raw_classes is not None:
+        parsed = []
+        for i, raw in enumerate(raw_classes):
+            c = Table(raw, t.source, t.key(f"classes[{i}]"))
+            cls = PayloadClass(
+                c.get("name", str, required=True),
+                c.number("weight", 1.0),
+                int(c.number("min_tokens", 4, minimum=2)),
+                int(c.number("max_tokens", 16, minimum=2)),
+            )
+            if cls.max_tokens < cls.min_tokens:
+                raise c.error("max_tokens", f"is below min_tokens ({cls.max_tokens} < {cls.min_tokens})")
+            c.done()
+            parsed.append(cls)
+        if not parsed or sum(c.weight for c in parsed) <= 0:
+            raise t.error("classes", "needs at least one class with a weight above 0")
+        classes = tuple(parsed)
+    file = t.get("file", str)
+    if source == "jsonl" and not file:
+        raise t.error("file", "is required when source = 'jsonl'")
+    spec = PayloadSpec(
+        source=source,
+        classes=classes,
+        file=(base / file) if file else None,
+        width=int(t.number("width", 8, minimum=1)),
+        pool_size=int(t.number("pool_size", 256, minimum=1)),
+    )
+    t.done()
+    return spec
+
+
+def _load(t: Table) -> LoadSpec:
+    model = t.choice("model", ("open", "closed"), "open")
+    warmup = t.duration("warmup", 0)
+    shape_table = t.get("shape", dict, {"kind": "constant", "value": 10})
+    kind = shape_table.get("kind", "constant")
+    if kind == "stages":
+        shape = shapes.from_table(shape_table, 0.0, t.source, t.key("shape"))
+        duration = t.duration("duration", shapes.stages_duration(shape) - warmup)
+    else:
+        duration = t.duration("duration", required=True)
+    if duration <= 0:
+        raise t.error("duration", "must be more than zero")
+    shape = shapes.from_table(shape_table, warmup + duration, t.source, t.key("shape"))
+    spec = LoadSpec(
+        model=model,
+        shape=shape,
+        duration=duration,
+        warmup=warmup,
+        timeout=t.duration("timeout", "10s"),
+        max_in_flight=int(t.number("max_in_flight", 256, minimum=1)),
+        arrivals=t.choice("arrivals", PROCESSES, "gamma" if kind == "bursty" else "poisson"),
+        think_time=t.duration("think_time", 0),
+        connections=int(t.number("connections", 0)),
+    )
+    if spec.timeout <= 0:
+        raise t.error("timeout", "must be more than zero")
+    if kind == "bursty" and spec.arrivals != "gamma":
+        raise t.error("arrivals", "a bursty shape draws gamma inter-arrivals; leave arrivals out or set 'gamma'")
+    t.done()
+    return spec
+
+
+def load_scenario(path: Path) -> Scenario:
+    path = Path(path)
+    return scenario_from_dict(read_toml(path), str(path), path.parent)
+
+
+def scenario_from_dict(data: dict, source: str, base: Path) -> Scenario:
+    """A scenario from parsed TOML; ``base`` is where relative payload files are looked up."""
+    path = Path(source)
+    top = Table(data, source)
+    seed = top.get("seed", int, 1)
+    scenario = Scenario(
+        name=top.get("name", str, path.stem),
+        source=source,
+        description=top.get("description", str, ""),
+        seed=seed,
+        target=_target(top.table("target")),
+        payload=_payload(top.table("payload"), base),
+        load=_load(top.table("load")),
+        thresholds=tuple(_thresholds(top.table("slo"))),
+    )
+    top.done()
+    return scenario
+
+
+def _thresholds(t: Table) -> list[str]:
+    values = t.get("thresholds", list, [])
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise t.error(f"thresholds[{i}]", f"expected a string like 'p99 < 250ms', got {value!r}")
+    t.done()
+    return values
+
+
+def check_payload_fits(scenario: Scenario) -> None:
+    if scenario.payload.source == "features" and scenario.target.protocol == "openai-embeddings":
+        raise ConfigError(scenario.source, "payload.source", "openai-embeddings takes text, not features")

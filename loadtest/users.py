@@ -1,0 +1,312 @@
+"""Locust glue: the recording user, the scenario's shape, and the events that move measurements.
+
+Import this module into a locustfile (``loadtest/locustfile.py`` does only that) and Locust runs a
+scenario with our recording: ``ScenarioUser`` sends, ``ScenarioShape`` sets the user count, and
+event listeners carry each worker's histogram deltas to the master (``report_to_master`` and
+``worker_report``), which merges them and writes the results at ``quitting``: by then every
+worker has sent its final report, which is not yet true at ``test_stop``.
+
+Open load: each Locust worker runs one ``ScenarioUser``, whose task is a scheduler. It walks the
+worker's share of the global arrival schedule, sleeps until each intended time (coarse gevent
+sleep, then re-checking the clock, since timers fire early and libev resolves about 1 ms), and
+spawns the request on its own greenlet. If ``max_in_flight`` requests are already outstanding,
+the arrival is counted as dropped, never silently skipped. Closed load: ``ScenarioShape`` sets the
+number of users over time, and each user sends, waits for its answer, thinks, and repeats.
+
+The run configuration arrives as the custom option ``--loadtest-run`` (JSON), which Locust's
+master forwards to every worker in its spawn message, so workers on other hosts need no files.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+import gevent
+from gevent.lock import BoundedSemaphore
+from gevent.pool import Group
+from locust import LoadTestShape, events, runners, task
+from locust.contrib.fasthttp import FastHttpUser
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+
+from .arrivals import arrival_times, partition
+from .collector import Collector, latency_stats
+from .recorder import ALL, Completion, Recorder, parse_server_timing
+from .results import write_atomic, write_results
+from .runconfig import RunConfig, build_payloads
+
+runners.WORKER_REPORT_INTERVAL = 1.0  # deltas every second, so the master's progress is current
+HEADERS = {"Content-Type": "application/json"}
+LATE_SLEEP = 0.002  # below this much time left, stop sleeping coarsely and re-check the clock
+
+
+@dataclass
+class RunState:
+    """Everything one Locust process knows about the run; built once per process."""
+
+    config: RunConfig
+    worker_index: int = 0
+    workers: int = 1  # workers sending this schedule, as seen by a worker
+    workers_expected: int = 1  # as seen by the master, which waits for that many
+    local: bool = False  # one process: the collector pulls from this process's recorder
+    recorder: Recorder | None = None
+    collector: Collector | None = None
+    done: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    started_epoch: float = field(default_factory=time.time)
+    closed_sent: int = 0
+
+    @property
+    def scenario(self):
+        return self.config.scenario
+
+
+_STATE: RunState | None = None
+
+
+def run_state(environment) -> RunState:
+    global _STATE
+    if _STATE is None:
+        raw = getattr(environment.parsed_options, "loadtest_run", None) or os.environ.get("LOADTEST_RUN", "")
+        if not raw:
+            raise RuntimeError("no run configuration: start through `loadtest run`, or pass --loadtest-run")
+        config = RunConfig.from_json(raw)
+        runner = environment.runner
+        state = RunState(config)
+        if isinstance(runner, WorkerRunner):
+            state.worker_index = max(0, runner.worker_index)
+            state.workers = max(1, int(getattr(environment.parsed_options, "expect_workers", 1) or 1))
+        if isinstance(runner, MasterRunner | LocalRunner):
+            state.collector = Collector()
+        state.local = isinstance(runner, LocalRunner)
+        _STATE = state
+    return _STATE
+
+
+def classify(response, valid) -> Completion:
+    error = getattr(response, "error", None)
+    if error is not None:
+        if isinstance(error, socket.timeout | TimeoutError | gevent.Timeout):
+            return Completion("timeout")
+        if isinstance(error, ConnectionError | socket.gaierror):
+            return Completion("error", "connection")
+        return Completion("error", type(error).__name__)
+    status = response.status_code
+    if not 200 <= status < 300:
+        return Completion("error", f"http_{status}")
+    if not valid(response.content or b""):
+        return Completion("error", "invalid_body")
+    return Completion("ok", server_timing=parse_server_timing(response.headers.get("server-timing")))
+
+
+def sleep_until(deadline: float) -> None:
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return
+        gevent.sleep(left - LATE_SLEEP / 2 if left > LATE_SLEEP else 0)
+
+
+class ScenarioUser(FastHttpUser):
+    """Sends the scenario's requests and records them; works for open and closed load."""
+
+    def __init__(self, environment) -> None:
+        state = run_state(environment)
+        load = state.scenario.load
+        # FastHttpUser builds its connection pool from these in __init__: set them first.
+        self.concurrency = load.pool
+        self.network_timeout = self.connection_timeout = load.timeout
+        super().__init__(environment)
+        self.state = state
+        self.protocol, self.payloads = build_payloads(state.config)
+
+    def wait_time(self) -> float:
+        if self.state.done:
+            return 3600.0  # the schedule is sent: wait outside the task, where a stop ends us at once
+        return self.state.scenario.load.think_time
+
+    @task
+    def work(self) -> None:
+        if self.state.scenario.load.model == "open":
+            self.run_schedule()
+        else:
+            self.closed_request()
+
+    def _send(self, recorder: Recorder, payload, intended: float, connections: BoundedSemaphore | None) -> None:
+        if connections is not None:
+            connections.acquire()
+        try:
+            actual = time.perf_counter()
+            recorder.sent(payload.cls, intended, actual)
+            response = self.client.request(
+                "POST", self.protocol.path, data=payload.body, headers=HEADERS, name=payload.cls
+            )
+            done = time.perf_counter()
+        finally:
+            if connections is not None:
+                connections.release()
+        recorder.completed(payload.cls, intended, actual, done, classify(response, self.protocol.valid))
+
+    def run_schedule(self) -> None:
+        state, load = self.state, self.state.scenario.load
+        start = time.perf_counter()
+        recorder = state.recorder = Recorder(start, load.warmup)
+        connections = BoundedSemaphore(load.pool)
+        in_flight = Group()
+        times = arrival_times(load.shape, load.warmup + load.duration, load.arrivals, state.scenario.seed)
+        for index, offset in partition(times, state.worker_index, state.workers):
+            intended = start + offset
+            sleep_until(intended)
+            payload = self.payloads.pick(index)
+            recorder.scheduled(payload.cls, intended)
+            if len(in_flight) >= load.max_in_flight:
+                recorder.dropped(payload.cls, intended)
+                continue
+            in_flight.spawn(self._send, recorder, payload, intended, connections)
+        in_flight.join(timeout=load.timeout + 1)
+        state.done = True  # the shape stops the test once every worker is done
+
+    def closed_request(self) -> None:
+        state = self.state
+        if state.recorder is None:
+            state.recorder = Recorder(state.started, state.scenario.load.warmup)
+        index = state.worker_index + state.workers * state.closed_sent
+        state.closed_sent += 1
+        payload = self.payloads.pick(index)
+        now = time.perf_counter()
+        state.recorder.scheduled(payload.cls, now)
+        self._send(state.recorder, payload, now, None)
+
+
+class ScenarioShape(LoadTestShape):
+    """Users over time: one scheduler per worker for open load, the shape's count for closed load."""
+
+    def tick(self):
+        state = run_state(self.runner.environment)
+        load, t = state.scenario.load, self.get_run_time()
+        hard_stop = state.scenario.total_seconds + load.timeout + 10
+        if load.model == "open":
+            workers = state.workers_expected
+            if _all_done(state, workers) or t > hard_stop:
+                return None
+            return workers, workers
+        if t >= state.scenario.total_seconds:
+            return None
+        users = round(load.shape.at(t))
+        return users, max(1, users) * 10
+
+
+def _all_done(state: RunState, workers: int) -> bool:
+    if state.local:
+        return state.done
+    return state.collector is not None and len(state.collector.done) >= workers
+
+
+# -- events ---------------------------------------------------------------------------------------
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser) -> None:
+    parser.add_argument(
+        "--loadtest-run",
+        type=str,
+        default="",
+        include_in_web_ui=False,
+        help="run configuration (JSON) written by `loadtest run`",
+    )
+
+
+@events.test_start.add_listener
+def _on_test_start(environment, **_) -> None:
+    gc.collect()
+    gc.freeze()  # fewer, shorter collector pauses on the send path
+    state = run_state(environment)
+    state.started, state.started_epoch = time.perf_counter(), time.time()
+    if isinstance(environment.runner, MasterRunner):
+        state.workers_expected = max(1, int(environment.parsed_options.expect_workers or 1))
+    if state.collector is not None:
+        gevent.spawn(_progress_loop, environment, state)
+
+
+@events.report_to_master.add_listener
+def _on_report_to_master(client_id, data, **_) -> None:
+    state = _STATE
+    if state is not None and state.recorder is not None:
+        delta = state.recorder.take_delta(time.perf_counter())
+        delta["done"] = state.done
+        data["loadtest"] = delta
+
+
+@events.worker_report.add_listener
+def _on_worker_report(client_id, data, **_) -> None:
+    state = _STATE
+    if state is not None and state.collector is not None and "loadtest" in data:
+        state.collector.absorb(data["loadtest"], client_id)
+
+
+def _pull_local(state: RunState, final: bool = False) -> None:
+    if state.local and state.collector is not None and state.recorder is not None:
+        delta = state.recorder.take_delta(time.perf_counter(), final=final)
+        delta["done"] = state.done
+        state.collector.absorb(delta)
+
+
+def _progress_loop(environment, state: RunState) -> None:
+    while True:
+        gevent.sleep(1.0)
+        _pull_local(state)
+        _write_progress(environment, state)
+
+
+def _write_progress(environment, state: RunState) -> None:
+    if not state.config.progress_file:
+        return
+    collector = state.collector
+    elapsed = time.perf_counter() - state.started
+    accounting = collector.accounting()
+    last = max((s for s in collector.timeline if s < int(elapsed)), default=None)
+    recent = collector.timeline.get(last, {}) if last is not None else {}
+    response = latency_stats(collector.histogram("response", ALL))
+    progress = {
+        "elapsed": round(elapsed, 2),
+        "total": state.scenario.total_seconds,
+        "target": round(state.scenario.load.shape.at(elapsed), 2),
+        "sent_last_second": recent.get("sent", 0),
+        "ok": accounting["ok"],
+        "errors": accounting["errors"],
+        "timeouts": accounting["timeouts"],
+        "dropped": accounting["dropped"],
+        "in_flight": sum(collector.in_flight.values()),
+        "p50_ms": response.get("p50"),
+        "p99_ms": response.get("p99"),
+        "warming_up": elapsed < state.scenario.load.warmup,
+    }
+    write_atomic(state.config.progress_file, json.dumps(progress))
+
+
+@events.quitting.add_listener
+def _on_quitting(environment, **_) -> None:
+    state = _STATE
+    if state is None or state.collector is None:
+        return
+    _pull_local(state, final=True)
+    stats = environment.stats.total
+    load = state.scenario.load
+    complete = (
+        _all_done(state, state.workers_expected)
+        if load.model == "open"
+        else time.perf_counter() - state.started >= state.scenario.total_seconds
+    )
+    meta = state.config.meta_for_summary(
+        started_epoch=state.started_epoch,
+        elapsed=time.perf_counter() - state.started,
+        interrupted=not complete,
+        processes=state.workers_expected,
+        locust_requests=stats.num_requests,
+        locust_failures=stats.num_failures,
+    )
+    write_results(state.config.out_dir, state.collector, meta, load.shape.at, state.started_epoch)
