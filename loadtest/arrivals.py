@@ -35,11 +35,8 @@ def unit_gaps(process: str, burstiness: float, rng: np.random.Generator, chunk: 
 def arrival_times(shape: Shape, duration: float, process: str = "poisson", seed: int = 0) -> Iterator[float]:
     """Offsets in seconds from the start, in order, of every arrival in ``[0, duration)``."""
     gaps = unit_gaps(process, shape.burstiness, np.random.default_rng(seed))
-    if process == "uniform":
-        # Phase-shift so the first arrival is half a gap in, not at t = 0 exactly.
-        target = 0.5
-    else:
-        target = next(gaps)
+    # Uniform arrivals start half a gap in, not exactly at t = 0.
+    target = 0.5 if process == "uniform" else next(gaps)
     area, t = 0.0, 0.0
     rate = shape.at(0.0)
     while t < duration:

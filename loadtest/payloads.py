@@ -22,7 +22,15 @@ import orjson
 from .errors import ConfigError
 
 # Common English words; nearly all are a single WordPiece token, so words ~ tokens.
-WORDS = ["the", "of", "and", "to", "in", "is", "was", "for", "that", "on", "with", "as", "by", "at", "from", "this", "be", "are", "it", "an", "or", "have", "not", "which", "but", "they", "his", "all", "were", "had", "there", "one", "can", "their", "has", "more", "will", "been", "when", "who", "would", "time", "also", "new", "other", "into", "two", "some", "than", "first", "then", "its", "only", "about", "year", "over", "these", "may", "after", "such", "most", "many", "people", "those", "work", "under", "state", "made", "any", "part", "between", "three", "well", "where", "much", "used", "system", "data", "model", "service", "user", "account", "order", "price", "delivery", "report", "network", "server", "query", "request", "response", "latency", "traffic", "payment", "invoice", "customer", "support", "refund", "update", "error", "login", "password", "search", "product", "review", "message", "team", "project", "cloud", "storage", "market", "energy", "health", "city", "music"]
+WORDS = tuple(
+    "the of and to in is was for that on with as by at from this be are it an or have not which but they "
+    "his all were had there one can their has more will been when who would time also new other into two "
+    "some than first then its only about year over these may after such most many people those work "
+    "under state made any part between three well where much used system data model service user account "
+    "order price delivery report network server query request response latency traffic payment invoice "
+    "customer support refund update error login password search product review message team project "
+    "cloud storage market energy health city music".split()
+)
 
 
 @dataclass(frozen=True)
