@@ -41,6 +41,11 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)
 
 
+def _micros(seconds: float) -> int:
+    """Whole microseconds, clamped into the histograms' range (record_value drops what is outside)."""
+    return min(max(int(seconds * 1_000_000), 0), HIGHEST_US)
+
+
 def parse_server_timing(header: str | None) -> tuple[float, float] | None:
     """(queue, compute) in seconds from ``queue;dur=1.2, infer;dur=8.4, ...`` (durations in ms)."""
     if not header:
@@ -96,6 +101,13 @@ class Recorder:
         if self._measured(intended):
             self._record("lateness", cls, actual - intended)
 
+    def unsent(self, cls: str, intended: float, done: float) -> None:
+        """An arrival that waited for a connection longer than the timeout: a timeout, never sent."""
+        self.roll(done)
+        self._timeline[self._second(done)]["timeout"] += 1
+        if self._measured(intended):
+            self._counts[f"timeout|{cls}"] += 1
+
     def completed(self, cls: str, intended: float, actual: float, done: float, how: Completion) -> None:
         self.in_flight -= 1
         self.roll(done)
@@ -121,26 +133,20 @@ class Recorder:
             self._record("overhead", cls, max(0.0, service - queue - compute))
 
     def _record(self, metric: str, cls: str, seconds: float) -> None:
+        value = _micros(seconds)
+        if value == HIGHEST_US:
+            self._counts["clamped|all"] += 1  # once per sample and metric, however many histograms hold it
         for key in ((metric, cls), (metric, ALL)):
             histogram = self._delta.get(key)
             if histogram is None:
                 histogram = self._delta[key] = new_histogram()
-            self._record_into(histogram, seconds)
+            histogram.record_value(value)
 
     def _interval_record(self, key: tuple[str, str], seconds: float) -> None:
         histogram = self._interval.get(key)
         if histogram is None:
             histogram = self._interval[key] = new_histogram()
-        self._record_into(histogram, seconds)
-
-    def _record_into(self, histogram: HdrHistogram, seconds: float) -> None:
-        value = int(seconds * 1_000_000)
-        if value < 0:
-            value = 0
-        elif value > HIGHEST_US:
-            value = HIGHEST_US
-            self._counts["clamped|all"] += 1
-        histogram.record_value(value)
+        histogram.record_value(_micros(seconds))
 
     # -- intervals and deltas --------------------------------------------------------------------
 

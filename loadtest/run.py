@@ -8,6 +8,7 @@ child writes the results directory; this process shows progress and prints the e
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,7 +22,6 @@ from rich.console import Console
 
 from reference_server.launch import RunningServer, start_server
 
-from . import locustfile
 from .errors import RunError
 from .preflight import preflight
 from .profile import load_profile
@@ -30,6 +30,9 @@ from .results import run_dir_name, write_atomic
 from .runconfig import RunConfig, build_payloads
 from .scenario import check_payload_fits, load_scenario
 from .summary_table import accounting_line, summary_table
+
+# The path only: importing the locustfile would import Locust, which monkey-patches this process.
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def locust_command(config: RunConfig, processes: int) -> list[str]:
         "-m",
         "locust",
         "-f",
-        locustfile.__file__,
+        str(LOCUSTFILE),
         "--headless",
         "--only-summary",
         "--host",
@@ -81,7 +84,7 @@ def locust_command(config: RunConfig, processes: int) -> list[str]:
         "--loglevel",
         "WARNING",
         "--stop-timeout",
-        f"{timeout:g}",
+        str(math.ceil(timeout)),
         "--exit-code-on-error",
         "0",
     ]
@@ -172,7 +175,12 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
 
 
 def _run_locust(config: RunConfig, processes: int, pin: list[int] | None, console: Console) -> bool:
-    """Run Locust to the end; on Ctrl-C, stop it gracefully so it still writes what it measured."""
+    """Run Locust to the end; on Ctrl-C, stop it gracefully so it still writes what it measured.
+
+    Locust is stopped with SIGINT, not SIGTERM: headless with a shape class, Locust blocks on the
+    shape before it installs its SIGTERM handler, so SIGTERM kills it before ``quitting`` fires,
+    while SIGINT ends the shape and runs the normal shutdown (and reaches ``--processes`` workers).
+    """
 
     def pin_generator() -> None:
         if pin:
@@ -192,7 +200,7 @@ def _run_locust(config: RunConfig, processes: int, pin: list[int] | None, consol
     except KeyboardInterrupt:
         interrupted = True
         console.print("interrupted: stopping Locust and writing what was measured...")
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGINT)
     deadline = time.monotonic() + config.scenario.load.timeout + 30
     while process.poll() is None:
         if time.monotonic() > deadline:
@@ -202,5 +210,5 @@ def _run_locust(config: RunConfig, processes: int, pin: list[int] | None, consol
             time.sleep(0.1)
         except KeyboardInterrupt:
             interrupted = True
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGINT)
     return interrupted

@@ -89,6 +89,8 @@ def run_state(environment) -> RunState:
 
 def classify(response, valid) -> Completion:
     error = getattr(response, "error", None)
+    while getattr(error, "original", None) is not None:  # geventhttpclient wraps the cause (RetriesExceeded)
+        error = error.original
     if error is not None:
         if isinstance(error, socket.timeout | TimeoutError | gevent.Timeout):
             return Completion("timeout")
@@ -136,20 +138,31 @@ class ScenarioUser(FastHttpUser):
         else:
             self.closed_request()
 
-    def _send(self, recorder: Recorder, payload, intended: float, connections: BoundedSemaphore | None) -> None:
-        if connections is not None:
-            connections.acquire()
+    def _send(self, recorder: Recorder, payload, intended: float | None, connections: BoundedSemaphore | None) -> None:
+        """Send one request; ``intended`` None means closed load, where the intended time is the send time."""
+        timeout = self.state.scenario.load.timeout
+        if connections is not None and not connections.acquire(timeout=timeout):
+            recorder.unsent(payload.cls, intended, time.perf_counter())
+            return
         try:
             actual = time.perf_counter()
+            if intended is None:
+                intended = actual
+                recorder.scheduled(payload.cls, intended)
             recorder.sent(payload.cls, intended, actual)
-            response = self.client.request(
-                "POST", self.protocol.path, data=payload.body, headers=HEADERS, name=payload.cls
-            )
+            # geventhttpclient's timeout is per socket operation; this guard bounds the whole request,
+            # so every request ends within a known time and the drain at the end always completes.
+            with gevent.Timeout(2 * timeout + 1, False):
+                response = None
+                response = self.client.request(
+                    "POST", self.protocol.path, data=payload.body, headers=HEADERS, name=payload.cls
+                )
             done = time.perf_counter()
         finally:
             if connections is not None:
                 connections.release()
-        recorder.completed(payload.cls, intended, actual, done, classify(response, self.protocol.valid))
+        how = Completion("timeout") if response is None else classify(response, self.protocol.valid)
+        recorder.completed(payload.cls, intended, actual, done, how)
 
     def run_schedule(self) -> None:
         state, load = self.state, self.state.scenario.load
@@ -167,7 +180,7 @@ class ScenarioUser(FastHttpUser):
                 recorder.dropped(payload.cls, intended)
                 continue
             in_flight.spawn(self._send, recorder, payload, intended, connections)
-        in_flight.join(timeout=load.timeout + 1)
+        in_flight.join(timeout=3 * load.timeout + 2)  # connection wait + request guard, then give up
         state.done = True  # the shape stops the test once every worker is done
 
     def closed_request(self) -> None:
@@ -176,10 +189,7 @@ class ScenarioUser(FastHttpUser):
             state.recorder = Recorder(state.started, state.scenario.load.warmup)
         index = state.worker_index + state.workers * state.closed_sent
         state.closed_sent += 1
-        payload = self.payloads.pick(index)
-        now = time.perf_counter()
-        state.recorder.scheduled(payload.cls, now)
-        self._send(state.recorder, payload, now, None)
+        self._send(state.recorder, self.payloads.pick(index), None, None)
 
 
 class ScenarioShape(LoadTestShape):

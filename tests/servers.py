@@ -1,0 +1,72 @@
+"""Deliberately misbehaving HTTP servers for the load engine's tests, on free loopback ports.
+
+Plain stdlib (``ThreadingHTTPServer``, HTTP/1.1 keep-alive), so their behaviour is exactly what
+the test says: a periodic stall, a fixed delay, or nothing at all behind a port.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ANSWER = json.dumps({"outputs": [{"name": "y", "datatype": "FP32", "shape": [1], "data": [1.0]}]}).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.server.behave()  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(ANSWER)))
+        self.end_headers()
+        self.wfile.write(ANSWER)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.do_POST()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, behave) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.behave = behave
+
+
+@contextmanager
+def serve(behave) -> Iterator[str]:
+    server = _Server(behave)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def periodic_stall(period: float, stall: float):
+    """A request arriving in the first ``stall`` seconds of each ``period`` waits until that window ends."""
+    origin = time.monotonic()
+
+    def behave() -> None:
+        phase = (time.monotonic() - origin) % period
+        if phase < stall:
+            time.sleep(stall - phase)
+
+    return behave
+
+
+def fixed_delay(seconds: float):
+    return lambda: time.sleep(seconds)

@@ -1,0 +1,146 @@
+"""Recording: exact percentiles, accounting that adds up, deltas that merge, logs HdrHistogram reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hdrh.histogram import HdrHistogram
+from hdrh.log import HistogramLogReader
+
+from loadtest.collector import Collector, latency_stats
+from loadtest.recorder import HIGHEST_US, Completion, Recorder, parse_server_timing
+from loadtest.results import hlog_text
+
+OK = Completion("ok")
+
+
+def record_latencies(recorder: Recorder, latencies: np.ndarray, cls: str = "short", start: float = 0.0) -> None:
+    """One request per latency, sent on time, a millisecond apart."""
+    for i, latency in enumerate(latencies):
+        intended = start + i * 0.001
+        recorder.scheduled(cls, intended)
+        recorder.sent(cls, intended, intended)
+        recorder.completed(cls, intended, intended, intended + latency, OK)
+
+
+def test_percentiles_match_a_direct_computation_within_a_tenth_of_a_percent():
+    rng = np.random.default_rng(0)
+    latencies = np.concatenate([rng.lognormal(np.log(0.004), 0.5, 20_000), rng.uniform(0.2, 2.0, 300)])
+    recorder = Recorder(start=0.0)
+    record_latencies(recorder, latencies)
+    collector = Collector()
+    collector.absorb(recorder.take_delta(now=100.0, final=True))
+    stats = latency_stats(collector.histogram("response"))
+    assert stats["count"] == len(latencies)
+    micros = np.floor(latencies * 1e6)  # what the recorder stores
+    for p in (50, 90, 95, 99, 99.9):
+        direct = np.percentile(micros, p, method="inverted_cdf") / 1000
+        assert stats[f"p{p:g}"] == pytest.approx(direct, rel=1e-3), p
+    assert stats["max"] == pytest.approx(micros.max() / 1000, rel=1e-3)
+
+
+def test_every_arrival_ends_in_exactly_one_bucket():
+    recorder = Recorder(start=0.0)
+    for i in range(10):
+        recorder.scheduled("short", i * 0.01)
+    for i in range(6):
+        recorder.sent("short", i * 0.01, i * 0.01)
+    for i, how in enumerate(
+        [OK, OK, OK, Completion("error", "http_503"), Completion("error", "connection"), Completion("timeout")]
+    ):
+        recorder.completed("short", i * 0.01, i * 0.01, i * 0.01 + 0.005, how)
+    for i in range(6, 10):
+        recorder.dropped("short", i * 0.01)
+    collector = Collector()
+    collector.absorb(recorder.take_delta(1.0, final=True))
+    accounting = collector.accounting()
+    assert accounting == {
+        "scheduled": 10,
+        "ok": 3,
+        "errors": 2,
+        "errors_by_kind": {"connection": 1, "http_503": 1},
+        "timeouts": 1,
+        "dropped": 4,
+        "unfinished": 0,
+    }
+    assert collector.histogram("response").get_total_count() == 3  # only successes have a latency
+
+
+def test_warmup_is_sent_but_kept_out_of_histograms_and_accounting():
+    recorder = Recorder(start=0.0, warmup=1.0)
+    record_latencies(recorder, np.full(2000, 0.002))  # 2 s of requests, 1 ms apart
+    collector = Collector()
+    collector.absorb(recorder.take_delta(10.0, final=True))
+    assert collector.accounting()["scheduled"] == 1000
+    assert collector.histogram("response").get_total_count() == 1000
+    assert sum(counts["warmup"] for counts in collector.timeline.values()) == 1000
+
+
+def test_out_of_range_values_are_clamped_and_counted_not_lost():
+    recorder = Recorder(start=0.0)
+    record_latencies(recorder, np.array([0.001, 5000.0]))  # the second is over an hour... of 5000 s
+    collector = Collector()
+    collector.absorb(recorder.take_delta(6000.0, final=True))
+    histogram = collector.histogram("response")
+    assert histogram.get_total_count() == 2
+    assert histogram.get_max_value() >= HIGHEST_US * 0.999
+    assert collector.counts["clamped|all"] == 2  # response and service
+
+
+def test_deltas_from_several_recorders_merge_to_the_same_histogram_as_one():
+    rng = np.random.default_rng(1)
+    latencies = rng.exponential(0.01, 6000)
+    single = Recorder(start=0.0)
+    record_latencies(single, latencies)
+    one = Collector()
+    one.absorb(single.take_delta(10.0, final=True))
+    merged = Collector()
+    parts = [Recorder(start=0.0) for _ in range(3)]
+    for w, part in enumerate(parts):
+        record_latencies(part, latencies[w::3], start=w * 0.001 / 3)
+        merged.absorb(part.take_delta(3.0), f"w{w}")  # a report mid-run...
+        merged.absorb(part.take_delta(10.0, final=True), f"w{w}")  # ...and the final one
+    for metric in ("response", "service"):
+        assert merged.histogram(metric).get_total_count() == 6000
+        for p in (50, 99, 99.9):
+            assert merged.histogram(metric).get_value_at_percentile(p) == one.histogram(metric).get_value_at_percentile(
+                p
+            )
+    assert merged.accounting() == one.accounting()
+
+
+def test_server_timing_splits_service_into_queue_compute_and_overhead():
+    assert parse_server_timing("queue;dur=1.5, infer;dur=8.25, batch;desc=16") == (0.0015, 0.00825)
+    assert parse_server_timing("total;dur=3") is None and parse_server_timing(None) is None
+    recorder = Recorder(start=0.0)
+    recorder.scheduled("short", 0.0)
+    recorder.sent("short", 0.0, 0.001)
+    recorder.completed("short", 0.0, 0.001, 0.021, Completion("ok", server_timing=(0.004, 0.012)))
+    collector = Collector()
+    collector.absorb(recorder.take_delta(5.0, final=True))
+    ms = {
+        m: latency_stats(collector.histogram(m))["p50"]
+        for m in ("response", "service", "server_queue", "server_compute", "overhead", "lateness")
+    }
+    assert ms == pytest.approx(
+        {"response": 21, "service": 20, "server_queue": 4, "server_compute": 12, "overhead": 4, "lateness": 1}, rel=2e-3
+    )
+
+
+def test_interval_logs_are_read_back_by_hdrhistograms_own_reader(tmp_path):
+    recorder = Recorder(start=0.0)
+    for second in range(3):
+        record_latencies(
+            recorder, np.full(100, 0.001 * (second + 1)), cls="short" if second < 2 else "long", start=second + 0.0001
+        )
+    collector = Collector()
+    collector.absorb(recorder.take_delta(10.0, final=True))
+    path = tmp_path / "response.hlog"
+    path.write_text(hlog_text(collector, "response", 1_700_000_000.0))
+    reader = HistogramLogReader(str(path), HdrHistogram(1, HIGHEST_US, 3))
+    seen = []
+    while (histogram := reader.get_next_interval_histogram()) is not None:
+        seen.append((histogram.get_tag(), histogram.get_total_count(), histogram.get_max_value()))
+    assert ("short", 100, pytest.approx(1000, rel=1e-3)) in seen
+    assert (None, 100, pytest.approx(3000, rel=1e-3)) in seen  # untagged: all classes
+    assert sum(count for tag, count, _ in seen if tag is None) == 300

@@ -1,0 +1,251 @@
+"""Real runs: `loadtest run` as a user runs it, Locust and all, against real servers on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.servers import fixed_delay, periodic_stall, serve
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def loadtest(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "loadtest", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
+
+
+def scenario(tmp_path: Path, load: str, target: str = "", payload: str = "", name: str = "test") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'name = "{name}"\nseed = 3\n[target]\n{target}\n[payload]\n{payload}\n[load]\n{load}\n')
+    return path
+
+
+FRAUD = 'protocol = "oip-v2"\nmodel = "fraud"\ninput_name = "features"'
+FEATURES = 'source = "features"\nwidth = 8'
+JSON_ENDPOINT = 'protocol = "http-json"\npath = "/"'
+
+
+def run_ok(path: Path, out: Path, *extra: str) -> dict:
+    result = loadtest("run", str(path), "--out", str(out), *extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_open_load_counts_add_up_and_agree_with_locust(server, tmp_path):
+    path = scenario(
+        tmp_path,
+        'shape = { kind = "constant", value = 100 }\nduration = "3s"\narrivals = "uniform"',
+        f'url = "{server.url}"\n{FRAUD}',
+        FEATURES,
+    )
+    summary = run_ok(path, tmp_path / "out")
+    a = summary["accounting"]
+    assert a["scheduled"] == 300 and a["balanced"]
+    assert a["scheduled"] == a["ok"] + a["errors"] + a["timeouts"] + a["dropped"]
+    assert a["ok"] == 300
+    assert summary["latency_ms"]["response"]["all"]["count"] == a["ok"]
+    assert summary["run"]["locust_requests"] == a["ok"] + a["errors"] + a["timeouts"]
+    server_timing = summary["latency_ms"]["server_compute"]["all"]
+    assert server_timing["count"] == 300 and server_timing["p50"] < summary["latency_ms"]["service"]["all"]["p50"]
+    timeline = pd.read_csv(tmp_path / "out" / "timeline.csv")
+    assert timeline["sent"].sum() == 300 and timeline["scheduled"].sum() == 300
+    assert (timeline["target"] == 100).all()
+    for name in ("response.hlog", "service.hlog", "scenario.toml", "run.json", "locust.log"):
+        assert (tmp_path / "out" / name).exists(), name
+
+
+def test_two_processes_merge_to_the_same_totals_as_locust(server, tmp_path):
+    path = scenario(
+        tmp_path,
+        'shape = { kind = "constant", value = 150 }\nduration = "4s"\narrivals = "uniform"',
+        f'url = "{server.url}"\n{FRAUD}',
+        FEATURES,
+    )
+    summary = run_ok(path, tmp_path / "out", "--processes", "2")
+    a = summary["accounting"]
+    assert summary["run"]["processes"] == 2
+    assert a["scheduled"] == 600 and a["balanced"]
+    histogram_total = summary["latency_ms"]["response"]["all"]["count"]
+    assert histogram_total == a["ok"] == summary["run"]["locust_requests"] - a["errors"] - a["timeouts"]
+    assert histogram_total + a["errors"] + a["timeouts"] + a["dropped"] == a["scheduled"]
+
+
+def test_a_stall_shows_in_response_latency_but_not_in_service_latency(tmp_path):
+    # One connection, 100 req/s, and a server that stalls 0.5 s in every 2 s: a quarter of the requests
+    # are held behind the stall for a uniform 0..500 ms, so response p99 is 480 ms (0.25 * (500 - x) / 500
+    # = 0.01) and p99.9 is 498 ms. Only the one request per cycle that hit the stall waited inside the
+    # server: 0.5% of requests, so service p99 stays at the server's ordinary speed.
+    with serve(periodic_stall(period=2.0, stall=0.5)) as url:
+        path = scenario(
+            tmp_path,
+            'shape = { kind = "constant", value = 100 }\nduration = "6s"\narrivals = "uniform"\n'
+            "connections = 1\nmax_in_flight = 1000",
+            f'url = "{url}"\n{JSON_ENDPOINT}',
+        )
+        summary = run_ok(path, tmp_path / "out")
+    response, service = summary["latency_ms"]["response"]["all"], summary["latency_ms"]["service"]["all"]
+    assert summary["accounting"]["ok"] == 600
+    assert response["p99"] == pytest.approx(480, abs=25)
+    assert response["p99.9"] == pytest.approx(498, abs=25)
+    assert service["p99"] < 50
+    assert service["p99.9"] > 400  # the stalled request itself
+    assert response["p50"] < 50
+
+
+def test_arrivals_beyond_the_in_flight_cap_are_dropped_and_counted(tmp_path):
+    with serve(fixed_delay(0.3)) as url:
+        path = scenario(
+            tmp_path,
+            'shape = { kind = "constant", value = 20 }\nduration = "2s"\narrivals = "uniform"\nmax_in_flight = 2',
+            f'url = "{url}"\n{JSON_ENDPOINT}',
+        )
+        summary = run_ok(path, tmp_path / "out")
+    a = summary["accounting"]
+    assert a["scheduled"] == 40 and a["balanced"]
+    assert a["dropped"] > 20 and a["ok"] == 40 - a["dropped"]
+    assert summary["run"]["locust_requests"] == a["ok"]
+
+
+def test_requests_slower_than_the_timeout_are_timeouts(tmp_path):
+    with serve(fixed_delay(1.0)) as url:
+        path = scenario(
+            tmp_path,
+            'shape = { kind = "constant", value = 5 }\nduration = "1s"\narrivals = "uniform"\ntimeout = "0.3s"',
+            f'url = "{url}"\n{JSON_ENDPOINT}',
+        )
+        summary = run_ok(path, tmp_path / "out")
+    a = summary["accounting"]
+    assert a["scheduled"] == 5 and a["timeouts"] == 5 and a["ok"] == 0 and a["balanced"]
+
+
+def test_closed_load_keeps_users_busy_and_response_equals_service(server, tmp_path):
+    path = scenario(
+        tmp_path,
+        'model = "closed"\nshape = { kind = "constant", value = 3 }\nduration = "2s"',
+        f'url = "{server.url}"\n{FRAUD}',
+        FEATURES,
+    )
+    summary = run_ok(path, tmp_path / "out")
+    a = summary["accounting"]
+    assert a["ok"] > 100 and a["balanced"] and a["dropped"] == 0
+    latency = summary["latency_ms"]
+    assert latency["response"]["all"]["p50"] == latency["service"]["all"]["p50"]
+
+
+def test_openai_embeddings_against_the_reference_server(server, tmp_path):
+    path = scenario(
+        tmp_path,
+        'shape = { kind = "constant", value = 10 }\nduration = "2s"',
+        f'url = "{server.url}"\nprotocol = "openai-embeddings"\nmodel = "minilm"',
+        'classes = [{ name = "short", weight = 1, min_tokens = 4, max_tokens = 12 }]',
+    )
+    summary = run_ok(path, tmp_path / "out")
+    assert summary["accounting"]["ok"] == summary["accounting"]["scheduled"] > 5
+    assert summary["classes"] == ["short"]
+
+
+def test_an_unreachable_target_fails_fast_with_one_line(tmp_path):
+    path = scenario(tmp_path, 'shape = { kind = "constant", value = 5 }\nduration = "5s"', 'url = "http://127.0.0.1:9"')
+    started = time.monotonic()
+    result = loadtest("run", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "cannot reach http://127.0.0.1:9" in result.stderr and result.stderr.count("\n") == 1
+    assert time.monotonic() - started < 15
+
+
+def test_a_target_that_does_not_speak_the_protocol_is_refused(tmp_path):
+    with serve(fixed_delay(0)) as url:  # answers JSON, but not OIP metadata
+        path = scenario(tmp_path, 'shape = { kind = "constant", value = 5 }\nduration = "5s"', f'url = "{url}"')
+        result = loadtest("run", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Open Inference Protocol" in result.stderr or "inputs" in result.stderr, (
+        result.stderr
+    )
+
+
+def test_a_remote_target_needs_explicit_permission(tmp_path):
+    path = scenario(
+        tmp_path, 'shape = { kind = "constant", value = 5 }\nduration = "5s"', 'url = "http://192.0.2.1:8000"'
+    )
+    result = loadtest("run", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "--allow-remote" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[load]\nduration = "5s"\nspeed = 3\n', "test.toml: load.speed: unknown key"),
+        ('[load]\nduration = "soon"\n', "test.toml: load.duration: expected a duration"),
+        ("[load]\n", "test.toml: load.duration: is required"),
+        ('[target]\nprotocol = "grpc"\n[load]\nduration = "1s"\n', "test.toml: target.protocol: must be one of"),
+        ("[load\n", "test.toml: not valid TOML"),
+    ],
+)
+def test_a_malformed_scenario_gets_one_line_naming_file_and_key(tmp_path, text, message):
+    path = tmp_path / "test.toml"
+    path.write_text(text)
+    result = loadtest("run", str(path))
+    assert result.returncode == 2
+    assert message in result.stderr.replace("\n", " ") and "Traceback" not in result.stderr
+
+
+def test_ctrl_c_still_writes_what_was_measured(server, tmp_path):
+    path = scenario(
+        tmp_path,
+        'shape = { kind = "constant", value = 50 }\nduration = "60s"',
+        f'url = "{server.url}"\n{FRAUD}',
+        FEATURES,
+    )
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loadtest", "run", str(path), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (out / ".progress.json").exists() or json.loads((out / ".progress.json").read_text())["ok"] < 50:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["interrupted"] is True
+    assert summary["accounting"]["ok"] >= 50
+    assert "interrupted" in stderr
+
+
+def test_the_shipped_steady_scenario_runs_against_the_embedded_server(tmp_path):
+    summary = run_ok(REPO / "scenarios" / "steady.toml", tmp_path / "out", "--duration", "3s")
+    a = summary["accounting"]
+    assert a["ok"] > 30 and a["balanced"] and a["errors"] == 0
+    assert summary["profile"]["name"] == "minilm-fp32"
+    assert set(summary["classes"]) <= {"short", "medium", "long"}
+
+
+@pytest.mark.skipif(os.environ.get("LOADTEST_SKIP_LONG") == "1", reason="LOADTEST_SKIP_LONG=1")
+def test_open_load_at_500_per_second_for_60_seconds_keeps_to_the_schedule(server, tmp_path):
+    path = scenario(
+        tmp_path,
+        'shape = { kind = "constant", value = 500 }\nduration = "60s"\narrivals = "uniform"',
+        f'url = "{server.url}"\n{FRAUD}',
+        FEATURES,
+    )
+    summary = run_ok(path, tmp_path / "out")
+    a = summary["accounting"]
+    assert a["scheduled"] == 30_000 and a["balanced"]
+    sent = a["scheduled"] - a["dropped"]
+    assert sent >= 0.99 * 30_000
+    timeline = pd.read_csv(tmp_path / "out" / "timeline.csv")
+    assert abs(timeline["sent"].sum() - sent) == 0
