@@ -22,6 +22,7 @@ test: $(MODELS)
 
 demo: $(MODELS)
 	$(BIN)/reference-server selftest --model minilm --variant fp32 --variant int8
+	$(BIN)/loadtest run scenarios/steady.toml --duration 20s
 
 lint: $(STAMP)
 	$(BIN)/ruff check loadtest reference_server tests benchmarks
@@ -29,6 +30,7 @@ lint: $(STAMP)
 
 bench: $(MODELS)
 	$(BIN)/python benchmarks/server_throughput.py
+	$(BIN)/python benchmarks/generator.py
 
 clean:
 	rm -rf $(VENV) models build *.egg-info

@@ -8,9 +8,11 @@ set of histograms whose counts equal the sum of the parts, and an accounting tha
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 
 from hdrh.histogram import HdrHistogram
 
+from .hdr_bulk import value_at_percentile
 from .recorder import ALL, new_histogram
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
@@ -25,12 +27,17 @@ class Collector:
         self.in_flight: dict[str, int] = {}
         self.done: set[str] = set()
 
-    def absorb(self, delta: dict, worker: str = "local") -> None:
+    def absorb(self, delta: dict, worker: str = "local", pause: Callable[[], None] = lambda: None) -> None:
+        """Add one process's delta; ``pause`` is called between histograms (see ``Recorder.take_delta``)."""
         for key, encoded in delta["histograms"].items():
-            histogram = self.histograms.get(key)
-            if histogram is None:
-                histogram = self.histograms[key] = new_histogram()
-            histogram.decode_and_add(encoded)
+            pause()
+            part = HdrHistogram.decode(encoded)
+            metric = key.split("|", 1)[0]
+            for target in (key, f"{metric}|{ALL}"):
+                histogram = self.histograms.get(target)
+                if histogram is None:
+                    histogram = self.histograms[target] = new_histogram()
+                histogram.add(part)
         for second, encoded in delta["intervals"]:
             for key, payload in encoded.items():
                 self.intervals[int(second)][key].append(payload)
@@ -75,13 +82,30 @@ class Collector:
         }
 
     def interval_histogram(self, second: int, key: str) -> HdrHistogram | None:
-        encoded = self.intervals.get(second, {}).get(key)
+        """One second's histogram of ``metric|class``; ``metric|all`` adds up every class."""
+        metric, cls = key.split("|", 1)
+        parts = self.intervals.get(second, {})
+        if cls == ALL:
+            encoded = [p for k, payloads in parts.items() if k.startswith(metric + "|") for p in payloads]
+        else:
+            encoded = parts.get(key)
         if not encoded:
             return None
         histogram = new_histogram()
         for payload in encoded:
             histogram.decode_and_add(payload)
         return histogram
+
+
+def quick_percentiles(histogram: HdrHistogram | None) -> dict:
+    """p50 and p99 in ms, in one pass: cheap enough for the load generator's own event loop.
+
+    ``latency_stats`` is for the end of a run: hdrh computes the mean by walking every bucket in
+    Python, which blocked the generator for up to 100 ms when done every second.
+    """
+    if histogram is None or histogram.get_total_count() == 0:
+        return {}
+    return {"p50": value_at_percentile(histogram, 50.0) / 1000, "p99": value_at_percentile(histogram, 99.0) / 1000}
 
 
 def latency_stats(histogram: HdrHistogram | None) -> dict:

@@ -8,6 +8,7 @@ be tested without a network. What it records, per request class and for all clas
 - ``server_queue``, ``server_compute`` and ``overhead`` (service minus both), from Server-Timing;
 - ``lateness``: actual send minus intended send, the load generator's own fidelity.
 
+Each value is recorded once, under its class; the collector adds the classes up into "all".
 Histograms are HdrHistogram's: 3 significant digits, 1 µs to one hour. A value out of range is
 clamped to the range and counted, never dropped (``record_value`` would silently return False).
 
@@ -23,9 +24,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hdrh.histogram import HdrHistogram
+
+from .hdr_bulk import record_many, reset
 
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
@@ -69,10 +73,12 @@ class Recorder:
     def __init__(self, start: float, warmup: float = 0.0) -> None:
         self.start = start
         self.warmup = warmup
-        self._delta: dict[tuple[str, str], HdrHistogram] = {}
-        self._interval: dict[tuple[str, str], HdrHistogram] = {}
+        # Raw microseconds, added into histograms once a second (hdr_bulk): cheap on the send path.
+        self._delta: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
+        self._interval: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
+        self._scratch = new_histogram()
         self._interval_second = 0
-        self._finished: list[tuple[int, dict[str, bytes]]] = []
+        self._finished: list[tuple[int, defaultdict[tuple[str, str], list[int]]]] = []
         self._counts: Counter[str] = Counter()
         self._timeline: defaultdict[int, Counter[str]] = defaultdict(Counter)
         self.in_flight = 0
@@ -98,7 +104,7 @@ class Recorder:
     def sent(self, cls: str, intended: float, actual: float) -> None:
         self.in_flight += 1
         self._timeline[self._second(actual)]["sent"] += 1
-        if self._measured(intended):
+        if intended != actual and self._measured(intended):  # closed load sends on time by definition
             self._record("lateness", cls, actual - intended)
 
     def unsent(self, cls: str, intended: float, done: float) -> None:
@@ -115,8 +121,8 @@ class Recorder:
         second[how.outcome] += 1
         response, service = done - intended, done - actual
         if how.outcome == "ok":
-            for key in ((INTERVAL_METRICS[0], cls), (INTERVAL_METRICS[0], ALL), ("service", cls), ("service", ALL)):
-                self._interval_record(key, response if key[0] == "response" else service)
+            self._interval[("response", cls)].append(_micros(response))
+            self._interval[("service", cls)].append(_micros(service))
         if not self._measured(intended):
             second["warmup"] += 1
             return
@@ -133,20 +139,21 @@ class Recorder:
             self._record("overhead", cls, max(0.0, service - queue - compute))
 
     def _record(self, metric: str, cls: str, seconds: float) -> None:
+        # Per class only: the collector adds classes up into "all", once a second rather than per request.
         value = _micros(seconds)
         if value == HIGHEST_US:
-            self._counts["clamped|all"] += 1  # once per sample and metric, however many histograms hold it
-        for key in ((metric, cls), (metric, ALL)):
-            histogram = self._delta.get(key)
-            if histogram is None:
-                histogram = self._delta[key] = new_histogram()
-            histogram.record_value(value)
+            self._counts["clamped|all"] += 1
+        self._delta[(metric, cls)].append(value)
 
-    def _interval_record(self, key: tuple[str, str], seconds: float) -> None:
-        histogram = self._interval.get(key)
-        if histogram is None:
-            histogram = self._interval[key] = new_histogram()
-        histogram.record_value(_micros(seconds))
+    def _encode(self, buffers: dict[tuple[str, str], list[int]], pause: Callable[[], None]) -> dict[str, bytes]:
+        encoded = {}
+        for (metric, cls), values in buffers.items():
+            if values:
+                record_many(self._scratch, values)
+                encoded[f"{metric}|{cls}"] = self._scratch.encode()
+                reset(self._scratch)
+                pause()
+        return encoded
 
     # -- intervals and deltas --------------------------------------------------------------------
 
@@ -156,22 +163,29 @@ class Recorder:
         if second <= self._interval_second:
             return
         if self._interval:
-            encoded = {f"{m}|{c}": h.encode() for (m, c), h in self._interval.items() if h.get_total_count()}
-            if encoded:
-                self._finished.append((self._interval_second, encoded))
-            self._interval = {}
+            # Only swap buffers here (this runs inside a request's completion); encoding waits for take_delta.
+            self._finished.append((self._interval_second, self._interval))
+            self._interval = defaultdict(list)
         self._interval_second = second
 
-    def take_delta(self, now: float, final: bool = False) -> dict:
-        """Everything recorded since the last call, as plain data (str keys, bytes, ints)."""
+    def take_delta(self, now: float, final: bool = False, pause: Callable[[], None] = lambda: None) -> dict:
+        """Everything recorded since the last call, as plain data (str keys, bytes, ints).
+
+        ``pause`` is called between histograms: the Locust glue yields to other greenlets there, so
+        the second's bookkeeping never holds the load generator's event loop for long.
+        """
         self.roll(now + 1 if final else now)
+        # Take every buffer first: while encoding pauses, requests go on recording into fresh ones.
+        finished, self._finished = self._finished, []
+        buffers, self._delta = self._delta, defaultdict(list)
+        counts, self._counts = self._counts, Counter()
+        timeline, self._timeline = self._timeline, defaultdict(Counter)
+        in_flight = self.in_flight
         delta = {
-            "histograms": {f"{m}|{c}": h.encode() for (m, c), h in self._delta.items() if h.get_total_count()},
-            "intervals": self._finished,
-            "counts": dict(self._counts),
-            "timeline": {str(s): dict(c) for s, c in self._timeline.items()},
-            "in_flight": self.in_flight,
+            "histograms": self._encode(buffers, pause),
+            "intervals": [(second, self._encode(interval, pause)) for second, interval in finished],
+            "counts": dict(counts),
+            "timeline": {str(s): dict(c) for s, c in timeline.items()},
+            "in_flight": in_flight,
         }
-        self._delta, self._finished, self._counts = {}, [], Counter()
-        self._timeline = defaultdict(Counter)
         return delta

@@ -110,11 +110,9 @@ def hlog_text(collector: Collector, metric: str, start_epoch: float) -> str:
         '"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"',
     ]
     for second in sorted(collector.intervals):
-        for key in sorted(collector.intervals[second], key=lambda k: (k.split("|")[1] != ALL, k)):
-            name, cls = key.split("|", 1)
-            if name != metric:
-                continue
-            histogram = collector.interval_histogram(second, key)
+        classes = sorted({k.split("|", 1)[1] for k in collector.intervals[second] if k.startswith(metric + "|")})
+        for cls in [ALL, *classes] if classes else []:
+            histogram = collector.interval_histogram(second, f"{metric}|{cls}")
             tag = "" if cls == ALL else f"Tag={cls},"
             lines.append(
                 f"{tag}{second:.3f},1.000,{histogram.get_max_value() / 1000:.3f},{histogram.encode().decode()}"

@@ -27,14 +27,14 @@ import time
 from dataclasses import dataclass, field
 
 import gevent
-from gevent.lock import BoundedSemaphore
+from gevent.lock import BoundedSemaphore, Semaphore
 from gevent.pool import Group
 from locust import LoadTestShape, events, runners, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from .arrivals import arrival_times, partition
-from .collector import Collector, latency_stats
+from .collector import Collector, quick_percentiles
 from .recorder import ALL, Completion, Recorder, parse_server_timing
 from .results import write_atomic, write_results
 from .runconfig import RunConfig, build_payloads
@@ -59,6 +59,8 @@ class RunState:
     started: float = field(default_factory=time.perf_counter)
     started_epoch: float = field(default_factory=time.time)
     closed_sent: int = 0
+    complete: bool = False  # the shape ended the run on schedule (not Ctrl-C, not the hard stop)
+    pull_lock: Semaphore = field(default_factory=Semaphore)
 
     @property
     def scenario(self):
@@ -103,6 +105,10 @@ def classify(response, valid) -> Completion:
     if not valid(response.content or b""):
         return Completion("error", "invalid_body")
     return Completion("ok", server_timing=parse_server_timing(response.headers.get("server-timing")))
+
+
+def _yield() -> None:
+    gevent.sleep(0)
 
 
 def sleep_until(deadline: float) -> None:
@@ -150,13 +156,18 @@ class ScenarioUser(FastHttpUser):
                 intended = actual
                 recorder.scheduled(payload.cls, intended)
             recorder.sent(payload.cls, intended, actual)
-            # geventhttpclient's timeout is per socket operation; this guard bounds the whole request,
-            # so every request ends within a known time and the drain at the end always completes.
-            with gevent.Timeout(2 * timeout + 1, False):
-                response = None
+            if connections is None:  # closed load: the network timeout bounds it, and nothing waits to drain
                 response = self.client.request(
                     "POST", self.protocol.path, data=payload.body, headers=HEADERS, name=payload.cls
                 )
+            else:
+                # geventhttpclient's timeout is per socket operation; this guard bounds the whole request,
+                # so every request ends within a known time and the drain at the end always completes.
+                response = None
+                with gevent.Timeout(2 * timeout + 1, False):
+                    response = self.client.request(
+                        "POST", self.protocol.path, data=payload.body, headers=HEADERS, name=payload.cls
+                    )
             done = time.perf_counter()
         finally:
             if connections is not None:
@@ -201,10 +212,14 @@ class ScenarioShape(LoadTestShape):
         hard_stop = state.scenario.total_seconds + load.timeout + 10
         if load.model == "open":
             workers = state.workers_expected
-            if _all_done(state, workers) or t > hard_stop:
+            if _all_done(state, workers):
+                state.complete = True
+                return None
+            if t > hard_stop:
                 return None
             return workers, workers
         if t >= state.scenario.total_seconds:
+            state.complete = True
             return None
         users = round(load.shape.at(t))
         return users, max(1, users) * 10
@@ -246,7 +261,7 @@ def _on_test_start(environment, **_) -> None:
 def _on_report_to_master(client_id, data, **_) -> None:
     state = _STATE
     if state is not None and state.recorder is not None:
-        delta = state.recorder.take_delta(time.perf_counter())
+        delta = state.recorder.take_delta(time.perf_counter(), pause=_yield)
         delta["done"] = state.done
         data["loadtest"] = delta
 
@@ -255,14 +270,20 @@ def _on_report_to_master(client_id, data, **_) -> None:
 def _on_worker_report(client_id, data, **_) -> None:
     state = _STATE
     if state is not None and state.collector is not None and "loadtest" in data:
-        state.collector.absorb(data["loadtest"], client_id)
+        state.collector.absorb(data["loadtest"], client_id)  # the master sends nothing: no need to yield
 
 
 def _pull_local(state: RunState, final: bool = False) -> None:
     if state.local and state.collector is not None and state.recorder is not None:
-        delta = state.recorder.take_delta(time.perf_counter(), final=final)
-        delta["done"] = state.done
-        state.collector.absorb(delta)
+        with state.pull_lock:  # the final pull at quitting waits for one in progress
+            _pull_locked(state, final)
+
+
+def _pull_locked(state: RunState, final: bool) -> None:
+    pause = (lambda: None) if final else _yield
+    delta = state.recorder.take_delta(time.perf_counter(), final=final, pause=pause)
+    delta["done"] = state.done
+    state.collector.absorb(delta, pause=pause)
 
 
 def _progress_loop(environment, state: RunState) -> None:
@@ -280,7 +301,7 @@ def _write_progress(environment, state: RunState) -> None:
     accounting = collector.accounting()
     last = max((s for s in collector.timeline if s < int(elapsed)), default=None)
     recent = collector.timeline.get(last, {}) if last is not None else {}
-    response = latency_stats(collector.histogram("response", ALL))
+    response = quick_percentiles(collector.histogram("response", ALL))
     progress = {
         "elapsed": round(elapsed, 2),
         "total": state.scenario.total_seconds,
@@ -306,15 +327,10 @@ def _on_quitting(environment, **_) -> None:
     _pull_local(state, final=True)
     stats = environment.stats.total
     load = state.scenario.load
-    complete = (
-        _all_done(state, state.workers_expected)
-        if load.model == "open"
-        else time.perf_counter() - state.started >= state.scenario.total_seconds
-    )
     meta = state.config.meta_for_summary(
         started_epoch=state.started_epoch,
         elapsed=time.perf_counter() - state.started,
-        interrupted=not complete,
+        interrupted=not state.complete,
         processes=state.workers_expected,
         locust_requests=stats.num_requests,
         locust_failures=stats.num_failures,

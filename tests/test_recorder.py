@@ -144,3 +144,59 @@ def test_interval_logs_are_read_back_by_hdrhistograms_own_reader(tmp_path):
     assert ("short", 100, pytest.approx(1000, rel=1e-3)) in seen
     assert (None, 100, pytest.approx(3000, rel=1e-3)) in seen  # untagged: all classes
     assert sum(count for tag, count, _ in seen if tag is None) == 300
+
+
+def test_bulk_recording_matches_hdrh_record_value_exactly():
+    from loadtest.hdr_bulk import record_many, reset
+    from loadtest.recorder import new_histogram
+
+    rng = np.random.default_rng(7)
+    values = np.concatenate(
+        [
+            rng.integers(0, 5000, 3000),
+            rng.lognormal(9, 3, 3000).astype(np.int64).clip(0, HIGHEST_US),
+            [0, 1, 2047, 2048, 4095, 4096, HIGHEST_US],
+        ]
+    ).tolist()
+    one_by_one, bulk = new_histogram(), new_histogram()
+    for v in values:
+        assert one_by_one.record_value(v)
+    record_many(bulk, values)
+    assert np.array_equal(np.ctypeslib.as_array(bulk.counts), np.ctypeslib.as_array(one_by_one.counts))
+    assert (bulk.total_count, bulk.min_value, bulk.max_value) == (
+        one_by_one.total_count,
+        one_by_one.min_value,
+        one_by_one.max_value,
+    )
+    assert bulk.encode() == one_by_one.encode()
+    reset(bulk)
+    assert bulk.get_total_count() == 0 and not np.ctypeslib.as_array(bulk.counts).any()
+
+
+def test_numpy_percentiles_match_hdrh_exactly():
+    from loadtest.hdr_bulk import record_many, value_at_percentile
+    from loadtest.recorder import new_histogram
+
+    histogram = new_histogram()
+    record_many(
+        histogram, np.random.default_rng(3).lognormal(8, 2, 20_000).astype(np.int64).clip(0, HIGHEST_US).tolist()
+    )
+    for p in (0, 1, 25, 50, 90, 99, 99.9, 99.99, 100):
+        assert value_at_percentile(histogram, p) == histogram.get_value_at_percentile(p), p
+
+
+def test_values_recorded_while_a_delta_is_being_taken_are_not_lost():
+    recorder = Recorder(start=0.0)
+    record_latencies(recorder, np.full(10, 0.002))
+    extras = []
+
+    def pause():  # another request completes while the delta is encoded
+        extras.append(0.1 + len(extras) * 0.001)
+        record_latencies(recorder, np.array([0.003]), start=extras[-1])
+
+    collector = Collector()
+    collector.absorb(recorder.take_delta(0.5, pause=pause))
+    collector.absorb(recorder.take_delta(10.0, final=True))
+    assert len(extras) >= 2
+    assert collector.histogram("response").get_total_count() == 10 + len(extras)
+    assert collector.accounting()["ok"] == 10 + len(extras) and collector.accounting()["unfinished"] == 0
