@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--processes", type=int, default=1, help="load-generator processes (Locust workers)")
     run.add_argument("--out", type=Path, help="results directory (default results/<time>-<scenario>)")
     run.add_argument("--allow-remote", action="store_true", help="allow a target that is not on loopback")
+    run.add_argument(
+        "--print-locust-command",
+        action="store_true",
+        help="print the master and worker commands for a multi-host run, and exit",
+    )
     return parser
 
 
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.processes,
                     args.out,
                     args.allow_remote,
+                    args.print_locust_command,
                 ),
                 console,
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -46,6 +47,7 @@ class RunOptions:
     processes: int = 1
     out: Path | None = None
     allow_remote: bool = False
+    print_locust_command: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,9 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
         )
         protocol, payloads = build_payloads(config)
         preflight(url, protocol, scenario.target.model, payloads, options.allow_remote)
+        if options.print_locust_command:
+            print_distributed_commands(config, max(options.processes, 2))
+            return RunOutcome(out_dir, {}, False)
         write_atomic(out_dir / "scenario.toml", config.scenario_toml)
         write_atomic(out_dir / "run.json", json.dumps(json.loads(config.to_json()), indent=2) + "\n")
         load = scenario.load
@@ -172,6 +177,33 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
         console.print("[yellow]the run was interrupted: these figures cover only what was measured[/]")
     console.print(f"results: {out_dir}")
     return RunOutcome(out_dir, summary, interrupted or summary["run"].get("interrupted", False))
+
+
+def distributed_commands(config: RunConfig, workers: int) -> tuple[list[str], list[str]]:
+    """The master's and each worker's command line, for Locust's own distributed mode across hosts."""
+    base = locust_command(config, 1)
+    master = [*base, "--master", "--expect-workers", str(workers)]
+    worker = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--worker",
+        "--master-host",
+        "MASTER_HOST",
+        "--loglevel",
+        "WARNING",
+    ]
+    return master, worker
+
+
+def print_distributed_commands(config: RunConfig, workers: int) -> None:
+    master, worker = distributed_commands(config, workers)
+    print("# on the master host (writes the results into " + str(config.out_dir) + "):")
+    print(shlex.join(master))
+    print(f"# on each of the {workers} worker hosts (the run configuration reaches them from the master):")
+    print(shlex.join(worker))
 
 
 def _run_locust(config: RunConfig, processes: int, pin: list[int] | None, console: Console) -> bool:

@@ -249,3 +249,40 @@ def test_open_load_at_500_per_second_for_60_seconds_keeps_to_the_schedule(server
     assert sent >= 0.99 * 30_000
     timeline = pd.read_csv(tmp_path / "out" / "timeline.csv")
     assert abs(timeline["sent"].sum() - sent) == 0
+
+
+def test_separate_master_and_worker_processes_merge_like_processes(server, tmp_path):
+    """Locust's own multi-host mode: the commands `loadtest run --print-locust-command` prints."""
+    import socket
+
+    from loadtest.run import distributed_commands
+    from loadtest.runconfig import RunConfig
+
+    path = scenario(
+        tmp_path,
+        'shape = { kind = "constant", value = 100 }\nduration = "3s"\narrivals = "uniform"',
+        f'url = "{server.url}"\n{FRAUD}',
+        FEATURES,
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    config = RunConfig(path.read_text(), str(path), server.url, out)
+    master, worker = distributed_commands(config, workers=2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    master += ["--master-bind-host", "127.0.0.1", "--master-bind-port", port]
+    worker = [("127.0.0.1" if arg == "MASTER_HOST" else arg) for arg in worker] + ["--master-port", port]
+    with (out / "master.log").open("wb") as log:
+        master_process = subprocess.Popen(master, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        workers = [subprocess.Popen(worker, stdout=log, stderr=subprocess.STDOUT, cwd=REPO) for _ in range(2)]
+        try:
+            master_process.wait(timeout=90)
+        finally:
+            for process in (*workers, master_process):
+                process.kill() if process.poll() is None else None
+    summary = json.loads((out / "summary.json").read_text())
+    a = summary["accounting"]
+    assert summary["run"]["processes"] == 2 and not summary["run"]["interrupted"]
+    assert a["scheduled"] == 300 and a["balanced"] and a["ok"] == 300
+    assert summary["latency_ms"]["response"]["all"]["count"] == 300 == summary["run"]["locust_requests"]
