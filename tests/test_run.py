@@ -229,7 +229,7 @@ def test_ctrl_c_still_writes_what_was_measured(server, tmp_path):
 def test_the_shipped_steady_scenario_runs_against_the_embedded_server(tmp_path):
     summary = run_ok(REPO / "scenarios" / "steady.toml", tmp_path / "out", "--duration", "3s")
     a = summary["accounting"]
-    assert a["ok"] > 30 and a["balanced"] and a["errors"] == 0
+    assert a["ok"] == a["scheduled"] > 10 and a["balanced"]  # 10 req/s for 3 s, Poisson
     assert summary["profile"]["name"] == "minilm-fp32"
     assert set(summary["classes"]) <= {"short", "medium", "long"}
 
