@@ -50,8 +50,7 @@ class RunState:
 
     config: RunConfig
     worker_index: int = 0
-    workers: int = 1  # workers sending this schedule, as seen by a worker
-    workers_expected: int = 1  # as seen by the master, which waits for that many
+    workers: int = 1  # Locust workers sharing the schedule (--expect-workers; 1 in one process)
     local: bool = False  # one process: the collector pulls from this process's recorder
     recorder: Recorder | None = None
     collector: Collector | None = None
@@ -79,9 +78,10 @@ def run_state(environment) -> RunState:
         config = RunConfig.from_json(raw)
         runner = environment.runner
         state = RunState(config)
+        if isinstance(runner, WorkerRunner | MasterRunner):
+            state.workers = max(1, int(getattr(environment.parsed_options, "expect_workers", 1) or 1))
         if isinstance(runner, WorkerRunner):
             state.worker_index = max(0, runner.worker_index)
-            state.workers = max(1, int(getattr(environment.parsed_options, "expect_workers", 1) or 1))
         if isinstance(runner, MasterRunner | LocalRunner):
             state.collector = Collector()
         state.local = isinstance(runner, LocalRunner)
@@ -211,13 +211,12 @@ class ScenarioShape(LoadTestShape):
         load, t = state.scenario.load, self.get_run_time()
         hard_stop = state.scenario.total_seconds + load.timeout + 10
         if load.model == "open":
-            workers = state.workers_expected
-            if _all_done(state, workers):
+            if _all_done(state):
                 state.complete = True
                 return None
             if t > hard_stop:
                 return None
-            return workers, workers
+            return state.workers, state.workers
         if t >= state.scenario.total_seconds:
             state.complete = True
             return None
@@ -225,10 +224,10 @@ class ScenarioShape(LoadTestShape):
         return users, max(1, users) * 10
 
 
-def _all_done(state: RunState, workers: int) -> bool:
+def _all_done(state: RunState) -> bool:
     if state.local:
         return state.done
-    return state.collector is not None and len(state.collector.done) >= workers
+    return state.collector is not None and len(state.collector.done) >= state.workers
 
 
 # -- events ---------------------------------------------------------------------------------------
@@ -251,10 +250,8 @@ def _on_test_start(environment, **_) -> None:
     gc.freeze()  # fewer, shorter collector pauses on the send path
     state = run_state(environment)
     state.started, state.started_epoch = time.perf_counter(), time.time()
-    if isinstance(environment.runner, MasterRunner):
-        state.workers_expected = max(1, int(environment.parsed_options.expect_workers or 1))
     if state.collector is not None:
-        gevent.spawn(_progress_loop, environment, state)
+        gevent.spawn(_progress_loop, state)
 
 
 @events.report_to_master.add_listener
@@ -274,26 +271,23 @@ def _on_worker_report(client_id, data, **_) -> None:
 
 
 def _pull_local(state: RunState, final: bool = False) -> None:
-    if state.local and state.collector is not None and state.recorder is not None:
-        with state.pull_lock:  # the final pull at quitting waits for one in progress
-            _pull_locked(state, final)
-
-
-def _pull_locked(state: RunState, final: bool) -> None:
+    if not (state.local and state.collector is not None and state.recorder is not None):
+        return
     pause = (lambda: None) if final else _yield
-    delta = state.recorder.take_delta(time.perf_counter(), final=final, pause=pause)
-    delta["done"] = state.done
-    state.collector.absorb(delta, pause=pause)
+    with state.pull_lock:  # the final pull at quitting waits for one in progress
+        delta = state.recorder.take_delta(time.perf_counter(), final=final, pause=pause)
+        delta["done"] = state.done
+        state.collector.absorb(delta, pause=pause)
 
 
-def _progress_loop(environment, state: RunState) -> None:
+def _progress_loop(state: RunState) -> None:
     while True:
         gevent.sleep(1.0)
         _pull_local(state)
-        _write_progress(environment, state)
+        _write_progress(state)
 
 
-def _write_progress(environment, state: RunState) -> None:
+def _write_progress(state: RunState) -> None:
     if not state.config.progress_file:
         return
     collector = state.collector
@@ -331,7 +325,7 @@ def _on_quitting(environment, **_) -> None:
         started_epoch=state.started_epoch,
         elapsed=time.perf_counter() - state.started,
         interrupted=not state.complete,
-        processes=state.workers_expected,
+        processes=state.workers,
         locust_requests=stats.num_requests,
         locust_failures=stats.num_failures,
     )
