@@ -120,5 +120,5 @@ def latency_stats(histogram: HdrHistogram | None) -> dict:
         "max": histogram.get_max_value() / ms,
     }
     for p in PERCENTILES:
-        stats[f"p{p:g}"] = histogram.get_value_at_percentile(p) / ms
+        stats[f"p{p:g}"] = value_at_percentile(histogram, p) / ms
     return stats
