@@ -1,8 +1,9 @@
 """``loadtest``: load tests for ML model endpoints.
 
-Exit codes: 0 the run completed (and, once gates exist, passed); 2 a usage or input error
-(scenario, profile, options, unreachable target); 3 the run itself failed; 130 interrupted
-(the results directory still holds what was measured).
+Exit codes: 0 the run completed and every gate passed; 1 a gate failed (threshold or baseline
+regression); 2 a usage or input error (scenario, profile, options, thresholds, baseline,
+unreachable target); 3 the run itself failed; 130 interrupted (the results directory still
+holds what was measured; gates are not checked).
 """
 
 from __future__ import annotations
@@ -41,12 +42,62 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--processes", type=int, default=1, help="load-generator processes (Locust workers)")
     run.add_argument("--out", type=Path, help="results directory (default results/<time>-<scenario>)")
     run.add_argument("--allow-remote", action="store_true", help="allow a target that is not on loopback")
+    _gate_options(run)
     run.add_argument(
         "--print-locust-command",
         action="store_true",
         help="print the master and worker commands for a multi-host run, and exit",
     )
+    report = sub.add_parser("report", help="build report.html and report.md from a results directory")
+    report.add_argument("results", type=Path, help="a results directory (holding summary.json)")
+    gate = sub.add_parser("gate", help="check thresholds and baseline regressions on an earlier run's results")
+    gate.add_argument("results", type=Path, help="a results directory (holding summary.json)")
+    _gate_options(gate)
     return parser
+
+
+def _gate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="a gate like 'p99 < 250ms', 'p95{class=long} < 400ms', 'error_rate < 1%%' (repeatable; "
+        "added to the scenario's [slo] thresholds)",
+    )
+    parser.add_argument("--baseline", type=Path, help="an earlier results directory to compare with")
+    parser.add_argument(
+        "--max-regression",
+        action="append",
+        default=[],
+        metavar="LIMIT",
+        help="allowed change against --baseline, like p99=+10%% or throughput=-5%% (repeatable; default p99=+10%%)",
+    )
+    parser.add_argument("--junit", type=Path, help="write one JUnit test case per gate to this file")
+
+
+def _gates(args: argparse.Namespace):
+    from .verdict import GateOptions
+
+    return GateOptions(tuple(args.threshold), args.baseline, tuple(args.max_regression), args.junit)
+
+
+def _gate_command(args: argparse.Namespace, console: Console) -> int:
+    from .scenario import load_scenario
+    from .verdict import apply, load_baseline, prepare
+
+    summary = load_baseline(args.results)
+    saved = args.results / "scenario.toml"
+    thresholds, source = ((), "")
+    if saved.exists():
+        scenario = load_scenario(saved)
+        thresholds, source = scenario.thresholds, str(saved)
+    gates = prepare(_gates(args), thresholds, source)
+    if gates.empty:
+        console.print("no gates: give --threshold, or --baseline, or [slo] thresholds in the scenario")
+        return 2
+    results = apply(gates, args.results, summary, console)
+    return 0 if all(r.passed for r in results) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,10 +123,19 @@ def main(argv: list[str] | None = None) -> int:
                     args.out,
                     args.allow_remote,
                     args.print_locust_command,
+                    _gates(args),
                 ),
                 console,
             )
-            return 130 if outcome.interrupted else 0
+            return 130 if outcome.interrupted else 1 if outcome.gates_failed else 0
+        if args.command == "gate":
+            return _gate_command(args, console)
+        if args.command == "report":
+            from .report import write_reports
+
+            html_path, md_path = write_reports(args.results)
+            console.print(f"wrote {html_path} and {md_path}")
+            return 0
     except LoadTestError as exc:
         console.print(f"[red]loadtest:[/] {exc}", highlight=False)
         return exc.exit_code

@@ -1,8 +1,8 @@
 """Record many values into an hdrh histogram at once, with numpy, and reset one in place.
 
 hdrh's ``record_value`` is pure Python, about 1.7 µs a call: on the load generator's hot path that
-is most of what recording costs. The recorder instead appends plain integers to a list (about
-0.05 µs) and adds them up here once a second, using hdrh's own index arithmetic vectorised over
+is most of what recording costs. The recorder instead keeps plain numbers (about
+0.05 µs a request) and adds them up here once a second, using hdrh's own index arithmetic vectorised over
 its counts array, which numpy can view in place.
 """
 
@@ -18,11 +18,11 @@ def _counts(histogram: HdrHistogram) -> np.ndarray:
     return np.ctypeslib.as_array(histogram.counts)
 
 
-def record_many(histogram: HdrHistogram, values: list[int]) -> None:
+def record_many(histogram: HdrHistogram, values: list[int] | np.ndarray) -> None:
     """Exactly what ``record_value`` does for each value, for values already within the range."""
-    if not values:
-        return
     v = np.asarray(values, dtype=np.int64)
+    if not len(v):
+        return
     h = histogram
     # bit_length(v | sub_bucket_mask), exactly: frexp's exponent of an integer below 2**53.
     pow2ceiling = np.frexp((v | h.sub_bucket_mask).astype(np.float64))[1].astype(np.int64)
@@ -58,3 +58,22 @@ def value_at_percentile(histogram: HdrHistogram, percentile: float) -> int:
     index = int(np.searchsorted(np.cumsum(_counts(histogram), dtype=np.uint64), target))
     value = histogram.get_value_from_index(index)
     return histogram.get_highest_equivalent_value(value) if percentile else histogram.get_lowest_equivalent_value(value)
+
+
+def mean_value(histogram: HdrHistogram) -> float:
+    """hdrh's ``get_mean_value`` (each count at its bucket's median value), in one numpy pass.
+
+    hdrh walks every bucket in Python: seconds for a histogram of a long run.
+    """
+    if histogram.total_count == 0:
+        return 0.0
+    h = histogram
+    counts = _counts(h)
+    index = np.flatnonzero(counts)
+    bucket = (index >> h.sub_bucket_half_count_magnitude) - 1
+    sub_bucket = (index & (h.sub_bucket_half_count - 1)) + h.sub_bucket_half_count
+    sub_bucket = np.where(bucket < 0, sub_bucket - h.sub_bucket_half_count, sub_bucket)
+    bucket = np.maximum(bucket, 0)
+    lowest = sub_bucket << (bucket + h.unit_magnitude)
+    median = lowest + ((1 << (bucket + h.unit_magnitude)) >> 1)
+    return float(np.dot(counts[index].astype(np.float64), median.astype(np.float64)) / h.total_count)

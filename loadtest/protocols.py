@@ -5,11 +5,14 @@
 - ``http-json``: any JSON endpoint, with a body template whose ``"{{text}}"`` is replaced.
 
 A 200 whose body is not what the protocol promises is an error of its own kind
-(``invalid_body``): a server that answers fast with garbage is not fast.
+(``invalid_body``): a server that answers fast with garbage is not fast. The check parses every
+body; a scenario can turn it off (``[target] validate = false``) where parsing large answers
+would cost the load generator too much.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,7 +49,19 @@ def _any_json(body: bytes) -> bool:
     return True
 
 
-def make_protocol(name: str, model: str, input_name: str = "text", path: str = "", template: str = "") -> Protocol:
+def _unchecked(body: bytes) -> bool:
+    return True
+
+
+def make_protocol(
+    name: str, model: str, input_name: str = "text", path: str = "", template: str = "", validate: bool = True
+) -> Protocol:
+    """The protocol's request shapes and body check; ``validate=False`` trusts any 2xx body (cheaper)."""
+    protocol = _make_protocol(name, model, input_name, path, template)
+    return protocol if validate else dataclasses.replace(protocol, valid=_unchecked)
+
+
+def _make_protocol(name: str, model: str, input_name: str, path: str, template: str) -> Protocol:
     if name == "oip-v2":
         return Protocol(
             name,

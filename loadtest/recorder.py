@@ -18,6 +18,11 @@ are sent and shown in the timeline, but kept out of the histograms and the accou
 
 ``take_delta`` returns what changed since the last call, encoded so it can cross Locust's
 worker-to-master messages; ``Collector`` adds deltas up.
+
+The calls made per request (``scheduled``, ``sent``, ``completed``) only append a tuple to a list:
+the arithmetic, the counting and the histograms are done once a second in ``take_delta``, with
+numpy over the whole second at once. That keeps recording to a few per cent of what a request
+costs the load generator (``benchmarks/generator.py`` measures it).
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from operator import itemgetter
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from .hdr_bulk import record_many, reset
@@ -38,154 +44,244 @@ METRICS = ("response", "service", "server_queue", "server_compute", "overhead", 
 INTERVAL_METRICS = ("response", "service")
 ALL = "all"
 OUTCOMES = ("ok", "error", "timeout", "dropped")
-_TIMING = re.compile(r"\b(queue|infer);dur=([0-9.]+)")
+OK = ""  # the ``kind`` of a request that succeeded
+TIMEOUT = "timeout"  # the ``kind`` of a request that timed out; any other kind is an error
+CHUNK = 128  # requests absorbed between two pauses: a fraction of a millisecond of the event loop
 
 
 def new_histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)
 
 
-def _micros(seconds: float) -> int:
+def _micros(seconds: np.ndarray) -> np.ndarray:
     """Whole microseconds, clamped into the histograms' range (record_value drops what is outside)."""
-    return min(max(int(seconds * 1_000_000), 0), HIGHEST_US)
+    return np.clip((seconds * 1_000_000).astype(np.int64), 0, HIGHEST_US)
+
+
+_QUEUE = re.compile(r"\bqueue;dur=([0-9.]+)")
+_INFER = re.compile(r"\binfer;dur=([0-9.]+)")
+# In the headers of a second joined by newlines: the first duration on each line, and the rest of it.
+_QUEUE_LINES = re.compile(r"\bqueue;dur=([0-9.]+)[^\n]*")
+_INFER_LINES = re.compile(r"\binfer;dur=([0-9.]+)[^\n]*")
 
 
 def parse_server_timing(header: str | None) -> tuple[float, float] | None:
     """(queue, compute) in seconds from ``queue;dur=1.2, infer;dur=8.4, ...`` (durations in ms)."""
     if not header:
         return None
-    found = dict(_TIMING.findall(header))
-    if "queue" not in found or "infer" not in found:
+    queue, compute = _QUEUE.search(header), _INFER.search(header)
+    if queue is None or compute is None:
         return None
-    return float(found["queue"]) / 1000, float(found["infer"]) / 1000
+    try:
+        return float(queue[1]) / 1000, float(compute[1]) / 1000
+    except ValueError:  # "1.2.3"
+        return None
 
 
-@dataclass(frozen=True)
-class Completion:
-    """How one request ended: ``outcome`` is ok, error or timeout; ``kind`` refines errors."""
+def server_timings(headers: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """``parse_server_timing`` over many headers: (queue, compute) arrays in seconds, NaN where absent.
 
-    outcome: str
-    kind: str = ""
-    server_timing: tuple[float, float] | None = None
+    The fast path scans all the headers joined, once per component; it applies when every header
+    has both components, as every answer of one server usually does. Otherwise, one by one.
+    """
+    joined = "\n".join([header.replace("\n", " ") if header else "" for header in headers])
+    queue, compute = _QUEUE_LINES.findall(joined), _INFER_LINES.findall(joined)
+    if len(queue) == len(compute) == len(headers):
+        try:
+            return np.array(queue, dtype=np.float64) / 1000, np.array(compute, dtype=np.float64) / 1000
+        except ValueError:  # a malformed number somewhere, such as 1.2.3
+            pass
+    parsed = [parse_server_timing(header) or (np.nan, np.nan) for header in headers]
+    return np.array([p[0] for p in parsed], dtype=np.float64), np.array([p[1] for p in parsed], dtype=np.float64)
+
+
+def _floats(rows: list[tuple], at: int) -> np.ndarray:
+    return np.fromiter(map(itemgetter(at), rows), np.float64, len(rows))
+
+
+class _Codes(dict):
+    """Class name -> small integer, assigned on first sight; ``names`` maps back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __missing__(self, name: str) -> int:
+        self[name] = code = len(self.names)
+        self.names.append(name)
+        return code
 
 
 class Recorder:
     def __init__(self, start: float, warmup: float = 0.0) -> None:
         self.start = start
         self.warmup = warmup
-        # Raw microseconds, added into histograms once a second (hdr_bulk): cheap on the send path.
-        self._delta: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
-        self._interval: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
+        # Per request: one tuple appended to one of these (see the module's docstring).
+        self._scheduled: list[tuple[str, float]] = []
+        self._dropped: list[tuple[str, float]] = []
+        self._sent: list[tuple[str, float, float]] = []
+        self._unsent: list[tuple[str, float, float]] = []
+        self._completed: list[tuple[str, float, float, float, str, str | None]] = []
+        # Once a second: microseconds by (metric, class), and by second for the interval logs.
+        self._delta: defaultdict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
+        self._intervals: defaultdict[int, defaultdict[tuple[str, str], list[np.ndarray]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        self._codes = _Codes()
         self._scratch = new_histogram()
-        self._interval_second = 0
-        self._finished: list[tuple[int, defaultdict[tuple[str, str], list[int]]]] = []
         self._counts: Counter[str] = Counter()
         self._timeline: defaultdict[int, Counter[str]] = defaultdict(Counter)
         self.in_flight = 0
 
-    # -- recording -------------------------------------------------------------------------------
-
-    def _second(self, t: float) -> int:
-        return max(0, int(t - self.start))
-
-    def _measured(self, intended: float) -> bool:
-        return intended - self.start >= self.warmup
+    # -- per request: append only ------------------------------------------------------------------
 
     def scheduled(self, cls: str, intended: float) -> None:
-        self._timeline[self._second(intended)]["scheduled"] += 1
-        if self._measured(intended):
-            self._counts[f"scheduled|{cls}"] += 1
+        self._scheduled.append((cls, intended))
 
     def dropped(self, cls: str, intended: float) -> None:
-        self._timeline[self._second(intended)]["dropped"] += 1
-        if self._measured(intended):
-            self._counts[f"dropped|{cls}"] += 1
+        self._dropped.append((cls, intended))
 
     def sent(self, cls: str, intended: float, actual: float) -> None:
         self.in_flight += 1
-        self._timeline[self._second(actual)]["sent"] += 1
-        if intended != actual and self._measured(intended):  # closed load sends on time by definition
-            self._record("lateness", cls, actual - intended)
+        self._sent.append((cls, intended, actual))
 
     def unsent(self, cls: str, intended: float, done: float) -> None:
         """An arrival that waited for a connection longer than the timeout: a timeout, never sent."""
-        self.roll(done)
-        self._timeline[self._second(done)]["timeout"] += 1
-        if self._measured(intended):
-            self._counts[f"timeout|{cls}"] += 1
+        self._unsent.append((cls, intended, done))
 
-    def completed(self, cls: str, intended: float, actual: float, done: float, how: Completion) -> None:
+    def completed(
+        self, cls: str, intended: float, actual: float, done: float, kind: str = OK, server_timing: str | None = None
+    ) -> None:
+        """``kind`` is OK, TIMEOUT or an error's kind; ``server_timing`` is the raw header of a success."""
         self.in_flight -= 1
-        self.roll(done)
-        second = self._timeline[self._second(done)]
-        second[how.outcome] += 1
+        self._completed.append((cls, intended, actual, done, kind, server_timing))
+
+    # -- once a second -------------------------------------------------------------------------------
+
+    def _seconds(self, times: np.ndarray) -> np.ndarray:
+        return np.maximum(0, (times - self.start).astype(np.int64))
+
+    def _tally(self, seconds: np.ndarray, event: str) -> None:
+        for second, count in zip(*np.unique(seconds, return_counts=True), strict=True):
+            self._timeline[int(second)][event] += int(count)
+
+    def _classes(self, rows: list[tuple]) -> np.ndarray:
+        """Column 0 (the class) as small integer codes: cheaper than numpy strings to build and compare."""
+        return np.fromiter(map(self._codes.__getitem__, map(itemgetter(0), rows)), np.int64, len(rows))
+
+    def _count(self, outcome: str, classes: np.ndarray) -> None:
+        for code, count in enumerate(np.bincount(classes).tolist()):
+            if count:
+                self._counts[f"{outcome}|{self._codes.names[code]}"] += count
+
+    def _record(self, metric: str, classes: np.ndarray, seconds: np.ndarray) -> None:
+        values = _micros(seconds)
+        clamped = int(np.count_nonzero(values == HIGHEST_US))
+        if clamped:
+            self._counts["clamped|all"] += clamped
+        for code in np.unique(classes).tolist():
+            self._delta[(metric, self._codes.names[code])].append(values[classes == code])
+
+    def _absorb_scheduled(self, rows: list[tuple]) -> None:
+        intended = _floats(rows, 1)
+        self._tally(self._seconds(intended), "scheduled")
+        self._count("scheduled", self._classes(rows)[intended - self.start >= self.warmup])
+
+    def _absorb_dropped(self, rows: list[tuple]) -> None:
+        intended = _floats(rows, 1)
+        self._tally(self._seconds(intended), "dropped")
+        self._count("dropped", self._classes(rows)[intended - self.start >= self.warmup])
+
+    def _absorb_sent(self, rows: list[tuple]) -> None:
+        intended, actual = _floats(rows, 1), _floats(rows, 2)
+        self._tally(self._seconds(actual), "sent")
+        late = (intended != actual) & (intended - self.start >= self.warmup)  # closed load is on time by definition
+        if late.any():
+            self._record("lateness", self._classes(rows)[late], (actual - intended)[late])
+
+    def _absorb_unsent(self, rows: list[tuple]) -> None:
+        self._tally(self._seconds(_floats(rows, 2)), "timeout")
+        self._count("timeout", self._classes(rows)[_floats(rows, 1) - self.start >= self.warmup])
+
+    def _absorb_completed(self, rows: list[tuple]) -> None:
+        classes, intended, actual, done = self._classes(rows), _floats(rows, 1), _floats(rows, 2), _floats(rows, 3)
+        ok = np.fromiter(map(OK.__eq__, map(itemgetter(4), rows)), bool, len(rows))
+        seconds = self._seconds(done)
+        measured = intended - self.start >= self.warmup
         response, service = done - intended, done - actual
-        if how.outcome == "ok":
-            self._interval[("response", cls)].append(_micros(response))
-            self._interval[("service", cls)].append(_micros(service))
-        if not self._measured(intended):
-            second["warmup"] += 1
+        self._tally(seconds[ok], "ok")
+        self._tally(seconds[~measured], "warmup")
+        self._count("ok", classes[ok & measured])
+        for at in np.flatnonzero(~ok).tolist():  # failures: rare, counted one by one
+            cls, kind = rows[at][0], rows[at][4]
+            outcome = "timeout" if kind == TIMEOUT else "error"
+            self._timeline[int(seconds[at])][outcome] += 1
+            if measured[at]:
+                self._counts[f"{outcome if kind == TIMEOUT else 'error:' + kind}|{cls}"] += 1
+        # Interval logs: every success, warm-up included, by the second it completed in.
+        for second in np.unique(seconds[ok]).tolist():
+            in_second = ok & (seconds == second)
+            for code in np.unique(classes[in_second]).tolist():
+                pick, cls = in_second & (classes == code), self._codes.names[code]
+                interval = self._intervals[second]
+                interval[("response", cls)].append(_micros(response[pick]))
+                interval[("service", cls)].append(_micros(service[pick]))
+        good = ok & measured
+        if not good.any():
             return
-        outcome = how.outcome if how.outcome != "error" else f"error:{how.kind or 'unknown'}"
-        self._counts[f"{outcome}|{cls}"] += 1
-        if how.outcome != "ok":
-            return
-        self._record("response", cls, response)
-        self._record("service", cls, service)
-        if how.server_timing:
-            queue, compute = how.server_timing
-            self._record("server_queue", cls, queue)
-            self._record("server_compute", cls, compute)
-            self._record("overhead", cls, max(0.0, service - queue - compute))
+        self._record("response", classes[good], response[good])
+        self._record("service", classes[good], service[good])
+        queue, compute = server_timings([rows[at][5] for at in np.flatnonzero(good).tolist()])
+        timed = ~np.isnan(queue)
+        if timed.any():
+            classes, service, queue, compute = classes[good][timed], service[good][timed], queue[timed], compute[timed]
+            self._record("server_queue", classes, queue)
+            self._record("server_compute", classes, compute)
+            self._record("overhead", classes, np.maximum(0.0, service - queue - compute))
 
-    def _record(self, metric: str, cls: str, seconds: float) -> None:
-        # Per class only: the collector adds classes up into "all", once a second rather than per request.
-        value = _micros(seconds)
-        if value == HIGHEST_US:
-            self._counts["clamped|all"] += 1
-        self._delta[(metric, cls)].append(value)
-
-    def _encode(self, buffers: dict[tuple[str, str], list[int]], pause: Callable[[], None]) -> dict[str, bytes]:
+    def _encode(self, buffers: dict[tuple[str, str], list[np.ndarray]], pause: Callable[[], None]) -> dict[str, bytes]:
         encoded = {}
-        for (metric, cls), values in buffers.items():
-            if values:
+        for (metric, cls), parts in buffers.items():
+            values = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+            if len(values):
                 record_many(self._scratch, values)
                 encoded[f"{metric}|{cls}"] = self._scratch.encode()
                 reset(self._scratch)
                 pause()
         return encoded
 
-    # -- intervals and deltas --------------------------------------------------------------------
-
-    def roll(self, now: float) -> None:
-        """Close the interval histograms of every whole second before ``now``."""
-        second = self._second(now)
-        if second <= self._interval_second:
-            return
-        if self._interval:
-            # Only swap buffers here (this runs inside a request's completion); encoding waits for take_delta.
-            self._finished.append((self._interval_second, self._interval))
-            self._interval = defaultdict(list)
-        self._interval_second = second
-
     def take_delta(self, now: float, final: bool = False, pause: Callable[[], None] = lambda: None) -> dict:
         """Everything recorded since the last call, as plain data (str keys, bytes, ints).
 
-        ``pause`` is called between histograms: the Locust glue yields to other greenlets there, so
-        the second's bookkeeping never holds the load generator's event loop for long.
+        Interval logs are handed out for each whole second before ``now`` (every second, if
+        ``final``). ``pause`` is called between slices of ``CHUNK`` requests and between
+        histograms: the Locust glue yields to other greenlets there, so the second's bookkeeping
+        never holds the load generator's event loop for long (the open-load scheduler must send on
+        time meanwhile); requests that complete during a pause go into fresh lists, for the next call.
         """
-        self.roll(now + 1 if final else now)
-        # Take every buffer first: while encoding pauses, requests go on recording into fresh ones.
-        finished, self._finished = self._finished, []
+        taken = [
+            (self._scheduled, self._absorb_scheduled),
+            (self._dropped, self._absorb_dropped),
+            (self._sent, self._absorb_sent),
+            (self._unsent, self._absorb_unsent),
+            (self._completed, self._absorb_completed),
+        ]
+        self._scheduled, self._dropped, self._sent, self._unsent, self._completed = [], [], [], [], []
+        for rows, absorb in taken:
+            for first in range(0, len(rows), CHUNK):  # in slices, pausing between: see the docstring
+                absorb(rows[first : first + CHUNK])
+                pause()
+        current = int(now - self.start)
+        closed = sorted(s for s in self._intervals if final or s < current)
+        finished = [(second, self._intervals.pop(second)) for second in closed]
         buffers, self._delta = self._delta, defaultdict(list)
         counts, self._counts = self._counts, Counter()
         timeline, self._timeline = self._timeline, defaultdict(Counter)
         in_flight = self.in_flight
-        delta = {
+        return {
             "histograms": self._encode(buffers, pause),
             "intervals": [(second, self._encode(interval, pause)) for second, interval in finished],
             "counts": dict(counts),
             "timeline": {str(s): dict(c) for s, c in timeline.items()},
             "in_flight": in_flight,
         }
-        return delta

@@ -131,5 +131,7 @@ def write_results(out: Path, collector: Collector, meta: dict, target_at, start_
     writer.writeheader()
     writer.writerows(timeline_rows(collector, target_at))
     write_atomic(out / "timeline.csv", buffer.getvalue())
+    histograms = {key: h.encode().decode() for key, h in sorted(collector.histograms.items())}
+    write_atomic(out / "histograms.json", json.dumps(histograms, indent=1) + "\n")
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -31,6 +31,7 @@ from .results import run_dir_name, write_atomic
 from .runconfig import RunConfig, build_payloads
 from .scenario import check_payload_fits, load_scenario
 from .summary_table import accounting_line, summary_table
+from .verdict import GateOptions, apply, prepare
 
 # The path only: importing the locustfile would import Locust, which monkey-patches this process.
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -48,6 +49,9 @@ class RunOptions:
     out: Path | None = None
     allow_remote: bool = False
     print_locust_command: bool = False
+    gates: GateOptions = GateOptions()
+    server_pid: int | None = None  # the server to watch; found from the target's loopback port if not given
+    sample_hz: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class RunOutcome:
     out_dir: Path
     summary: dict
     interrupted: bool
+    gates_failed: bool = False
 
 
 def results_root() -> Path:
@@ -110,6 +115,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
     }
     scenario = load_scenario(options.scenario).with_overrides(**overrides)
     check_payload_fits(scenario)
+    gates = prepare(options.gates, scenario.thresholds, str(scenario.source))
     out_dir = options.out or results_root() / run_dir_name(scenario.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     server: RunningServer | None = None
@@ -161,7 +167,10 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
             f"running {scenario.name} against {url}: {load.model} load, {what}, {load.duration:g}s "
             f"measured, {options.processes} load-generator process(es)"
         )
-        interrupted = _run_locust(config, options.processes, pin, console)
+        server_pid = server.pid if server is not None else options.server_pid or server_pid_for(url)
+        if server_pid is None:
+            console.print("[yellow]no server process found on the target's port: server resources are not sampled[/]")
+        interrupted = _run_locust(config, options.processes, pin, console, server_pid, options.sample_hz)
     finally:
         if server is not None:
             server.stop()
@@ -171,12 +180,28 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
         raise RunError(f"Locust wrote no results (see {out_dir / 'locust.log'}):\n{log}")
     (out_dir / ".progress.json").unlink(missing_ok=True)
     summary = json.loads(summary_path.read_text())
+    summary = add_analysis(out_dir, summary)
     console.print(summary_table(summary))
     console.print(accounting_line(summary))
+    for line in summary.get("saturation", {}).get("lines", []):
+        console.print(f"[red bold]{line}[/]" if line.startswith("RESULTS NOT") else line, highlight=False)
     if summary["run"].get("interrupted"):
         console.print("[yellow]the run was interrupted: these figures cover only what was measured[/]")
+    interrupted = interrupted or summary["run"].get("interrupted", False)
+    failed = False
+    if not gates.empty and not interrupted:
+        failed = not all(result.passed for result in apply(gates, out_dir, summary, console))
+    try:
+        from .report import write_reports
+
+        html_path, _ = write_reports(out_dir)
+        console.print(f"report: {html_path}")
+    except Exception as exc:  # the measurements are saved; a report can be built again with `loadtest report`
+        console.print(
+            f"[yellow]the report could not be built ({type(exc).__name__}: {exc}); run `loadtest report {out_dir}`[/]"
+        )
     console.print(f"results: {out_dir}")
-    return RunOutcome(out_dir, summary, interrupted or summary["run"].get("interrupted", False))
+    return RunOutcome(out_dir, summary, interrupted, failed)
 
 
 def distributed_commands(config: RunConfig, workers: int) -> tuple[list[str], list[str]]:
@@ -206,7 +231,65 @@ def print_distributed_commands(config: RunConfig, workers: int) -> None:
     print(shlex.join(worker))
 
 
-def _run_locust(config: RunConfig, processes: int, pin: list[int] | None, console: Console) -> bool:
+def server_pid_for(url: str) -> int | None:
+    """The process listening on a loopback target's port, if this user may see it."""
+    from urllib.parse import urlsplit
+
+    port = urlsplit(url).port
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                return conn.pid
+    except (psutil.Error, OSError):
+        return None
+    return None
+
+
+def add_analysis(out_dir: Path, summary: dict) -> dict:
+    """Saturation, generator trust and sample sufficiency, from the run's own files; saved in the summary."""
+    import pandas as pd
+
+    from .saturation import analyse, sufficiency
+
+    timeline_path, resources_path = out_dir / "timeline.csv", out_dir / "resources.csv"
+    timeline = pd.read_csv(timeline_path) if timeline_path.exists() else None
+    resources = None
+    if resources_path.exists():
+        try:
+            resources = pd.read_csv(resources_path)
+        except (ValueError, OSError):  # empty: the run ended before the first window
+            resources = None
+    meta_path = out_dir / "resources.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if timeline is not None and len(timeline):
+        warmup = summary["load"].get("warmup_s", 0.0)
+        analysis = analyse(timeline, resources, warmup, generator_cores=meta.get("generator_cores"))
+        summary["saturation"] = analysis.as_dict()
+    summary["resources"] = meta
+    counts = {cls: stats.get("count", 0) for cls, stats in summary.get("latency_ms", {}).get("response", {}).items()}
+    summary["sample_sufficiency"] = sufficiency(counts)
+    write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _start_sampler(config: RunConfig, server_pid: int | None, generator_pid: int, hz: float, pin: list[int] | None):
+    command = [sys.executable, "-m", "loadtest.sampler", "--out", str(config.out_dir / "resources.csv")]
+    command += ["--generator-pid", str(generator_pid), "--hz", str(hz), "--start-epoch", str(time.time())]
+    if server_pid:
+        command += ["--server-pid", str(server_pid)]
+    if pin:
+        command += ["--cpus", ",".join(map(str, pin))]  # beside the generator, never on the server's cores
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _run_locust(
+    config: RunConfig,
+    processes: int,
+    pin: list[int] | None,
+    console: Console,
+    server_pid: int | None = None,
+    sample_hz: float = 4.0,
+) -> bool:
     """Run Locust to the end; on Ctrl-C, stop it gracefully so it still writes what it measured.
 
     Locust is stopped with SIGINT, not SIGTERM: headless with a shape class, Locust blocks on the
@@ -226,6 +309,19 @@ def _run_locust(config: RunConfig, processes: int, pin: list[int] | None, consol
             preexec_fn=pin_generator,
             start_new_session=True,
         )
+    sampler = _start_sampler(config, server_pid, process.pid, sample_hz, pin) if sample_hz > 0 else None
+    try:
+        return _wait_for_locust(config, process, console)
+    finally:
+        if sampler is not None:
+            sampler.terminate()
+            try:
+                sampler.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                sampler.kill()
+
+
+def _wait_for_locust(config: RunConfig, process: subprocess.Popen, console: Console) -> bool:
     interrupted = False
     try:
         follow(process, config.progress_file, config.scenario.load.model, console)

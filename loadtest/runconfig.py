@@ -82,7 +82,7 @@ class RunConfig:
 def build_payloads(config: RunConfig) -> tuple[Protocol, PayloadPool]:
     s = config.scenario
     t = s.target
-    protocol = make_protocol(t.protocol, t.model, t.input_name, t.path, t.template)
+    protocol = make_protocol(t.protocol, t.model, t.input_name, t.path, t.template, t.validate)
     spec = s.payload
     if spec.source == "jsonl":
         pool = jsonl_pool(spec.file, s.seed)

@@ -33,6 +33,7 @@ class Target:
     input_name: str = "text"
     path: str = ""
     template: str = ""
+    validate: bool = True  # parse every successful body: a 200 with garbage in it is an error (invalid_body)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ def _target(t: Table) -> Target:
         input_name=t.get("input_name", str, Target.input_name),
         path=t.get("path", str, ""),
         template=t.get("template", str, ""),
+        validate=t.get("validate", bool, True),
     )
     if target.template and '"{{text}}"' not in target.template:
         raise t.error("template", 'must contain "{{text}}" (with its quotes) where the input goes')

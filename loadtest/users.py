@@ -35,7 +35,7 @@ from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from .arrivals import arrival_times, partition
 from .collector import Collector, quick_percentiles
-from .recorder import ALL, Completion, Recorder, parse_server_timing
+from .recorder import ALL, OK, TIMEOUT, Recorder
 from .results import write_atomic, write_results
 from .runconfig import RunConfig, build_payloads
 
@@ -60,10 +60,17 @@ class RunState:
     closed_sent: int = 0
     complete: bool = False  # the shape ended the run on schedule (not Ctrl-C, not the hard stop)
     pull_lock: Semaphore = field(default_factory=Semaphore)
+    _payloads: tuple | None = None
 
     @property
     def scenario(self):
         return self.config.scenario
+
+    def payloads(self) -> tuple:
+        """(protocol, payload pool), built once per process and shared by its users."""
+        if self._payloads is None:
+            self._payloads = build_payloads(self.config)
+        return self._payloads
 
 
 _STATE: RunState | None = None
@@ -89,22 +96,23 @@ def run_state(environment) -> RunState:
     return _STATE
 
 
-def classify(response, valid) -> Completion:
+def classify(response, valid) -> tuple[str, str | None]:
+    """(kind, Server-Timing header): kind is OK, TIMEOUT or the error's kind; the header only on success."""
     error = getattr(response, "error", None)
-    while getattr(error, "original", None) is not None:  # geventhttpclient wraps the cause (RetriesExceeded)
-        error = error.original
     if error is not None:
+        while getattr(error, "original", None) is not None:  # geventhttpclient wraps the cause (RetriesExceeded)
+            error = error.original
         if isinstance(error, socket.timeout | TimeoutError | gevent.Timeout):
-            return Completion("timeout")
+            return TIMEOUT, None
         if isinstance(error, ConnectionError | socket.gaierror):
-            return Completion("error", "connection")
-        return Completion("error", type(error).__name__)
+            return "connection", None
+        return type(error).__name__, None
     status = response.status_code
     if not 200 <= status < 300:
-        return Completion("error", f"http_{status}")
+        return f"http_{status}", None
     if not valid(response.content or b""):
-        return Completion("error", "invalid_body")
-    return Completion("ok", server_timing=parse_server_timing(response.headers.get("server-timing")))
+        return "invalid_body", None
+    return OK, response.headers.get("server-timing")
 
 
 def _yield() -> None:
@@ -129,24 +137,24 @@ class ScenarioUser(FastHttpUser):
         self.concurrency = load.pool
         self.network_timeout = self.connection_timeout = load.timeout
         super().__init__(environment)
-        self.state = state
-        self.protocol, self.payloads = build_payloads(state.config)
+        self.state, self.load = state, load
+        self.protocol, self.payloads = state.payloads()
 
     def wait_time(self) -> float:
         if self.state.done:
             return 3600.0  # the schedule is sent: wait outside the task, where a stop ends us at once
-        return self.state.scenario.load.think_time
+        return self.load.think_time
 
     @task
     def work(self) -> None:
-        if self.state.scenario.load.model == "open":
+        if self.load.model == "open":
             self.run_schedule()
         else:
             self.closed_request()
 
     def _send(self, recorder: Recorder, payload, intended: float | None, connections: BoundedSemaphore | None) -> None:
         """Send one request; ``intended`` None means closed load, where the intended time is the send time."""
-        timeout = self.state.scenario.load.timeout
+        timeout = self.load.timeout
         if connections is not None and not connections.acquire(timeout=timeout):
             recorder.unsent(payload.cls, intended, time.perf_counter())
             return
@@ -172,8 +180,8 @@ class ScenarioUser(FastHttpUser):
         finally:
             if connections is not None:
                 connections.release()
-        how = Completion("timeout") if response is None else classify(response, self.protocol.valid)
-        recorder.completed(payload.cls, intended, actual, done, how)
+        kind, timing = (TIMEOUT, None) if response is None else classify(response, self.protocol.valid)
+        recorder.completed(payload.cls, intended, actual, done, kind, timing)
 
     def run_schedule(self) -> None:
         state, load = self.state, self.state.scenario.load

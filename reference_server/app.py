@@ -7,6 +7,7 @@ a 5xx would mean a bug, and the tests send every malformed case they know to mak
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ def _check_rows(state: ServerState, prepared: Prepared) -> None:
 
 async def _infer(state: ServerState, model: ServedModel, prepared: Prepared):
     _check_rows(state, prepared)
+    if state.config.inject_delay_ms:
+        await asyncio.sleep(state.config.inject_delay_ms / 1000)
     return await state.batchers[model.name].submit(prepared)
 
 

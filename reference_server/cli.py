@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-rows", type=_positive, default=128, help="rows per request; beyond it: 400 (default 128)")
     serve.add_argument(
+        "--inject-delay-ms",
+        type=float,
+        default=0.0,
+        help="sleep this long before every inference: a deliberately slowed server, to test regression gates",
+    )
+    serve.add_argument(
         "--long-text",
         choices=("truncate", "reject"),
         default="truncate",
@@ -113,6 +119,7 @@ def _server_config(args: argparse.Namespace, models_dir: Path) -> ServerConfig:
         max_rows=args.max_rows,
         long_text=args.long_text,
         cpus=args.cpus,
+        inject_delay_ms=args.inject_delay_ms,
     )
 
 

@@ -33,3 +33,4 @@ class ServerConfig:
     max_rows: int = 128
     long_text: LongText = "truncate"
     cpus: tuple[int, ...] | None = None
+    inject_delay_ms: float = 0.0  # a deliberately slowed server, for testing regression gates

@@ -8,10 +8,8 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
 from loadtest.collector import Collector, latency_stats
-from loadtest.recorder import HIGHEST_US, Completion, Recorder, parse_server_timing
+from loadtest.recorder import HIGHEST_US, OK, TIMEOUT, Recorder, parse_server_timing
 from loadtest.results import hlog_text
-
-OK = Completion("ok")
 
 
 def record_latencies(recorder: Recorder, latencies: np.ndarray, cls: str = "short", start: float = 0.0) -> None:
@@ -45,9 +43,7 @@ def test_every_arrival_ends_in_exactly_one_bucket():
         recorder.scheduled("short", i * 0.01)
     for i in range(6):
         recorder.sent("short", i * 0.01, i * 0.01)
-    for i, how in enumerate(
-        [OK, OK, OK, Completion("error", "http_503"), Completion("error", "connection"), Completion("timeout")]
-    ):
+    for i, how in enumerate([OK, OK, OK, "http_503", "connection", TIMEOUT]):
         recorder.completed("short", i * 0.01, i * 0.01, i * 0.01 + 0.005, how)
     for i in range(6, 10):
         recorder.dropped("short", i * 0.01)
@@ -115,7 +111,7 @@ def test_server_timing_splits_service_into_queue_compute_and_overhead():
     recorder = Recorder(start=0.0)
     recorder.scheduled("short", 0.0)
     recorder.sent("short", 0.0, 0.001)
-    recorder.completed("short", 0.0, 0.001, 0.021, Completion("ok", server_timing=(0.004, 0.012)))
+    recorder.completed("short", 0.0, 0.001, 0.021, OK, "queue;dur=4, infer;dur=12.0, batch;desc=8")
     collector = Collector()
     collector.absorb(recorder.take_delta(5.0, final=True))
     ms = {
@@ -200,3 +196,16 @@ def test_values_recorded_while_a_delta_is_being_taken_are_not_lost():
     assert len(extras) >= 2
     assert collector.histogram("response").get_total_count() == 10 + len(extras)
     assert collector.accounting()["ok"] == 10 + len(extras) and collector.accounting()["unfinished"] == 0
+
+
+def test_server_timing_in_bulk_matches_one_by_one():
+    from loadtest.recorder import server_timings
+
+    well_formed = [f"queue;dur={i / 7:.3f}, infer;dur={i % 5}.25, batch;desc=8" for i in range(50)]
+    odd = [None, "", "total;dur=3", "infer;dur=2, queue;dur=1", "queue;dur=1.2.3, infer;dur=1", "myqueue;dur=5"]
+    odd += ["queue;dur=1\nx, infer;dur=4", "queue;dur=1, queue;dur=2, infer;dur=3"]
+    for headers in (well_formed, well_formed + odd, odd):
+        queue, compute = server_timings(headers)
+        expected = np.array([parse_server_timing(h) or (np.nan, np.nan) for h in headers])
+        np.testing.assert_array_equal(queue, expected[:, 0])
+        np.testing.assert_array_equal(compute, expected[:, 1])

@@ -1,0 +1,215 @@
+"""Pass/fail gates on a run's summary: SLO thresholds and regression against a baseline run.
+
+Pure logic over ``summary.json`` data, so CI gates can be checked again later, without a run.
+
+Thresholds are k6-like strings, from the scenario's ``[slo] thresholds`` or ``--threshold``::
+
+    p99 < 250ms                 response latency, all classes (p50 p90 p95 p99 p99.9 mean max)
+    p95{class=long} < 400ms     one request class
+    p99{metric=service} < 50ms  another latency: service, server_queue, server_compute, overhead
+    error_rate < 1%             (errors + timeouts) / requests that finished
+    drop_rate < 0.5%            dropped / scheduled
+    throughput >= 50/s          successful responses per second
+    dropped == 0                counts: ok, errors, timeouts, dropped, scheduled
+
+Regression limits (``--max-regression p99=+10%``) compare the same figure with a baseline run's:
+latencies may grow by at most the given fraction, ``throughput=-5%`` may fall by at most 5%.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from dataclasses import dataclass
+
+LATENCY_STATS = ("p50", "p90", "p95", "p99", "p99.9", "mean", "max", "min")
+LATENCY_METRICS = ("response", "service", "server_queue", "server_compute", "overhead", "lateness")
+RATES = ("error_rate", "drop_rate")
+COUNTS = ("ok", "errors", "timeouts", "dropped", "scheduled")
+OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
+OPERATORS["!="] = operator.ne
+_TIME_UNITS = {"us": 0.001, "µs": 0.001, "ms": 1.0, "s": 1000.0}
+_THRESHOLD = re.compile(
+    r"^\s*(?P<stat>[a-z_][a-z0-9_.]*)\s*(?:\{(?P<selector>[^}]*)\})?\s*(?P<op><=|>=|==|!=|<|>)\s*"
+    r"(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[a-zµ/%]*)\s*$"
+)
+_REGRESSION = re.compile(r"^\s*(?P<stat>[a-z_][a-z0-9_.]*)\s*=\s*(?P<sign>[+-])(?P<number>[0-9]+(?:\.[0-9]+)?)%\s*$")
+
+
+class GateError(ValueError):
+    """A threshold or regression limit that cannot be understood; the message says why."""
+
+
+@dataclass(frozen=True)
+class Threshold:
+    text: str
+    stat: str
+    op: str
+    limit: float  # in the figure's own unit: ms, a fraction, per second, or a count
+    cls: str = "all"
+    metric: str = "response"
+
+
+@dataclass(frozen=True)
+class RegressionLimit:
+    text: str
+    stat: str
+    allowed: float  # fraction: +0.10 lets a latency grow 10%; -0.05 lets throughput fall 5%
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    passed: bool
+    actual: float | None
+    limit: str
+    message: str
+
+
+def parse_threshold(text: str) -> Threshold:
+    match = _THRESHOLD.match(text)
+    if not match:
+        raise GateError(f"threshold {text!r}: expected something like 'p99 < 250ms' or 'error_rate < 1%'")
+    stat, op, number, unit = match["stat"], match["op"], float(match["number"]), match["unit"]
+    selector = _selector(text, match["selector"] or "")
+    cls, metric = selector.get("class", "all"), selector.get("metric", "response")
+    if stat in LATENCY_STATS:
+        if metric not in LATENCY_METRICS:
+            raise GateError(f"threshold {text!r}: unknown metric {metric!r}; one of {', '.join(LATENCY_METRICS)}")
+        if unit not in _TIME_UNITS:
+            raise GateError(f"threshold {text!r}: a latency needs a unit: us, ms or s")
+        return Threshold(text, stat, op, number * _TIME_UNITS[unit], cls, metric)
+    if "metric" in selector:
+        raise GateError(f"threshold {text!r}: {{metric=...}} applies to latencies only")
+    if stat in RATES:
+        if unit != "%":
+            raise GateError(f"threshold {text!r}: a rate is a percentage, like 'error_rate < 1%'")
+        return Threshold(text, stat, op, number / 100, cls)
+    if stat == "throughput":
+        if unit not in ("/s", ""):
+            raise GateError(f"threshold {text!r}: throughput is per second, like 'throughput >= 50/s'")
+        return Threshold(text, stat, op, number, cls)
+    if stat in COUNTS:
+        if unit:
+            raise GateError(f"threshold {text!r}: a count takes no unit, like 'dropped == 0'")
+        return Threshold(text, stat, op, number, cls)
+    known = ", ".join((*LATENCY_STATS, *RATES, "throughput", *COUNTS))
+    raise GateError(f"threshold {text!r}: unknown figure {stat!r}; one of {known}")
+
+
+def _selector(text: str, raw: str) -> dict[str, str]:
+    selector = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        key, _, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if key not in ("class", "metric") or not value:
+            raise GateError(f"threshold {text!r}: selector {part!r}; expected class=NAME or metric=NAME")
+        selector[key] = value
+    return selector
+
+
+def parse_regression(text: str) -> RegressionLimit:
+    match = _REGRESSION.match(text)
+    if not match:
+        raise GateError(f"regression limit {text!r}: expected something like 'p99=+10%' or 'throughput=-5%'")
+    stat, allowed = match["stat"], float(match["number"]) / 100 * (1 if match["sign"] == "+" else -1)
+    if stat in LATENCY_STATS and allowed < 0 or stat == "throughput" and allowed > 0:
+        raise GateError(f"regression limit {text!r}: latencies may grow (+), throughput may fall (-)")
+    if stat not in LATENCY_STATS and stat != "throughput":
+        raise GateError(
+            f"regression limit {text!r}: unknown figure {stat!r}; one of {', '.join(LATENCY_STATS)}, throughput"
+        )
+    return RegressionLimit(text, stat, allowed)
+
+
+def figure(summary: dict, stat: str, cls: str = "all", metric: str = "response") -> float | None:
+    """One figure of a summary, in the unit thresholds use; None when the run has no such figure."""
+    if stat in LATENCY_STATS:
+        value = summary.get("latency_ms", {}).get(metric, {}).get(cls, {}).get(stat)
+        return None if value is None else float(value)
+    accounting = summary["accounting"] if cls == "all" else summary["accounting"]["by_class"].get(cls)
+    if accounting is None:
+        return None
+    if stat == "throughput":
+        seconds = summary["load"]["duration_s"]
+        return accounting["ok"] / seconds if seconds else None
+    if stat == "error_rate":
+        finished = accounting["ok"] + accounting["errors"] + accounting["timeouts"]
+        return (accounting["errors"] + accounting["timeouts"]) / finished if finished else None
+    if stat == "drop_rate":
+        return accounting["dropped"] / accounting["scheduled"] if accounting["scheduled"] else None
+    return float(accounting[stat])
+
+
+def _shown(stat: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if stat in LATENCY_STATS:
+        return f"{value:.3f}ms"
+    if stat in RATES:
+        return f"{value:.3%}"
+    if stat == "throughput":
+        return f"{value:.2f}/s"
+    return f"{value:g}"
+
+
+def check_thresholds(summary: dict, thresholds: list[Threshold]) -> list[GateResult]:
+    results = []
+    for t in thresholds:
+        actual = figure(summary, t.stat, t.cls, t.metric)
+        limit = f"{t.op} {_shown(t.stat, t.limit)}"
+        if actual is None or math.isnan(actual):
+            results.append(GateResult(t.text, False, None, limit, f"the run has no {t.stat} for class {t.cls!r}"))
+            continue
+        passed = OPERATORS[t.op](actual, t.limit)
+        results.append(
+            GateResult(
+                t.text, passed, actual, limit, f"{_shown(t.stat, actual)} {limit}: " + ("pass" if passed else "FAIL")
+            )
+        )
+    return results
+
+
+def check_regressions(summary: dict, baseline: dict, limits: list[RegressionLimit]) -> list[GateResult]:
+    results = []
+    for limit in limits:
+        now, before = figure(summary, limit.stat), figure(baseline, limit.stat)
+        name = f"{limit.stat} against baseline ({limit.text.split('=', 1)[1].strip()})"
+        allowed = f"{limit.allowed:+.0%}"
+        if now is None or before is None or before == 0:
+            results.append(
+                GateResult(
+                    name,
+                    False,
+                    now,
+                    allowed,
+                    f"cannot compare {limit.stat}: "
+                    f"{_shown(limit.stat, before)} in the baseline, {_shown(limit.stat, now)} now",
+                )
+            )
+            continue
+        change = now / before - 1
+        passed = change <= limit.allowed if limit.allowed >= 0 else change >= limit.allowed
+        message = f"{_shown(limit.stat, before)} -> {_shown(limit.stat, now)} ({change:+.1%}, allowed {allowed}): " + (
+            "pass" if passed else "FAIL"
+        )
+        results.append(GateResult(name, passed, now, allowed, message))
+    return results
+
+
+def junit_xml(results: list[GateResult], suite: str) -> str:
+    """One JUnit test case per gate, so CI systems show each gate as a test that passed or failed."""
+    from xml.etree import ElementTree as ET
+
+    failures = sum(not r.passed for r in results)
+    root = ET.Element("testsuites", name="loadtest", tests=str(len(results)), failures=str(failures))
+    node = ET.SubElement(root, "testsuite", name=suite, tests=str(len(results)), failures=str(failures))
+    for result in results:
+        case = ET.SubElement(node, "testcase", classname=f"loadtest.{suite}", name=result.name)
+        if not result.passed:
+            ET.SubElement(case, "failure", message=result.message, type="GateFailed").text = result.message
+        else:
+            ET.SubElement(case, "system-out").text = result.message
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -1,0 +1,138 @@
+"""Where a run saturated, whether its numbers can be trusted, and whether each percentile has enough samples.
+
+Pure analysis over two per-second tables of a results directory: the latency timeline
+(``timeline.csv``) and the resource samples (``resources.csv``), as pandas DataFrames.
+
+- **Server saturation**: the first second from which the server's CPU stays at or above
+  ``busy`` (90%) of the cores it may use, or a GPU's utilisation does, for ``hold`` seconds.
+- **Latency knee**: the first second from which response p99 stays above ``knee_factor`` times its
+  early level (the median of the first quarter of the measured seconds), or the achieved rate
+  stays below 95% of the target, for ``hold`` seconds.
+- **Generator overload**: seconds in which the load generator used more than 85% of its cores,
+  or in which its cores were more than 95% busy with anything (a starved generator uses little
+  CPU itself, because it does not get any). Then its own queueing is in the latencies: the
+  results are flagged as not trustworthy.
+- **Sample sufficiency**: a percentile claim needs enough samples above it to mean anything.
+  With n samples, the chance that none lands above the true q-quantile is q**n; MLPerf's early
+  stopping asks for about 662 samples for a p99 claim, which is that chance at 0.13%. The same
+  rule gives 6,643 for p99.9.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+SUFFICIENCY_RISK = 0.0013  # q**n at or below this: MLPerf's 662 samples for p99
+GENERATOR_LIMIT = 0.85
+CORES_BUSY_LIMIT = 95.0  # per cent busy, averaged over the generator's cores
+
+
+def samples_needed(percentile: float) -> int:
+    q = percentile / 100
+    return 1 if q <= 0 else math.ceil(math.log(SUFFICIENCY_RISK) / math.log(q))
+
+
+def sufficiency(counts: dict[str, int], percentiles=(50.0, 90.0, 95.0, 99.0, 99.9)) -> list[dict]:
+    """Per class: for each percentile, the samples it rests on, the samples it needs, and whether that suffices."""
+    rows = []
+    for cls, n in counts.items():
+        for p in percentiles:
+            needed = samples_needed(p)
+            rows.append({"class": cls, "percentile": f"p{p:g}", "samples": n, "needed": needed, "enough": n >= needed})
+    return rows
+
+
+@dataclass(frozen=True)
+class Saturation:
+    server_saturated_at: float | None  # seconds since the start of the run
+    server_peak_util: float | None  # share of the server's allowed cores, at the busiest second
+    gpu_saturated_at: float | None
+    knee_at: float | None
+    knee_reason: str
+    generator_peak_util: float | None
+    generator_overloaded_seconds: list[float]
+    trustworthy: bool
+    lines: list[str]  # what a person reads
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _first_held(mask: pd.Series, seconds: pd.Series, hold: int) -> float | None:
+    run = 0
+    for value, second in zip(mask.tolist(), seconds.tolist(), strict=True):
+        run = run + 1 if value else 0
+        if run >= hold:
+            return float(second) - (hold - 1)
+    return None
+
+
+def analyse(
+    timeline: pd.DataFrame,
+    resources: pd.DataFrame | None,
+    warmup: float = 0.0,
+    busy: float = 0.90,
+    knee_factor: float = 2.0,
+    hold: int = 2,
+    generator_cores: list[int] | None = None,
+) -> Saturation:
+    lines: list[str] = []
+    server_at = gpu_at = None
+    server_peak = generator_peak = None
+    overloaded: list[float] = []
+    if resources is not None and len(resources):
+        r = resources.sort_values("second")
+        seconds = r["second"].round()
+        if r["server_cpu_util"].notna().any():
+            server_peak = float(r["server_cpu_util"].max())
+            server_at = _first_held(r["server_cpu_util"] >= busy, seconds, hold)
+        gpu_columns = [c for c in r.columns if c.startswith("gpu") and c.endswith("_util_pct")]
+        if gpu_columns:
+            gpu_at = _first_held((r[gpu_columns] >= busy * 100).any(axis=1), seconds, hold)
+        starved = pd.Series(False, index=r.index)
+        busy_columns = [f"core{i}_busy_pct" for i in generator_cores or [] if f"core{i}_busy_pct" in r.columns]
+        if busy_columns:
+            starved = r[busy_columns].mean(axis=1) > CORES_BUSY_LIMIT
+        if r["generator_cpu_util"].notna().any():
+            generator_peak = float(r["generator_cpu_util"].max())
+            starved |= r["generator_cpu_util"] > GENERATOR_LIMIT
+        overloaded = [float(s) for s in seconds[starved]]
+    measured = timeline[timeline["second"] >= warmup].sort_values("second")
+    knee_at, knee_reason = None, ""
+    if len(measured) >= 4:
+        p99 = measured["response_p99_ms"]
+        early = p99.iloc[: max(2, len(measured) // 4)].median()
+        behind = (measured["sent"] < 0.95 * measured["target"]) & (measured["target"] > 0)
+        if pd.notna(early) and early > 0:
+            knee_at = _first_held(p99 > knee_factor * early, measured["second"], hold)
+            if knee_at is not None:
+                knee_reason = f"response p99 above {knee_factor:g}x its early {early:.2f} ms"
+        lagging = _first_held(behind, measured["second"], hold)
+        if lagging is not None and (knee_at is None or lagging < knee_at):
+            knee_at, knee_reason = lagging, "achieved rate below 95% of the target"
+    if server_at is not None:
+        lines.append(f"server CPU saturated from second {server_at:g} (>= {busy:.0%} of its cores)")
+    elif server_peak is not None:
+        lines.append(f"server CPU did not saturate (peak {server_peak:.0%} of its cores)")
+    if gpu_at is not None:
+        lines.append(f"GPU saturated from second {gpu_at:g}")
+    if knee_at is not None:
+        where = f"latency knee at second {knee_at:g}: {knee_reason}"
+        if server_at is not None:
+            where += f" ({knee_at - server_at:+g} s from CPU saturation)"
+        lines.append(where)
+    else:
+        lines.append("no latency knee: p99 held and the rate kept up")
+    trustworthy = not overloaded
+    if overloaded:
+        lines.append(
+            f"RESULTS NOT TRUSTWORTHY: for {len(overloaded)} s the load generator used over "
+            f"{GENERATOR_LIMIT:.0%} of its cores, or they were over {CORES_BUSY_LIMIT:.0f}% busy "
+            f"(its peak: {generator_peak or 0:.0%}); its own queueing is in the latencies"
+        )
+    return Saturation(
+        server_at, server_peak, gpu_at, knee_at, knee_reason, generator_peak, overloaded, trustworthy, lines
+    )

@@ -1,0 +1,93 @@
+"""Reports: built from a real run's directory alone, and the HTML checked in a real headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.test_run import FEATURES, FRAUD, loadtest, scenario
+
+PLOTS = ("latency-over-time", "distribution", "rates", "failures", "resources", "server-timing")
+
+
+@pytest.fixture(scope="module")
+def run_dir(server, tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    path = scenario(
+        tmp,
+        'shape = { kind = "ramp", start = 50, end = 250 }\nduration = "5s"\nwarmup = "1s"',
+        f'url = "{server.url}"\n{FRAUD}',
+        FEATURES,
+    )
+    result = loadtest("run", str(path), "--out", str(tmp / "out"), "--threshold", "p99 < 5s")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return tmp / "out"
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_every_run_writes_both_reports(run_dir):
+    html = (run_dir / "report.html").read_text()
+    for name in PLOTS:
+        assert f'data-plot="{name}"' in html
+    assert html.count("<svg") >= len(PLOTS)
+    assert "http://" not in html.replace("http://www.w3.org", "").replace(
+        re.search(r"target (http://[0-9.:]+)", html).group(1), ""
+    ), "the page must not fetch anything"
+    md = (run_dir / "report.md").read_text()
+    assert "| class | ok |" in md and "### Gates" in md and "p99 < 5s" in md
+    assert "### Sample sufficiency" in md
+
+
+def test_the_report_is_rebuilt_from_the_directory_alone(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "report.html").unlink()
+    (copy / "report.md").unlink()
+    result = loadtest("report", str(copy))
+    assert result.returncode == 0, result.stderr
+    assert (copy / "report.html").stat().st_size > 20_000
+
+
+def test_a_directory_without_results_is_one_clear_error(tmp_path):
+    result = loadtest("report", str(tmp_path))
+    assert result.returncode == 2 and "no summary.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_html_renders_offline_in_headless_chromium(run_dir, tmp_path):
+    browser = chromium()
+    if browser is None:
+        if os.environ.get("LOADTEST_REQUIRE_BROWSER"):
+            pytest.fail("Chromium is required here (.ci/run installs Debian's chromium package)")
+        pytest.skip("no Chromium on this machine; .ci/run installs it")
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+    ]
+    url = (run_dir / "report.html").resolve().as_uri()
+    dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    body = re.search(r"<body([^>]*)>", dom.stdout)
+    assert body, dom.stderr[-2000:]
+    attributes = body.group(1)
+    assert f'data-rendered="{len(PLOTS)}/{len(PLOTS)}"' in attributes, attributes
+    assert "data-errors" not in attributes, attributes
+    shot = run_dir / "report.png"
+    subprocess.run(
+        [browser, *flags, "--window-size=1200,3600", f"--screenshot={shot}", url], capture_output=True, timeout=120
+    )
+    assert shot.exists() and shot.stat().st_size > 50_000

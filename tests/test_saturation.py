@@ -1,0 +1,112 @@
+"""Saturation analysis (pure), the resource sampler (a real process watching real processes), and a real run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from loadtest.saturation import analyse, samples_needed, sufficiency
+from tests.test_run import FEATURES, FRAUD, loadtest, scenario
+
+
+def timeline(seconds: int, knee: int | None = None, lag_from: int | None = None) -> pd.DataFrame:
+    rows = []
+    for s in range(seconds):
+        p99 = 10.0 if knee is None or s < knee else 80.0
+        sent = 100 if lag_from is None or s < lag_from else 60
+        rows.append({"second": s, "target": 100, "sent": sent, "response_p99_ms": p99})
+    return pd.DataFrame(rows)
+
+
+def resources(seconds: int, server_from: int | None = None, generator_util: dict | None = None) -> pd.DataFrame:
+    rows = []
+    for s in range(seconds):
+        util = 0.97 if server_from is not None and s >= server_from else 0.4
+        gen = (generator_util or {}).get(s, 0.3)
+        rows.append({"second": s, "server_cpu_util": util, "generator_cpu_util": gen, "core1_busy_pct": 50.0})
+    return pd.DataFrame(rows)
+
+
+def test_samples_needed_follow_mlperfs_early_stopping():
+    assert samples_needed(99) == 662
+    assert 6_600 < samples_needed(99.9) < 6_700
+    rows = sufficiency({"all": 1000, "long": 100})
+    enough = {(r["class"], r["percentile"]): r["enough"] for r in rows}
+    assert enough[("all", "p99")] and not enough[("all", "p99.9")] and not enough[("long", "p99")]
+    assert enough[("long", "p90")]
+
+
+def test_saturation_then_knee_are_found_in_order():
+    result = analyse(timeline(30, knee=14), resources(30, server_from=11))
+    assert result.server_saturated_at == 11 and result.knee_at == 14
+    assert result.trustworthy
+    assert any("+3 s from CPU saturation" in line for line in result.lines)
+
+
+def test_a_rate_that_falls_behind_is_a_knee_too():
+    result = analyse(timeline(20, lag_from=8), resources(20))
+    assert result.knee_at == 8 and "below 95%" in result.knee_reason
+    assert result.server_saturated_at is None and any("did not saturate" in line for line in result.lines)
+
+
+def test_a_busy_or_starved_generator_is_flagged():
+    busy = analyse(timeline(10), resources(10, generator_util={4: 0.95, 5: 0.97}))
+    assert not busy.trustworthy and busy.generator_overloaded_seconds == [4.0, 5.0]
+    assert any(line.startswith("RESULTS NOT TRUSTWORTHY") for line in busy.lines)
+    starved = resources(10)
+    starved.loc[3:6, "core1_busy_pct"] = 100.0  # someone else holds the generator's core
+    result = analyse(timeline(10), starved, generator_cores=[1])
+    assert not result.trustworthy and len(result.generator_overloaded_seconds) == 4
+
+
+def test_a_steady_run_has_no_knee():
+    result = analyse(timeline(20), resources(20))
+    assert result.knee_at is None and result.trustworthy
+
+
+def test_the_sampler_measures_a_busy_process_and_says_why_there_is_no_gpu(tmp_path):
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 8\nwhile time.time() < end: pass"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(8)"])
+    out = tmp_path / "resources.csv"
+    sampler = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.sampler", "--out", str(out), "--server-pid", str(spin.pid)]
+        + ["--generator-pid", str(idle.pid), "--hz", "4"]
+    )
+    time.sleep(4.5)
+    sampler.terminate()
+    assert sampler.wait(timeout=10) == 0
+    spin.kill(), idle.kill()
+    rows = pd.read_csv(out)
+    assert len(rows) >= 3
+    steady = rows.iloc[1:]
+    assert steady["server_cpu_cores"].min() > 0.7  # a spinning process uses about one core
+    assert steady["generator_cpu_cores"].max() < 0.05  # a sleeping one, nothing
+    assert (steady["server_rss_mb"] > 1).all()
+    meta = json.loads((tmp_path / "resources.json").read_text())
+    if not meta["gpus"]:
+        assert meta["gpu_absent"] and not [c for c in rows.columns if c.startswith("gpu")]
+    assert {"core0_busy_pct", "core0_steal_pct", "loopback_rx_mb_per_s"} <= set(rows.columns)
+
+
+@pytest.mark.parametrize("hz", [4])
+def test_a_real_run_samples_the_server_and_reports_sufficiency(server, tmp_path, hz):
+    path = scenario(
+        tmp_path,
+        'shape = { kind = "constant", value = 200 }\nduration = "4s"\narrivals = "uniform"',
+        f'url = "{server.url}"\n{FRAUD}',
+        FEATURES,
+    )
+    result = loadtest("run", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    rows = pd.read_csv(tmp_path / "out" / "resources.csv")
+    assert len(rows) >= 3 and rows["server_cpu_cores"].max() > 0.01  # found by its port, and it worked
+    assert summary["resources"]["server_pid"] == server.pid
+    assert summary["saturation"]["trustworthy"] in (True, False) and summary["saturation"]["lines"]
+    p99 = [r for r in summary["sample_sufficiency"] if r["class"] == "all" and r["percentile"] == "p99"][0]
+    assert p99 == {"class": "all", "percentile": "p99", "samples": 800, "needed": 662, "enough": True}
