@@ -128,7 +128,9 @@ def short_run(tmp_path: Path, url: str, out: Path, *extra: str, slo: str = ""):
 def test_a_failing_threshold_exits_1_and_fails_its_junit_case(server, tmp_path):
     slo = '\n[slo]\nthresholds = ["p99 < 5s", "error_rate < 1%"]'
     junit = tmp_path / "junit.xml"
-    result = short_run(tmp_path, server.url, tmp_path / "out", "--threshold", "p50 < 1us", "--junit", str(junit), slo=slo)
+    result = short_run(
+        tmp_path, server.url, tmp_path / "out", "--threshold", "p50 < 1us", "--junit", str(junit), slo=slo
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
     assert set(cases) == {"p99 < 5s", "error_rate < 1%", "p50 < 1us"}
@@ -156,7 +158,9 @@ def test_a_baseline_regression_is_caught_on_a_deliberately_slowed_server(models_
     with running_server(common) as fast:
         assert short_run(tmp_path, fast.url, base).returncode == 0
     with running_server([*common, "--inject-delay-ms", "25"]) as slow:
-        result = short_run(tmp_path, slow.url, tmp_path / "slow", "--baseline", str(base), "--max-regression", "p99=+10%")
+        result = short_run(
+            tmp_path, slow.url, tmp_path / "slow", "--baseline", str(base), "--max-regression", "p99=+10%"
+        )
     assert result.returncode == 1, result.stdout + result.stderr
     verdict = json.loads((tmp_path / "slow" / "gates.json").read_text())
     (gate,) = verdict["results"]
