@@ -31,6 +31,7 @@ lint: $(STAMP)
 bench: $(MODELS)
 	$(BIN)/python benchmarks/server_throughput.py
 	$(BIN)/python benchmarks/generator.py
+	$(BIN)/python benchmarks/sampler.py
 
 clean:
 	rm -rf $(VENV) models build *.egg-info

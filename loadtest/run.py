@@ -261,6 +261,13 @@ def add_analysis(out_dir: Path, summary: dict) -> dict:
             resources = None
     meta_path = out_dir / "resources.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    run_start = summary.get("run", {}).get("started_epoch")
+    if resources is not None and meta.get("start_epoch") and run_start and not meta.get("aligned"):
+        # The sampler starts before Locust's test does: count its seconds from the run's start, as the timeline does.
+        resources["second"] = (resources["second"] + meta["start_epoch"] - run_start).round(3)
+        meta["aligned"] = True
+        write_atomic(resources_path, resources.to_csv(index=False))
+        write_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
     if timeline is not None and len(timeline):
         warmup = summary["load"].get("warmup_s", 0.0)
         analysis = analyse(timeline, resources, warmup, generator_cores=meta.get("generator_cores"))

@@ -138,6 +138,7 @@ def sample(
     for i in range(gpus):
         columns += [f"gpu{i}_util_pct", f"gpu{i}_memory_mb", f"gpu{i}_power_w"]
     meta = {
+        "start_epoch": start_epoch,  # "second" counts from here
         "hz": hz,
         "window_s": window,
         "cores": cores,
@@ -183,6 +184,9 @@ def sample(
             row = [round(last_time - start_epoch, 3)]
             for tree, before, after in ((server, last_server, s_now), (generator, last_generator, g_now)):
                 if tree is None:
+                    row += ["", "", "", ""] if tree is server else ["", "", ""]
+                    continue
+                if not after[3]:  # the tree has exited: no reading, rather than a misleading zero
                     row += ["", "", "", ""] if tree is server else ["", "", ""]
                     continue
                 used = (after[0] - before[0]) / elapsed

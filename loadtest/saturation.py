@@ -7,7 +7,7 @@ Pure analysis over two per-second tables of a results directory: the latency tim
   ``busy`` (90%) of the cores it may use, or a GPU's utilisation does, for ``hold`` seconds.
 - **Latency knee**: the first second from which response p99 stays above ``knee_factor`` times its
   early level (the median of the first quarter of the measured seconds), or the achieved rate
-  stays below 95% of the target, for ``hold`` seconds.
+  stays below 95% of the target by more than Poisson noise explains, for ``hold`` seconds.
 - **Generator overload**: seconds in which the load generator used more than 85% of its cores,
   or in which its cores were more than 95% busy with anything (a starved generator uses little
   CPU itself, because it does not get any). Then its own queueing is in the latencies: the
@@ -105,7 +105,9 @@ def analyse(
     if len(measured) >= 4:
         p99 = measured["response_p99_ms"]
         early = p99.iloc[: max(2, len(measured) // 4)].median()
-        behind = (measured["sent"] < 0.95 * measured["target"]) & (measured["target"] > 0)
+        # Behind by more than 5% and by more than Poisson noise (3 standard deviations) could explain.
+        shortfall = measured["target"] - measured["sent"]
+        behind = (shortfall > 0.05 * measured["target"]) & (shortfall > 3 * measured["target"].clip(lower=1) ** 0.5)
         if pd.notna(early) and early > 0:
             knee_at = _first_held(p99 > knee_factor * early, measured["second"], hold)
             if knee_at is not None:

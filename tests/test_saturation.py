@@ -110,3 +110,56 @@ def test_a_real_run_samples_the_server_and_reports_sufficiency(server, tmp_path,
     assert summary["saturation"]["trustworthy"] in (True, False) and summary["saturation"]["lines"]
     p99 = [r for r in summary["sample_sufficiency"] if r["class"] == "all" and r["percentile"] == "p99"][0]
     assert p99 == {"class": "all", "percentile": "p99", "samples": 800, "needed": 662, "enough": True}
+
+
+def test_a_run_past_capacity_shows_saturation_and_the_knee_in_summary_and_report(tmp_path):
+    path = scenario(
+        tmp_path,
+        'shape = { kind = "ramp", start = 5, end = 45 }\nduration = "14s"\ntimeout = "10s"\nmax_in_flight = 512',
+        'profile = "minilm-fp32"\nprotocol = "oip-v2"\nmodel = "minilm"',
+        'source = "text"\nclasses = [{ name = "short", weight = 70, min_tokens = 4, max_tokens = 16 },'
+        ' { name = "long", weight = 30, min_tokens = 100, max_tokens = 200 }]',
+        name="past-capacity",
+    )
+    result = loadtest("run", str(path), "--out", str(tmp_path / "out"), timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    saturation = summary["saturation"]
+    assert saturation["server_saturated_at"] is not None, saturation
+    assert saturation["knee_at"] is not None, saturation
+    assert saturation["server_peak_util"] > 0.9
+    assert "server CPU saturated from second" in result.stderr and "latency knee at second" in result.stderr
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "server CPU saturated from second" in report and "latency knee at second" in report
+    assert "server CPU saturated from second" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_a_generator_pinned_to_a_busy_core_is_flagged(tmp_path):
+    path = scenario(
+        tmp_path,
+        'shape = { kind = "constant", value = 100 }\nduration = "5s"',
+        'profile = "fraud-fp32"\nprotocol = "oip-v2"\nmodel = "fraud"\ninput_name = "features"',
+        FEATURES,
+        name="starved",
+    )
+    # The fraud profile pins the server to core 0, so the generator gets core 1: keep core 1 busy.
+    hog = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            "1",
+            sys.executable,
+            "-c",
+            "import time\nend = time.time() + 40\nwhile time.time() < end: pass",
+        ]
+    )
+    try:
+        result = loadtest("run", str(path), "--out", str(tmp_path / "out"), timeout=120)
+    finally:
+        hog.kill()
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["resources"]["generator_cores"] == [1]
+    assert summary["saturation"]["trustworthy"] is False
+    assert "RESULTS NOT TRUSTWORTHY" in result.stderr
+    assert "RESULTS NOT TRUSTWORTHY" in (tmp_path / "out" / "report.md").read_text()
