@@ -116,6 +116,14 @@ def _no_data(message: str) -> str:
     return _svg(fig)
 
 
+def _mark_onsets(ax, summary: dict) -> None:
+    """Vertical lines where the server saturated and where latency bent, as the analysis found them."""
+    saturation = summary.get("saturation", {})
+    for key, label, colour in (("server_saturated_at", "CPU saturated", "black"), ("knee_at", "latency knee", "#b00")):
+        if saturation.get(key) is not None:
+            ax.axvline(saturation[key], color=colour, linestyle=":", linewidth=1.5, label=label)
+
+
 def plot_percentiles_over_time(r: Results) -> str:
     if r.intervals.empty:
         return _no_data("no response intervals recorded")
@@ -128,6 +136,7 @@ def plot_percentiles_over_time(r: Results) -> str:
     warmup = r.summary.get("load", {}).get("warmup_s", 0)
     if warmup:
         ax.axvspan(0, warmup, color="grey", alpha=0.15, label="warm-up")
+    _mark_onsets(ax, r.summary)
     ax.set(xlabel="second", ylabel="response latency (ms)", yscale="log")
     ax.legend(fontsize=7, ncol=4)
     return _svg(fig)
@@ -195,6 +204,7 @@ def plot_resources(r: Results) -> str:
     for i, column in enumerate(gpu):
         cpu_ax.plot(res["second"], res[column], color=COLOURS[(i + 2) % len(COLOURS)], label=column.replace("_", " "))
     cpu_ax.axhline(85, color="grey", linestyle=":", linewidth=1)
+    _mark_onsets(cpu_ax, r.summary)
     cpu_ax.set(ylabel="% busy", ylim=(0, 105))
     cpu_ax.legend(fontsize=7)
     for column, label, colour in (

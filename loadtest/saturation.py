@@ -5,8 +5,9 @@ Pure analysis over two per-second tables of a results directory: the latency tim
 
 - **Server saturation**: the first second from which the server's CPU stays at or above
   ``busy`` (90%) of the cores it may use, or a GPU's utilisation does, for ``hold`` seconds.
-- **Latency knee**: the first second from which response p99 stays above ``knee_factor`` times its
-  early level (the median of the first quarter of the measured seconds), or the achieved rate
+- **Latency knee**: the first second from which response p99 (a 3 s rolling median of the
+  per-second p99) stays above ``knee_factor`` (3) times its early level (the median over the
+  first quarter of the measured seconds), or the achieved rate
   stays below 95% of the target by more than Poisson noise explains, for ``hold`` seconds.
 - **Generator overload**: seconds in which the load generator used more than 85% of its cores,
   or in which its cores were more than 95% busy with anything (a starved generator uses little
@@ -75,7 +76,7 @@ def analyse(
     resources: pd.DataFrame | None,
     warmup: float = 0.0,
     busy: float = 0.90,
-    knee_factor: float = 2.0,
+    knee_factor: float = 3.0,
     hold: int = 2,
     generator_cores: list[int] | None = None,
 ) -> Saturation:
@@ -103,8 +104,9 @@ def analyse(
     measured = timeline[timeline["second"] >= warmup].sort_values("second")
     knee_at, knee_reason = None, ""
     if len(measured) >= 4:
-        p99 = measured["response_p99_ms"]
-        early = p99.iloc[: max(2, len(measured) // 4)].median()
+        # A 3 s rolling median: one slow batch in one second is not a knee.
+        p99 = measured["response_p99_ms"].rolling(3, min_periods=1, center=True).median()
+        early = measured["response_p99_ms"].iloc[: max(2, len(measured) // 4)].median()
         # Behind by more than 5% and by more than Poisson noise (3 standard deviations) could explain.
         shortfall = measured["target"] - measured["sent"]
         behind = (shortfall > 0.05 * measured["target"]) & (shortfall > 3 * measured["target"].clip(lower=1) ** 0.5)
