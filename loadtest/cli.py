@@ -131,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "gate":
             return _gate_command(args, console)
         if args.command == "report":
-            from .report import write_reports
+            from .report import load_results, write_reports
+            from .run import add_analysis
 
+            add_analysis(args.results, load_results(args.results).summary)  # with the current rules
             html_path, md_path = write_reports(args.results)
             console.print(f"wrote {html_path} and {md_path}")
             return 0
