@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--processes", type=int, default=1, help="load-generator processes (Locust workers)")
     run.add_argument("--out", type=Path, help="results directory (default results/<time>-<scenario>)")
     run.add_argument("--allow-remote", action="store_true", help="allow a target that is not on loopback")
+    run.add_argument(
+        "--server-pid", type=int, help="the server process to sample (default: the embedded one, or the target's port)"
+    )
+    run.add_argument("--sample-hz", type=float, default=4.0, help="resource samples per second; 0 turns sampling off")
     _gate_options(run)
     run.add_argument(
         "--print-locust-command",
@@ -124,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                     args.allow_remote,
                     args.print_locust_command,
                     _gates(args),
+                    args.server_pid,
+                    args.sample_hz,
                 ),
                 console,
             )

@@ -163,3 +163,40 @@ def test_a_generator_pinned_to_a_busy_core_is_flagged(tmp_path):
     assert summary["saturation"]["trustworthy"] is False
     assert "RESULTS NOT TRUSTWORTHY" in result.stderr
     assert "RESULTS NOT TRUSTWORTHY" in (tmp_path / "out" / "report.md").read_text()
+
+
+FAKE_NVML = '''
+"""A stand-in for nvidia-ml-py: no GPU exists on this machine (the real path runs where one is lent)."""
+class NVMLError(Exception):
+    pass
+class _U:
+    gpu = 97
+class _M:
+    used = 3 * 2**30
+def nvmlInit(): pass
+def nvmlDeviceGetCount(): return 1
+def nvmlDeviceGetHandleByIndex(i): return i
+def nvmlDeviceGetUtilizationRates(h): return _U()
+def nvmlDeviceGetMemoryInfo(h): return _M()
+def nvmlDeviceGetPowerUsage(h): return 250_000
+def nvmlDeviceGetName(h): return b"Fake GPU"
+'''
+
+
+def test_gpu_columns_and_gpu_saturation_through_the_nvml_boundary(tmp_path):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "pynvml.py").write_text(FAKE_NVML)
+    out = tmp_path / "resources.csv"
+    env = {**__import__("os").environ, "PYTHONPATH": str(fake)}
+    sampler = subprocess.Popen([sys.executable, "-m", "loadtest.sampler", "--out", str(out), "--hz", "4"], env=env)
+    time.sleep(3.5)
+    sampler.terminate()
+    assert sampler.wait(timeout=10) == 0
+    rows = pd.read_csv(out)
+    assert (rows["gpu0_util_pct"] == 97).all() and (rows["gpu0_memory_mb"] == 3072).all()
+    assert (rows["gpu0_power_w"] == 250).all()
+    meta = json.loads((tmp_path / "resources.json").read_text())
+    assert meta["gpus"] == ["Fake GPU"] and meta["gpu_absent"] is None
+    result = analyse(timeline(len(rows) + 2), rows.assign(second=range(len(rows))))
+    assert result.gpu_saturated_at == 0.0 and any("GPU saturated" in line for line in result.lines)
