@@ -19,10 +19,11 @@ are sent and shown in the timeline, but kept out of the histograms and the accou
 ``take_delta`` returns what changed since the last call, encoded so it can cross Locust's
 worker-to-master messages; ``Collector`` adds deltas up.
 
-The calls made per request (``scheduled``, ``sent``, ``completed``) only append a tuple to a list:
-the arithmetic, the counting and the histograms are done once a second in ``take_delta``, with
-numpy over the whole second at once. That keeps recording to a few per cent of what a request
-costs the load generator (``benchmarks/generator.py`` measures it).
+The calls made per request (``scheduled``, ``sent`` or ``sent_closed``, ``completed``) only append
+a tuple to a list. Once a second, ``take_delta`` turns the tuples into numpy columns, a slice at a
+time with a pause between slices (the Python part), then does the arithmetic, the counting and
+the histograms on whole columns (the numpy part). That keeps recording to a few per cent of
+what a request costs the load generator (``benchmarks/generator.py`` measures it).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ _INFER = re.compile(r"\binfer;dur=([0-9.]+)")
 # In the headers of a second joined by newlines: the first duration on each line, and the rest of it.
 _QUEUE_LINES = re.compile(r"\bqueue;dur=([0-9.]+)[^\n]*")
 _INFER_LINES = re.compile(r"\binfer;dur=([0-9.]+)[^\n]*")
+_BOTH_LINES = re.compile(r"\bqueue;dur=([0-9.]+)[^\n]*?\binfer;dur=([0-9.]+)[^\n]*")  # the usual order, one scan
 
 
 def parse_server_timing(header: str | None) -> tuple[float, float] | None:
@@ -81,16 +83,22 @@ def parse_server_timing(header: str | None) -> tuple[float, float] | None:
 def server_timings(headers: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
     """``parse_server_timing`` over many headers: (queue, compute) arrays in seconds, NaN where absent.
 
-    The fast path scans all the headers joined, once per component; it applies when every header
-    has both components, as every answer of one server usually does. Otherwise, one by one.
+    The fast paths scan all the headers joined: once when every header has queue before infer (as
+    the reference server sends them), else once per component when every header has both; otherwise
+    the headers are parsed one by one.
     """
-    joined = "\n".join([header.replace("\n", " ") if header else "" for header in headers])
-    queue, compute = _QUEUE_LINES.findall(joined), _INFER_LINES.findall(joined)
-    if len(queue) == len(compute) == len(headers):
-        try:
+    # HTTP header values hold no newlines; a missing header ("None") matches nothing, which the counts catch.
+    joined = "\n".join(map(str, headers))
+    try:
+        both = _BOTH_LINES.findall(joined)
+        if len(both) == len(headers):
+            pairs = np.array(both, dtype=np.float64).reshape(-1, 2) / 1000
+            return pairs[:, 0].copy(), pairs[:, 1].copy()
+        queue, compute = _QUEUE_LINES.findall(joined), _INFER_LINES.findall(joined)
+        if len(queue) == len(compute) == len(headers):
             return np.array(queue, dtype=np.float64) / 1000, np.array(compute, dtype=np.float64) / 1000
-        except ValueError:  # a malformed number somewhere, such as 1.2.3
-            pass
+    except ValueError:  # a malformed number somewhere, such as 1.2.3
+        pass
     parsed = [parse_server_timing(header) or (np.nan, np.nan) for header in headers]
     return np.array([p[0] for p in parsed], dtype=np.float64), np.array([p[1] for p in parsed], dtype=np.float64)
 
@@ -120,6 +128,7 @@ class Recorder:
         self._scheduled: list[tuple[str, float]] = []
         self._dropped: list[tuple[str, float]] = []
         self._sent: list[tuple[str, float, float]] = []
+        self._closed: list[tuple[str, float]] = []
         self._unsent: list[tuple[str, float, float]] = []
         self._completed: list[tuple[str, float, float, float, str, str | None]] = []
         # Once a second: microseconds by (metric, class), and by second for the interval logs.
@@ -144,6 +153,11 @@ class Recorder:
     def sent(self, cls: str, intended: float, actual: float) -> None:
         self.in_flight += 1
         self._sent.append((cls, intended, actual))
+
+    def sent_closed(self, cls: str, at: float) -> None:
+        """Closed load: scheduled and sent at once (the intended time is the send time), in one append."""
+        self.in_flight += 1
+        self._closed.append((cls, at))
 
     def unsent(self, cls: str, intended: float, done: float) -> None:
         """An arrival that waited for a connection longer than the timeout: a timeout, never sent."""
@@ -182,38 +196,66 @@ class Recorder:
         for code in np.unique(classes).tolist():
             self._delta[(metric, self._codes.names[code])].append(values[classes == code])
 
-    def _absorb_scheduled(self, rows: list[tuple]) -> None:
-        intended = _floats(rows, 1)
-        self._tally(self._seconds(intended), "scheduled")
-        self._count("scheduled", self._classes(rows)[intended - self.start >= self.warmup])
+    def _extract(self, kind: str, rows: list[tuple]) -> dict:
+        """The Python part of the bookkeeping: one slice of tuples into numpy columns."""
+        columns: dict = {"cls": self._classes(rows), "intended": _floats(rows, 1)}
+        if kind == "sent":
+            columns["actual"] = _floats(rows, 2)
+        elif kind == "unsent":
+            columns["done"] = _floats(rows, 2)
+        elif kind == "completed":
+            columns["actual"], columns["done"] = _floats(rows, 2), _floats(rows, 3)
+            ok = columns["ok"] = np.fromiter(map(OK.__eq__, map(itemgetter(4), rows)), bool, len(rows))
+            headers = list(map(itemgetter(5), rows))
+            if ok.all():
+                columns["queue"], columns["compute"] = server_timings(headers)
+            else:
+                columns["queue"], columns["compute"] = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+                good = np.flatnonzero(ok)
+                columns["queue"][good], columns["compute"][good] = server_timings([headers[i] for i in good])
+            columns["failures"] = [(i, rows[i][0], rows[i][4]) for i in np.flatnonzero(~ok).tolist()]
+        return columns
 
-    def _absorb_dropped(self, rows: list[tuple]) -> None:
-        intended = _floats(rows, 1)
-        self._tally(self._seconds(intended), "dropped")
-        self._count("dropped", self._classes(rows)[intended - self.start >= self.warmup])
+    @staticmethod
+    def _join(parts: list[dict]) -> dict:
+        joined = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "failures"}
+        if "failures" in parts[0]:
+            offsets = np.cumsum([0] + [len(p["cls"]) for p in parts[:-1]]).tolist()
+            joined["failures"] = [
+                (i + o, c, k) for p, o in zip(parts, offsets, strict=True) for i, c, k in p["failures"]
+            ]
+        return joined
 
-    def _absorb_sent(self, rows: list[tuple]) -> None:
-        intended, actual = _floats(rows, 1), _floats(rows, 2)
+    def _absorb_arrivals(self, event: str, c: dict) -> None:
+        self._tally(self._seconds(c["intended"]), event)
+        self._count(event, c["cls"][c["intended"] - self.start >= self.warmup])
+
+    def _absorb_closed(self, c: dict) -> None:
+        seconds = self._seconds(c["intended"])
+        self._tally(seconds, "scheduled")
+        self._tally(seconds, "sent")
+        self._count("scheduled", c["cls"][c["intended"] - self.start >= self.warmup])
+
+    def _absorb_sent(self, c: dict) -> None:
+        intended, actual = c["intended"], c["actual"]
         self._tally(self._seconds(actual), "sent")
         late = (intended != actual) & (intended - self.start >= self.warmup)  # closed load is on time by definition
         if late.any():
-            self._record("lateness", self._classes(rows)[late], (actual - intended)[late])
+            self._record("lateness", c["cls"][late], (actual - intended)[late])
 
-    def _absorb_unsent(self, rows: list[tuple]) -> None:
-        self._tally(self._seconds(_floats(rows, 2)), "timeout")
-        self._count("timeout", self._classes(rows)[_floats(rows, 1) - self.start >= self.warmup])
+    def _absorb_unsent(self, c: dict) -> None:
+        self._tally(self._seconds(c["done"]), "timeout")
+        self._count("timeout", c["cls"][c["intended"] - self.start >= self.warmup])
 
-    def _absorb_completed(self, rows: list[tuple]) -> None:
-        classes, intended, actual, done = self._classes(rows), _floats(rows, 1), _floats(rows, 2), _floats(rows, 3)
-        ok = np.fromiter(map(OK.__eq__, map(itemgetter(4), rows)), bool, len(rows))
+    def _absorb_completed(self, c: dict) -> None:
+        classes, intended, actual, done, ok = c["cls"], c["intended"], c["actual"], c["done"], c["ok"]
         seconds = self._seconds(done)
         measured = intended - self.start >= self.warmup
         response, service = done - intended, done - actual
         self._tally(seconds[ok], "ok")
         self._tally(seconds[~measured], "warmup")
         self._count("ok", classes[ok & measured])
-        for at in np.flatnonzero(~ok).tolist():  # failures: rare, counted one by one
-            cls, kind = rows[at][0], rows[at][4]
+        for at, cls, kind in c["failures"]:  # rare: counted one by one
             outcome = "timeout" if kind == TIMEOUT else "error"
             self._timeline[int(seconds[at])][outcome] += 1
             if measured[at]:
@@ -231,13 +273,12 @@ class Recorder:
             return
         self._record("response", classes[good], response[good])
         self._record("service", classes[good], service[good])
-        queue, compute = server_timings([rows[at][5] for at in np.flatnonzero(good).tolist()])
-        timed = ~np.isnan(queue)
+        timed = good & ~np.isnan(c["queue"])
         if timed.any():
-            classes, service, queue, compute = classes[good][timed], service[good][timed], queue[timed], compute[timed]
-            self._record("server_queue", classes, queue)
-            self._record("server_compute", classes, compute)
-            self._record("overhead", classes, np.maximum(0.0, service - queue - compute))
+            queue, compute = c["queue"][timed], c["compute"][timed]
+            self._record("server_queue", classes[timed], queue)
+            self._record("server_compute", classes[timed], compute)
+            self._record("overhead", classes[timed], np.maximum(0.0, service[timed] - queue - compute))
 
     def _encode(self, buffers: dict[tuple[str, str], list[np.ndarray]], pause: Callable[[], None]) -> dict[str, bytes]:
         encoded = {}
@@ -259,18 +300,35 @@ class Recorder:
         never holds the load generator's event loop for long (the open-load scheduler must send on
         time meanwhile); requests that complete during a pause go into fresh lists, for the next call.
         """
-        taken = [
-            (self._scheduled, self._absorb_scheduled),
-            (self._dropped, self._absorb_dropped),
-            (self._sent, self._absorb_sent),
-            (self._unsent, self._absorb_unsent),
-            (self._completed, self._absorb_completed),
-        ]
-        self._scheduled, self._dropped, self._sent, self._unsent, self._completed = [], [], [], [], []
-        for rows, absorb in taken:
-            for first in range(0, len(rows), CHUNK):  # in slices, pausing between: see the docstring
-                absorb(rows[first : first + CHUNK])
+        taken = {
+            "scheduled": self._scheduled,
+            "dropped": self._dropped,
+            "sent": self._sent,
+            "closed": self._closed,
+            "unsent": self._unsent,
+            "completed": self._completed,
+        }
+        self._scheduled, self._dropped, self._sent, self._closed = [], [], [], []
+        self._unsent, self._completed = [], []
+        for kind, rows in taken.items():
+            if not rows:
+                continue
+            # Tuples to columns in slices, pausing between them; then the numpy work once, on whole columns.
+            parts = []
+            for first in range(0, len(rows), CHUNK):
+                parts.append(self._extract(kind, rows[first : first + CHUNK]))
                 pause()
+            columns = self._join(parts)
+            if kind in ("scheduled", "dropped"):
+                self._absorb_arrivals(kind, columns)
+            else:
+                absorb = {
+                    "sent": self._absorb_sent,
+                    "closed": self._absorb_closed,
+                    "unsent": self._absorb_unsent,
+                    "completed": self._absorb_completed,
+                }
+                absorb[kind](columns)
         current = int(now - self.start)
         closed = sorted(s for s in self._intervals if final or s < current)
         finished = [(second, self._intervals.pop(second)) for second in closed]

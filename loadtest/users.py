@@ -152,34 +152,25 @@ class ScenarioUser(FastHttpUser):
         else:
             self.closed_request()
 
-    def _send(self, recorder: Recorder, payload, intended: float | None, connections: BoundedSemaphore | None) -> None:
-        """Send one request; ``intended`` None means closed load, where the intended time is the send time."""
+    def _send(self, recorder: Recorder, payload, intended: float, connections: BoundedSemaphore) -> None:
+        """Send one request of the open-load schedule (closed load sends in ``closed_request``)."""
         timeout = self.load.timeout
-        if connections is not None and not connections.acquire(timeout=timeout):
+        if not connections.acquire(timeout=timeout):
             recorder.unsent(payload.cls, intended, time.perf_counter())
             return
         try:
             actual = time.perf_counter()
-            if intended is None:
-                intended = actual
-                recorder.scheduled(payload.cls, intended)
             recorder.sent(payload.cls, intended, actual)
-            if connections is None:  # closed load: the network timeout bounds it, and nothing waits to drain
+            # geventhttpclient's timeout is per socket operation; this guard bounds the whole request,
+            # so every request ends within a known time and the drain at the end always completes.
+            response = None
+            with gevent.Timeout(2 * timeout + 1, False):
                 response = self.client.request(
                     "POST", self.protocol.path, data=payload.body, headers=HEADERS, name=payload.cls
                 )
-            else:
-                # geventhttpclient's timeout is per socket operation; this guard bounds the whole request,
-                # so every request ends within a known time and the drain at the end always completes.
-                response = None
-                with gevent.Timeout(2 * timeout + 1, False):
-                    response = self.client.request(
-                        "POST", self.protocol.path, data=payload.body, headers=HEADERS, name=payload.cls
-                    )
             done = time.perf_counter()
         finally:
-            if connections is not None:
-                connections.release()
+            connections.release()
         kind, timing = (TIMEOUT, None) if response is None else classify(response, self.protocol.valid)
         recorder.completed(payload.cls, intended, actual, done, kind, timing)
 
@@ -208,7 +199,14 @@ class ScenarioUser(FastHttpUser):
             state.recorder = Recorder(state.started, state.scenario.load.warmup)
         index = state.worker_index + state.workers * state.closed_sent
         state.closed_sent += 1
-        self._send(state.recorder, self.payloads.pick(index), None, None)
+        # The closed-load path of _send, inlined: no connection cap, no guard, the send time is the intended time.
+        payload, recorder = self.payloads.pick(index), state.recorder
+        actual = time.perf_counter()
+        recorder.sent_closed(payload.cls, actual)
+        response = self.client.request("POST", self.protocol.path, data=payload.body, headers=HEADERS, name=payload.cls)
+        done = time.perf_counter()
+        kind, timing = classify(response, self.protocol.valid)
+        recorder.completed(payload.cls, actual, actual, done, kind, timing)
 
 
 class ScenarioShape(LoadTestShape):

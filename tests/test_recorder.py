@@ -209,3 +209,18 @@ def test_server_timing_in_bulk_matches_one_by_one():
         expected = np.array([parse_server_timing(h) or (np.nan, np.nan) for h in headers])
         np.testing.assert_array_equal(queue, expected[:, 0])
         np.testing.assert_array_equal(compute, expected[:, 1])
+
+
+def test_closed_load_sends_count_as_scheduled_and_sent_in_one_call():
+    recorder = Recorder(start=0.0, warmup=1.0)
+    for i in range(20):  # ten in the warm-up second, ten after
+        at = i * 0.1
+        recorder.sent_closed("short", at)
+        recorder.completed("short", at, at, at + 0.004)
+    collector = Collector()
+    collector.absorb(recorder.take_delta(5.0, final=True))
+    accounting = collector.accounting()
+    assert accounting["scheduled"] == accounting["ok"] == 10 and accounting["unfinished"] == 0
+    assert collector.timeline[0]["scheduled"] == collector.timeline[0]["sent"] == 10
+    assert collector.timeline[1]["sent"] == 10
+    assert collector.histogram("lateness") is None  # closed load is on time by definition
