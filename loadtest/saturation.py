@@ -9,7 +9,7 @@ Pure analysis over two per-second tables of a results directory: the latency tim
   per-second p99) stays above ``knee_factor`` (3) times its early level (the median over the
   first quarter of the measured seconds), or the achieved rate
   stays below 95% of the target by more than Poisson noise explains, for ``hold`` seconds.
-- **Generator overload**: seconds in which the load generator used more than 85% of its cores,
+- **Generator overload**: measured seconds in which the load generator used more than 85% of its cores,
   or in which its cores were more than 95% busy with anything (a starved generator uses little
   CPU itself, because it does not get any). Then its own queueing is in the latencies: the
   results are flagged as not trustworthy.
@@ -93,14 +93,17 @@ def analyse(
         gpu_columns = [c for c in r.columns if c.startswith("gpu") and c.endswith("_util_pct")]
         if gpu_columns:
             gpu_at = _first_held((r[gpu_columns] >= busy * 100).any(axis=1), seconds, hold)
-        starved = pd.Series(False, index=r.index)
-        busy_columns = [f"core{i}_busy_pct" for i in generator_cores or [] if f"core{i}_busy_pct" in r.columns]
+        # The generator is judged over the measured seconds only: its start-up (imports, spawning users)
+        # and the warm-up are busy by nature and are not in the figures.
+        m = r[r["second"] >= warmup]
+        starved = pd.Series(False, index=m.index)
+        busy_columns = [f"core{i}_busy_pct" for i in generator_cores or [] if f"core{i}_busy_pct" in m.columns]
         if busy_columns:
-            starved = r[busy_columns].mean(axis=1) > CORES_BUSY_LIMIT
-        if r["generator_cpu_util"].notna().any():
-            generator_peak = float(r["generator_cpu_util"].max())
-            starved |= r["generator_cpu_util"] > GENERATOR_LIMIT
-        overloaded = [float(s) for s in seconds[starved]]
+            starved = m[busy_columns].mean(axis=1) > CORES_BUSY_LIMIT
+        if m["generator_cpu_util"].notna().any():
+            generator_peak = float(m["generator_cpu_util"].max())
+            starved |= m["generator_cpu_util"] > GENERATOR_LIMIT
+        overloaded = [float(s) for s in m["second"].round()[starved]]
     measured = timeline[timeline["second"] >= warmup].sort_values("second")
     knee_at, knee_reason = None, ""
     if len(measured) >= 4:

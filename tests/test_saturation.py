@@ -200,3 +200,11 @@ def test_gpu_columns_and_gpu_saturation_through_the_nvml_boundary(tmp_path):
     assert meta["gpus"] == ["Fake GPU"] and meta["gpu_absent"] is None
     result = analyse(timeline(len(rows) + 2), rows.assign(second=range(len(rows))))
     assert result.gpu_saturated_at == 0.0 and any("GPU saturated" in line for line in result.lines)
+
+
+def test_the_generators_start_up_and_warm_up_are_not_held_against_it():
+    r = resources(10, generator_util={0: 1.0, 1: 0.99}).astype({"second": float})
+    r.loc[-1] = {"second": -0.9, "server_cpu_util": 0.0, "generator_cpu_util": 1.0, "core1_busy_pct": 100.0}
+    result = analyse(timeline(10), r.sort_index(), warmup=2.0, generator_cores=[1])
+    assert result.trustworthy and result.generator_overloaded_seconds == []
+    assert not analyse(timeline(10), r.sort_index(), warmup=0.0).trustworthy  # counted once measured
