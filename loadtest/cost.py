@@ -1,0 +1,154 @@
+"""The cost model: measured capacity per instance and a price, turned into cost per prediction at scale.
+
+Pure functions over plain numbers, so every figure can be checked by hand (``tests/test_cost.py``
+does). The rules, in the order they apply:
+
+- Provision for the **peak**, not the mean: peak rate = mean rate x peak factor x growth.
+- Run instances at a **target utilisation** below capacity (0.7 by default): headroom for bursts
+  and for the knee, which comes before 100%.
+- Whole instances, and at least ``min_instances`` (2 by default) for redundancy. That floor is
+  why cost per prediction falls steeply as traffic grows from small, then flattens: cost curves
+  are not linear.
+- A month is 730 hours. Predictions per month are the *mean* rate times the month.
+- A per-request price (a managed endpoint) scales linearly; where it crosses an instance price is
+  where to switch.
+- Capacity of the most expensive request class gives the worst case: traffic that drifts toward
+  long inputs needs that many instances.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+HOURS_PER_MONTH = 730.0
+SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600
+
+
+class ForecastError(ValueError):
+    """A forecast string that cannot be understood; the message says which part and why."""
+
+
+@dataclass(frozen=True)
+class Forecast:
+    mean_rps: float
+    peak_factor: float = 1.0
+    growth: tuple[float, ...] = (1.0,)
+
+
+@dataclass(frozen=True)
+class Price:
+    """What a deployment costs: per instance-hour, or per request (a managed endpoint)."""
+
+    per_hour: float | None = None
+    per_request: float | None = None
+    source: str = ""
+    date: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.per_hour is None) == (self.per_request is None):
+            raise ValueError("a price is either per_hour or per_request")
+
+
+@dataclass(frozen=True)
+class Plan:
+    growth: float
+    mean_rps: float
+    peak_rps: float
+    instances: int | None  # None for a per-request price
+    monthly_cost: float
+    per_million: float  # cost per 1M predictions
+    utilisation_at_peak: float | None  # of the provisioned capacity
+
+
+_PART = re.compile(r"^(mean|peak|growth)=(.+)$")
+
+
+def parse_forecast(text: str) -> Forecast:
+    """``mean=200/s peak=3x growth=1,10,100``: mean rate, peak-to-mean factor, traffic multiples."""
+    values: dict[str, str] = {}
+    for part in text.split():
+        match = _PART.match(part)
+        if not match:
+            raise ForecastError(f"forecast part {part!r}: expected mean=RATE/s, peak=FACTORx or growth=N,N,...")
+        if match[1] in values:
+            raise ForecastError(f"forecast: {match[1]} given twice")
+        values[match[1]] = match[2]
+    if "mean" not in values:
+        raise ForecastError("forecast: mean=RATE/s is required, e.g. mean=200/s")
+    mean = _number(values["mean"].removesuffix("/s"), "mean")
+    peak = _number(values.get("peak", "1x").removesuffix("x"), "peak")
+    if peak < 1:
+        raise ForecastError(f"forecast: peak={values['peak']} is below the mean; the peak factor is at least 1x")
+    growth = tuple(_number(g, "growth") for g in values.get("growth", "1").split(","))
+    if mean <= 0 or any(g <= 0 for g in growth):
+        raise ForecastError("forecast: the mean rate and every growth multiple must be above 0")
+    return Forecast(mean, peak, growth)
+
+
+def _number(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ForecastError(f"forecast: {name}={text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ForecastError(f"forecast: {name}={text!r} is not a finite number")
+    return value
+
+
+def instances_needed(peak_rps: float, capacity_rps: float, target_utilisation: float = 0.7, minimum: int = 2) -> int:
+    """Whole instances that carry the peak at the target utilisation, and never fewer than ``minimum``."""
+    if capacity_rps <= 0:
+        raise ValueError("capacity per instance must be above 0")
+    if not 0 < target_utilisation <= 1:
+        raise ValueError("target utilisation must be in (0, 1]")
+    return max(minimum, math.ceil(peak_rps / (capacity_rps * target_utilisation) - 1e-9))
+
+
+def plan(
+    forecast: Forecast,
+    price: Price,
+    capacity_rps: float | None,
+    target_utilisation: float = 0.7,
+    minimum: int = 2,
+) -> list[Plan]:
+    """One plan per growth multiple: instances at the peak, monthly cost, cost per 1M predictions."""
+    plans = []
+    for growth in forecast.growth:
+        mean = forecast.mean_rps * growth
+        peak = mean * forecast.peak_factor
+        predictions = mean * SECONDS_PER_MONTH
+        if price.per_request is not None:
+            monthly = predictions * price.per_request
+            plans.append(Plan(growth, mean, peak, None, monthly, price.per_request * 1e6, None))
+            continue
+        if capacity_rps is None:
+            raise ValueError("an instance price needs the measured capacity per instance")
+        n = instances_needed(peak, capacity_rps, target_utilisation, minimum)
+        monthly = n * price.per_hour * HOURS_PER_MONTH
+        plans.append(Plan(growth, mean, peak, n, monthly, monthly / predictions * 1e6, peak / (n * capacity_rps)))
+    return plans
+
+
+def crossover_rps(
+    capacity_rps: float,
+    per_hour: float,
+    per_request: float,
+    target_utilisation: float = 0.7,
+    minimum: int = 2,
+    peak_factor: float = 1.0,
+) -> float | None:
+    """The lowest mean rate at which instances cost no more per month than the per-request price; None if never.
+
+    Each instance costs the same and carries the same mean traffic (capacity x utilisation / peak
+    factor), so instances win for good only if that traffic, priced per request, costs at least an
+    instance-month. Then they win from the rate where per-request spending reaches the cost of the
+    instance floor. Past each later step up in instances the per-request price can briefly win again,
+    which the cost chart shows.
+    """
+    per_instance_month = per_hour * HOURS_PER_MONTH
+    carried = capacity_rps * target_utilisation / peak_factor  # mean req/s one instance carries
+    if carried * SECONDS_PER_MONTH * per_request < per_instance_month:
+        return None
+    return minimum * per_instance_month / (per_request * SECONDS_PER_MONTH)
