@@ -1,16 +1,21 @@
 """Deployment profiles: what is deployed. A TOML file in ``profiles/``; the embedded server reads it.
 
-This module knows the model and the server settings. The hardware and price tables belong to the
-cost model and are kept as read, for it to check.
+A profile holds the model and variant, the server settings (threads, batching, cores to pin to),
+the hardware it stands for, and its price: per instance-hour or per request, always with where
+the price came from and when, because prices change.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
+from .cost import Price
 from .errors import ConfigError
 from .tomlconf import Table, read_toml
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,14 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class Hardware:
+    vcpus: int = 0
+    memory_gb: float = 0.0
+    gpu: str = ""  # "" for none
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     source: str
@@ -30,7 +43,8 @@ class Profile:
     variant: str = "fp32"
     description: str = ""
     server: ServerSettings = ServerSettings()
-    extra: dict = field(default_factory=dict)  # hardware, price: read by the cost model
+    hardware: Hardware | None = None
+    price: Price | None = None
 
     def server_args(self) -> list[str]:
         s = self.server
@@ -89,9 +103,42 @@ def load_profile(name_or_path: str) -> Profile:
             batching=server.get("batching", bool, True),
             cpus=tuple(cpus),
         ),
-        extra={k: top.get(k, dict) for k in ("hardware", "price") if k in top.data},
+        hardware=_hardware(top.table("hardware")) if "hardware" in top.data else None,
+        price=_price(top.table("price")) if "price" in top.data else None,
     )
+    if "hardware" not in top.data:
+        top.taken.add("hardware")
+    if "price" not in top.data:
+        top.taken.add("price")
     model.done()
     server.done()
     top.done()
     return profile
+
+
+def _hardware(t: Table) -> Hardware:
+    hardware = Hardware(
+        vcpus=int(t.number("vcpus", required=True, minimum=1)),
+        memory_gb=float(t.number("memory_gb", 0.0)),
+        gpu=t.get("gpu", str, ""),
+        description=t.get("description", str, ""),
+    )
+    t.done()
+    return hardware
+
+
+def _price(t: Table) -> Price:
+    per_hour, per_request = t.number("per_hour"), t.number("per_request")
+    per_million = t.number("per_1m_requests")
+    if per_million is not None:
+        if per_request is not None:
+            raise t.error("per_1m_requests", "give per_request or per_1m_requests, not both")
+        per_request = per_million / 1e6
+    if (per_hour is None) == (per_request is None):
+        raise t.error(None, "needs exactly one of per_hour (an instance) or per_request / per_1m_requests (managed)")
+    source = t.get("source", str, required=True)
+    date = t.get("date", str, required=True)
+    if not _DATE.match(date):
+        raise t.error("date", f"expected YYYY-MM-DD, the day the price was read; got {date!r}")
+    t.done()
+    return Price(per_hour=per_hour, per_request=per_request, source=source, date=date)

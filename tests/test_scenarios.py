@@ -61,3 +61,41 @@ def test_jsonl_payloads_keep_classes_and_name_the_bad_line(tmp_path):
     bad.write_text('{"input": "ok"}\n{"input": \n')
     with pytest.raises(ConfigError, match="bad.jsonl:2"):
         jsonl_pool(bad, seed=1)
+
+
+def test_shipped_minilm_profiles_carry_hardware_and_a_dated_sourced_price():
+    for name in ("minilm-fp32", "minilm-int8"):
+        profile = load_profile(name)
+        assert profile.hardware.vcpus == 2 and profile.price.per_hour > 0
+        assert profile.price.source and profile.price.date
+    examples = [load_profile(str(p)) for p in (REPO / "profiles").glob("example-*.toml")]
+    assert examples and all("EXAMPLE" in p.description and p.price.date for p in examples)
+    assert any(p.hardware.gpu for p in examples)
+
+
+@pytest.mark.parametrize(
+    "price, key, says",
+    [
+        ('per_hour = 0.1\nsource = "x"', "price.date", "is required"),
+        ('per_hour = 0.1\nsource = "x"\ndate = "June 2026"', "price.date", "expected YYYY-MM-DD"),
+        ('source = "x"\ndate = "2026-01-01"', "price", "needs exactly one of per_hour"),
+        ('per_hour = 0.1\nper_request = 1e-6\nsource = "x"\ndate = "2026-01-01"', "price", "exactly one"),
+        ('per_hour = -1\nsource = "x"\ndate = "2026-01-01"', "price.per_hour", "must be at least 0"),
+        ('per_hour = 0.1\nsource = "x"\ndate = "2026-01-01"\ncurrency = "EUR"', "price.currency", "unknown key"),
+    ],
+)
+def test_a_bad_price_names_the_file_and_key(tmp_path, price, key, says):
+    path = tmp_path / "p.toml"
+    path.write_text(f'name = "p"\n[model]\nname = "minilm"\n[price]\n{price}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_profile(str(path))
+    assert str(caught.value).startswith(f"{path}: {key}: ") and says in str(caught.value)
+
+
+def test_a_managed_endpoint_is_priced_per_request(tmp_path):
+    path = tmp_path / "managed.toml"
+    path.write_text(
+        'name = "managed"\n[model]\nname = "minilm"\n[price]\nper_1m_requests = 0.02\n'
+        'source = "vendor page"\ndate = "2026-11-01"\n'
+    )
+    assert load_profile(str(path)).price.per_request == pytest.approx(2e-8)
