@@ -87,10 +87,11 @@ def _gates(args: argparse.Namespace):
 
 
 def _gate_command(args: argparse.Namespace, console: Console) -> int:
+    from .results import read_summary
     from .scenario import load_scenario
-    from .verdict import apply, load_baseline, prepare
+    from .verdict import apply, prepare
 
-    summary = load_baseline(args.results)
+    summary = read_summary(args.results)
     saved = args.results / "scenario.toml"
     thresholds, source = ((), "")
     if saved.exists():
@@ -137,10 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "gate":
             return _gate_command(args, console)
         if args.command == "report":
-            from .report import load_results, write_reports
+            from .report import write_reports
+            from .results import read_summary
             from .run import add_analysis
 
-            add_analysis(args.results, load_results(args.results).summary)  # with the current rules
+            add_analysis(args.results, read_summary(args.results))  # with the current rules
             html_path, md_path = write_reports(args.results)
             console.print(f"wrote {html_path} and {md_path}")
             return 0

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from hdrh.histogram import HdrHistogram
 
-from .errors import ConfigError
 from .hdr_bulk import value_at_percentile
+from .results import read_summary, read_table, write_atomic
 
 NINES = (0.0, 50.0, 90.0, 99.0, 99.9, 99.99, 99.999)
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
@@ -42,20 +42,10 @@ class Results:
 
 
 def load_results(directory: Path) -> Results:
-    summary_path = directory / "summary.json"
-    if not summary_path.exists():
-        raise ConfigError(str(directory), None, "not a results directory: it has no summary.json")
-    try:
-        summary = json.loads(summary_path.read_text())
-    except ValueError as exc:
-        raise ConfigError(str(summary_path), None, f"unreadable: {exc}") from None
-    timeline = pd.read_csv(directory / "timeline.csv") if (directory / "timeline.csv").exists() else pd.DataFrame()
-    resources = None
-    if (directory / "resources.csv").exists():
-        try:
-            resources = pd.read_csv(directory / "resources.csv")
-        except ValueError:
-            resources = None
+    summary = read_summary(directory)
+    timeline = read_table(directory / "timeline.csv")
+    timeline = pd.DataFrame() if timeline is None else timeline
+    resources = read_table(directory / "resources.csv")
     histograms = {}
     if (directory / "histograms.json").exists():
         encoded = json.loads((directory / "histograms.json").read_text())
@@ -413,8 +403,6 @@ def build_html(r: Results) -> str:
 
 
 def write_reports(directory: Path) -> tuple[Path, Path]:
-    from .results import write_atomic
-
     results = load_results(directory)
     write_atomic(directory / "report.html", build_html(results))
     write_atomic(directory / "report.md", build_markdown(results))

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .collector import Collector, latency_stats, quick_percentiles
+from .errors import ConfigError
 from .recorder import ALL, INTERVAL_METRICS, METRICS
 
 SCHEMA = "loadtest.summary/1"
@@ -50,6 +51,32 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     os.replace(tmp, path)
+
+
+def read_summary(directory: Path) -> dict:
+    """A results directory's ``summary.json`` (or that file itself); ConfigError (exit 2) says what is wrong."""
+    path = directory / "summary.json" if directory.is_dir() else directory
+    if not path.exists():
+        raise ConfigError(str(directory), None, "not a results directory: it has no summary.json")
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(path), None, f"unreadable: {exc}") from None
+    if not isinstance(summary, dict) or not str(summary.get("schema", "")).startswith("loadtest.summary/"):
+        raise ConfigError(str(path), "schema", "not a loadtest summary (no 'schema': 'loadtest.summary/N')")
+    return summary
+
+
+def read_table(path: Path):
+    """A per-second CSV of a results directory as a DataFrame; None when absent or empty (a run under a second)."""
+    import pandas as pd  # not at module level: Locust processes import this module and never read tables
+
+    if not path.exists():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (ValueError, OSError):
+        return None
 
 
 def build_summary(collector: Collector, meta: dict) -> dict:

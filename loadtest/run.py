@@ -27,7 +27,7 @@ from .errors import RunError
 from .preflight import preflight
 from .profile import load_profile
 from .progress import follow
-from .results import run_dir_name, write_atomic
+from .results import read_table, run_dir_name, write_atomic
 from .runconfig import RunConfig, build_payloads
 from .scenario import check_payload_fits, load_scenario
 from .summary_table import accounting_line, summary_table
@@ -247,18 +247,10 @@ def server_pid_for(url: str) -> int | None:
 
 def add_analysis(out_dir: Path, summary: dict) -> dict:
     """Saturation, generator trust and sample sufficiency, from the run's own files; saved in the summary."""
-    import pandas as pd
-
     from .saturation import analyse, sufficiency
 
-    timeline_path, resources_path = out_dir / "timeline.csv", out_dir / "resources.csv"
-    timeline = pd.read_csv(timeline_path) if timeline_path.exists() else None
-    resources = None
-    if resources_path.exists():
-        try:
-            resources = pd.read_csv(resources_path)
-        except (ValueError, OSError):  # empty: the run ended before the first window
-            resources = None
+    resources_path = out_dir / "resources.csv"
+    timeline, resources = read_table(out_dir / "timeline.csv"), read_table(resources_path)
     meta_path = out_dir / "resources.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     run_start = summary.get("run", {}).get("started_epoch")

@@ -23,7 +23,7 @@ from .gates import (
     parse_regression,
     parse_threshold,
 )
-from .results import write_atomic
+from .results import read_summary, write_atomic
 
 
 @dataclass(frozen=True)
@@ -47,19 +47,6 @@ class Gates:
         return not self.thresholds and not self.regressions
 
 
-def load_baseline(directory: Path) -> dict:
-    path = directory / "summary.json" if directory.is_dir() else directory
-    if not path.exists():
-        raise ConfigError(str(directory), None, "not a results directory: it has no summary.json")
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(str(path), None, f"unreadable: {exc}") from None
-    if not isinstance(summary, dict) or not str(summary.get("schema", "")).startswith("loadtest.summary/"):
-        raise ConfigError(str(path), "schema", "not a loadtest summary (no 'schema': 'loadtest.summary/N')")
-    return summary
-
-
 def prepare(options: GateOptions, scenario_thresholds: tuple[str, ...] = (), scenario_source: str = "") -> Gates:
     """Parse every threshold and limit and read the baseline; ConfigError (exit 2) names what is wrong."""
     thresholds = []
@@ -81,7 +68,7 @@ def prepare(options: GateOptions, scenario_thresholds: tuple[str, ...] = (), sce
             raise ConfigError("--max-regression", None, str(exc)) from None
     if regressions and options.baseline is None:
         raise ConfigError("--max-regression", None, "needs --baseline DIR, the run to compare with")
-    baseline = load_baseline(options.baseline) if options.baseline is not None else None
+    baseline = read_summary(options.baseline) if options.baseline is not None else None
     if baseline is not None and not regressions:
         regressions = [parse_regression("p99=+10%")]  # a baseline alone: the usual guard
     return Gates(tuple(thresholds), tuple(regressions), baseline, options.baseline, options.junit)
