@@ -59,8 +59,7 @@ class Tree:
             members = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
             members = []
-        cpu = switches = rss = 0
-        alive = 0
+        rss = alive = 0
         for process in members:
             known = self.processes.setdefault(process.pid, process)
             try:
@@ -74,9 +73,7 @@ class Tree:
             self.cpu[process.pid] = times.user + times.system + times.children_user + times.children_system
             self.switches[process.pid] = ctx.voluntary + ctx.involuntary
         # Exited processes keep their last reading: a tree's totals never go backwards.
-        cpu = sum(self.cpu.values())
-        switches = sum(self.switches.values())
-        return cpu, switches, rss, alive
+        return sum(self.cpu.values()), sum(self.switches.values()), rss, alive
 
     def cores(self) -> list[int]:
         """The cores the tree may run on (its root's affinity)."""
@@ -182,16 +179,13 @@ def sample(
             cores_now = psutil.cpu_times(percpu=True)
             lo_now = _loopback()
             row = [round(last_time - start_epoch, 3)]
-            for tree, before, after in ((server, last_server, s_now), (generator, last_generator, g_now)):
-                if tree is None:
-                    row += ["", "", "", ""] if tree is server else ["", "", ""]
-                    continue
-                if not after[3]:  # the tree has exited: no reading, rather than a misleading zero
-                    row += ["", "", "", ""] if tree is server else ["", "", ""]
+            for tree, before, after, width in ((server, last_server, s_now, 4), (generator, last_generator, g_now, 3)):
+                if tree is None or not after[3]:  # not watched, or exited: no reading rather than a misleading zero
+                    row += [""] * width
                     continue
                 used = (after[0] - before[0]) / elapsed
                 row += [round(used, 4), round(used / tree.allowed_cores(), 4), round(after[2] / 2**20, 1)]
-                if tree is server:
+                if width == 4:  # the server's context switches per second
                     row.append(round((after[1] - before[1]) / elapsed, 1))
             row += [round((lo_now[i] - last_lo[i]) / elapsed / 2**20, 4) for i in (0, 1)]
             busy, steal = [], []
