@@ -152,3 +152,133 @@ def crossover_rps(
     if carried * SECONDS_PER_MONTH * per_request < per_instance_month:
         return None
     return minimum * per_instance_month / (per_request * SECONDS_PER_MONTH)
+
+
+# -- many options over a range of traffic ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to serve the traffic: a price, and for an instance price the capacity of one instance."""
+
+    name: str
+    price: Price
+    capacity_rps: float | None = None  # per instance, at the SLO; unused for a per-request price
+
+    def __post_init__(self) -> None:
+        if self.price.per_hour is not None and not (self.capacity_rps or 0) > 0:
+            raise ValueError(f"{self.name}: an instance price needs a capacity per instance above 0")
+
+
+@dataclass(frozen=True)
+class Crossover:
+    """Above ``mean_rps`` the cheapest options are ``to``; just below it they were ``before``."""
+
+    mean_rps: float
+    before: tuple[str, ...]
+    to: tuple[str, ...]
+
+
+def monthly_cost(
+    option: Option, mean_rps: float, peak_factor: float = 1.0, target_utilisation: float = 0.7, minimum: int = 2
+) -> float:
+    """What ``option`` costs a month at this mean rate: as ``plan`` counts it."""
+    price = option.price
+    if price.per_request is not None:
+        return mean_rps * SECONDS_PER_MONTH * price.per_request
+    n = instances_needed(mean_rps * peak_factor, option.capacity_rps, target_utilisation, minimum)
+    return n * price.per_hour * HOURS_PER_MONTH
+
+
+def per_million(
+    option: Option, mean_rps: float, peak_factor: float = 1.0, target_utilisation: float = 0.7, minimum: int = 2
+) -> float:
+    """Cost per 1M predictions at this mean rate (above 0)."""
+    cost = monthly_cost(option, mean_rps, peak_factor, target_utilisation, minimum)
+    return cost / (mean_rps * SECONDS_PER_MONTH) * 1e6
+
+
+def step_rates(
+    capacity_rps: float,
+    low: float,
+    high: float,
+    peak_factor: float = 1.0,
+    target_utilisation: float = 0.7,
+    minimum: int = 2,
+) -> list[float]:
+    """The mean rates in [low, high) just above which one more instance is needed.
+
+    One instance carries ``capacity x utilisation / peak factor`` of mean traffic, so the k-th step is
+    at k times that, for every k from the redundancy floor up. Between two steps the monthly cost is
+    constant and the cost per prediction falls as 1 / rate: the sawtooth of the cost chart.
+    """
+    carried = capacity_rps * target_utilisation / peak_factor
+    k = max(minimum, math.ceil(low / carried - 1e-9))
+    steps = []
+    while k * carried < high:
+        steps.append(k * carried)
+        k += 1
+    return steps
+
+
+def cheapest_segments(
+    options: list[Option],
+    low: float,
+    high: float,
+    peak_factor: float = 1.0,
+    target_utilisation: float = 0.7,
+    minimum: int = 2,
+) -> list[tuple[float, float, tuple[str, ...]]]:
+    """The cheapest options on each stretch of mean rates in (low, high], exactly: ``(start, end, names)``.
+
+    Instance costs are step functions of the rate, constant between their steps; per-request costs are
+    lines through zero, so the cheapest of them is the one with the lowest price at every rate. On each
+    stretch between two steps the cheapest is then the cheapest constant, or the cheapest line up to
+    where it reaches that constant. Options that cost the same on a stretch are cheapest together.
+    """
+    if not options:
+        return []
+    instances = [o for o in options if o.price.per_request is None]
+    lines = [o for o in options if o.price.per_request is not None]
+    slope = min((o.price.per_request for o in lines), default=math.inf) * SECONDS_PER_MONTH  # $/month per req/s
+    line_names = tuple(o.name for o in lines if math.isclose(o.price.per_request * SECONDS_PER_MONTH, slope))
+    points = {low, high}
+    for o in instances:
+        points.update(step_rates(o.capacity_rps, low, high, peak_factor, target_utilisation, minimum))
+    points = sorted(p for p in points if low <= p <= high)
+
+    segments: list[tuple[float, float, tuple[str, ...]]] = []
+
+    def add(start: float, end: float, names: tuple[str, ...]) -> None:
+        if segments and segments[-1][2] == names:
+            segments[-1] = (segments[-1][0], end, names)
+        elif end > start:
+            segments.append((start, end, names))
+
+    for start, end in zip(points, points[1:], strict=False):
+        middle = (start + end) / 2
+        costs = {o.name: monthly_cost(o, middle, peak_factor, target_utilisation, minimum) for o in instances}
+        floor = min(costs.values(), default=math.inf)
+        floor_names = tuple(name for name, cost in costs.items() if math.isclose(cost, floor, rel_tol=1e-9))
+        meets = floor / slope if slope else math.inf  # where the cheapest line reaches the cheapest constant
+        if meets >= end:
+            add(start, end, line_names)
+        elif meets <= start:
+            add(start, end, floor_names)
+        else:
+            add(start, meets, line_names)
+            add(meets, end, floor_names)
+    return segments
+
+
+def crossovers(
+    options: list[Option],
+    low: float,
+    high: float,
+    peak_factor: float = 1.0,
+    target_utilisation: float = 0.7,
+    minimum: int = 2,
+) -> list[Crossover]:
+    """Every mean rate in (low, high) where the cheapest option changes, from ``cheapest_segments``."""
+    segments = cheapest_segments(options, low, high, peak_factor, target_utilisation, minimum)
+    return [Crossover(b[0], a[2], b[2]) for a, b in zip(segments, segments[1:], strict=False)]

@@ -7,13 +7,20 @@ import pytest
 from loadtest.cost import (
     HOURS_PER_MONTH,
     SECONDS_PER_MONTH,
+    Crossover,
     Forecast,
     ForecastError,
+    Option,
     Price,
+    cheapest_segments,
     crossover_rps,
+    crossovers,
     instances_needed,
+    monthly_cost,
     parse_forecast,
+    per_million,
     plan,
+    step_rates,
 )
 
 
@@ -86,3 +93,63 @@ def test_prices_are_either_per_hour_or_per_request():
         Price()
     with pytest.raises(ValueError):
         Price(per_hour=1.0, per_request=1e-6)
+
+
+# -- many options over a range of traffic ---------------------------------------------------------
+
+SMALL = Option("small", Price(per_hour=0.10), capacity_rps=100)  # $73 a month
+LARGE = Option("large", Price(per_hour=0.25), capacity_rps=300)  # $182.50 a month
+MANAGED = Option("managed", Price(per_request=2e-6))  # $2 per 1M: $5.256 a month per req/s
+
+
+def test_monthly_cost_and_cost_per_million_agree_with_a_plan():
+    (p,) = plan(Forecast(200, 3.0), Price(per_hour=0.10), capacity_rps=100)
+    assert monthly_cost(SMALL, 200, peak_factor=3.0) == pytest.approx(p.monthly_cost)
+    assert per_million(SMALL, 200, peak_factor=3.0) == pytest.approx(p.per_million)
+    assert per_million(MANAGED, 1) == per_million(MANAGED, 1000) == pytest.approx(2.0)
+
+
+def test_instances_are_added_at_whole_multiples_of_the_traffic_one_instance_carries():
+    # At a 2x peak one 100 req/s instance at 70% carries 35 req/s of mean traffic; the floor is 2 instances,
+    # so the third is needed above 70 req/s, the fourth above 105, and so on.
+    assert step_rates(100, 1, 200, peak_factor=2.0) == pytest.approx([70, 105, 140, 175])
+    assert step_rates(100, 100, 200, peak_factor=2.0) == pytest.approx([105, 140, 175])
+    assert step_rates(100, 1, 200, peak_factor=2.0, minimum=1) == pytest.approx([35, 70, 105, 140, 175])
+    assert monthly_cost(SMALL, 70, peak_factor=2.0) == pytest.approx(2 * 73)
+    assert monthly_cost(SMALL, 70.001, peak_factor=2.0) == pytest.approx(3 * 73)
+
+
+def test_the_cheapest_option_changes_exactly_at_instance_steps_and_where_a_price_line_meets_them():
+    # managed reaches small's floor of $146 at 146 / 5.256 = 27.8 req/s. Then (2x peak; small carries
+    # 35 req/s per $73 instance, large 105 req/s per $182.50 one):
+    #   up to 140 req/s small costs at most 4 x $73 = $292, under large's floor of $365;
+    #   (140, 175]: small $365 = large $365, both cheapest;   (175, 210]: small $438 > $365: large;
+    #   (210, 245]: small $511 < large $547.50;               (245, 315]: large $547.50 < small $584..$657;
+    #   (315, 350]: small $730 = large $730;                  above 350 large stays cheaper.
+    assert crossovers([SMALL, LARGE, MANAGED], 1, 1000, peak_factor=2.0) == [
+        Crossover(pytest.approx(146 / 5.256), ("managed",), ("small",)),
+        Crossover(pytest.approx(140), ("small",), ("small", "large")),
+        Crossover(pytest.approx(175), ("small", "large"), ("large",)),
+        Crossover(pytest.approx(210), ("large",), ("small",)),
+        Crossover(pytest.approx(245), ("small",), ("large",)),
+        Crossover(pytest.approx(315), ("large",), ("small", "large")),
+        Crossover(pytest.approx(350), ("small", "large"), ("large",)),
+    ]
+
+
+def test_the_cheapest_stretches_cover_the_whole_range():
+    segments = cheapest_segments([SMALL, MANAGED], 1, 1000, peak_factor=2.0)
+    assert segments == [(1, pytest.approx(146 / 5.256), ("managed",)), (pytest.approx(146 / 5.256), 1000, ("small",))]
+
+
+def test_the_lowest_per_request_price_is_cheapest_at_every_rate():
+    dearer = Option("dearer", Price(per_request=3e-6))
+    assert cheapest_segments([dearer, MANAGED], 1, 1000) == [(1, 1000, ("managed",))]
+    assert crossovers([dearer, MANAGED], 1, 1000) == []
+    same = Option("same", Price(per_request=2e-6))
+    assert cheapest_segments([MANAGED, same], 1, 1000) == [(1, 1000, ("managed", "same"))]
+
+
+def test_an_instance_option_needs_a_capacity():
+    with pytest.raises(ValueError):
+        Option("unmeasured", Price(per_hour=1.0))
