@@ -52,12 +52,131 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the master and worker commands for a multi-host run, and exit",
     )
+    cap = sub.add_parser("capacity", help="find the highest rate a profile carries within a latency SLO")
+    cap.add_argument("scenario", type=Path, help="scenario TOML: its payloads and seed (its shape is replaced)")
+    cap.add_argument("--profile", help="deployment profile for the embedded server (default: the scenario's)")
+    cap.add_argument("--target", help="search an endpoint that is already running instead (loopback only)")
+    cap.add_argument("--slo", default="p99<100ms", help="latency percentile under a budget (default p99<100ms)")
+    cap.add_argument("--max-error", type=_fraction, default=0.01, help="error budget, e.g. 1%% (default 1%%)")
+    cap.add_argument("--start", type=float, help="first rate to try, req/s (default: half of a closed-loop probe)")
+    cap.add_argument("--resolution", type=_fraction, default=0.05, help="stop within this of the capacity (5%%)")
+    cap.add_argument(
+        "--class-resolution", type=_fraction, help="the same for the most expensive class (default: --resolution)"
+    )
+    cap.add_argument("--min-step", type=_duration, default=5.0, help="shortest step (default 5s)")
+    cap.add_argument("--max-step", type=_duration, default=120.0, help="longest step (default 2m)")
+    cap.add_argument("--no-class", action="store_true", help="skip the capacity of the most expensive class")
+    cap.add_argument("--out", type=Path, help="results directory (default results/<time>-capacity-<profile>)")
+    cmp_ = sub.add_parser("compare", help="the same traffic against two or more profiles, with 95% intervals")
+    cmp_.add_argument("profiles", nargs="+", help="profiles (names in profiles/ or paths); the first is the baseline")
+    cmp_.add_argument("--scenario", type=Path, required=True, help="scenario TOML: schedule, payloads and seed")
+    cmp_.add_argument("--rounds", type=int, default=3, help="interleaved rounds per profile (default 3)")
+    cmp_.add_argument("--rate", type=float, help="constant open load (req/s) instead of the scenario's shape")
+    cmp_.add_argument("--duration", type=_duration, help="measured duration of each round, e.g. 15s")
+    cmp_.add_argument(
+        "--agreement", type=int, default=256, metavar="N", help="inputs for output agreement (default 256; 0 skips)"
+    )
+    cmp_.add_argument(
+        "--capacity", type=Path, nargs="+", default=[], metavar="DIR", help="capacity results, one per profile"
+    )
+    cmp_.add_argument("--out", type=Path, help="results directory (default results/<time>-compare-...)")
+    cost = sub.add_parser("cost", help="project instances, monthly cost and cost per 1M predictions from capacity")
+    cost.add_argument("results", type=Path, nargs="*", help="capacity results directories (capacity.json)")
+    cost.add_argument(
+        "--forecast", required=True, help="'mean=200/s peak=3x growth=1,10,100', or a TOML file with [forecast]"
+    )
+    cost.add_argument(
+        "--profile", action="append", default=[], help="a per-request-priced profile (managed endpoint); repeatable"
+    )
+    cost.add_argument("--utilisation", type=_fraction, default=0.7, help="target utilisation at peak (default 70%%)")
+    cost.add_argument("--min-instances", type=int, default=2, help="instances at least, for redundancy (default 2)")
+    cost.add_argument("--out", type=Path, help="where cost.json, cost.md and cost.html go (default results/cost)")
     report = sub.add_parser("report", help="build report.html and report.md from a results directory")
     report.add_argument("results", type=Path, help="a results directory (holding summary.json)")
     gate = sub.add_parser("gate", help="check thresholds and baseline regressions on an earlier run's results")
     gate.add_argument("results", type=Path, help="a results directory (holding summary.json)")
     _gate_options(gate)
     return parser
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction like 1% or 0.01") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 100%")
+    return value
+
+
+def _capacity_command(args: argparse.Namespace, console: Console) -> int:
+    from .capacity import CapacityOptions, find_capacity
+    from .gates import GateError
+    from .search import parse_slo
+
+    try:
+        slo = parse_slo(args.slo, args.max_error)
+    except GateError as exc:
+        console.print(f"[red]loadtest:[/] {exc}", highlight=False)
+        return 2
+    out, data = find_capacity(
+        CapacityOptions(
+            args.scenario,
+            slo,
+            profile=args.profile,
+            target=args.target,
+            start_rps=args.start,
+            resolution=args.resolution,
+            class_resolution=args.class_resolution,
+            min_step_s=args.min_step,
+            max_step_s=args.max_step,
+            per_class=not args.no_class,
+            out=args.out,
+        ),
+        console,
+    )
+    from .capacity_report import capacity_lines
+
+    for line in capacity_lines(data):
+        console.print(line, highlight=False)
+    console.print(f"results: {out}")
+    return 0
+
+
+def _compare_command(args: argparse.Namespace, console: Console) -> int:
+    from .compare import CompareOptions, compare
+    from .compare_report import print_comparison
+
+    out, data = compare(
+        CompareOptions(
+            args.scenario,
+            tuple(args.profiles),
+            rounds=args.rounds,
+            rate=args.rate,
+            duration=args.duration,
+            agreement_n=args.agreement,
+            capacity=tuple(args.capacity),
+            out=args.out,
+        ),
+        console,
+    )
+    print_comparison(data, console)
+    console.print(f"results: {out}")
+    return 0
+
+
+def _cost_command(args: argparse.Namespace, console: Console) -> int:
+    from .projection import print_projection, project, write_projection
+    from .run import results_root
+
+    if not args.results and not args.profile:
+        console.print("[red]loadtest:[/] cost: give capacity results, or --profile for per-request-priced profiles")
+        return 2
+    data = project(args.results, args.forecast, args.profile, args.utilisation, args.min_instances)
+    print_projection(data, console)
+    paths = write_projection(data, args.out or results_root() / "cost")
+    console.print(f"wrote {', '.join(map(str, paths))}")
+    return 0
 
 
 def _gate_options(parser: argparse.ArgumentParser) -> None:
@@ -135,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
                 console,
             )
             return 130 if outcome.interrupted else 1 if outcome.gates_failed else 0
+        if args.command == "compare":
+            return _compare_command(args, console)
+        if args.command == "cost":
+            return _cost_command(args, console)
+        if args.command == "capacity":
+            return _capacity_command(args, console)
         if args.command == "gate":
             return _gate_command(args, console)
         if args.command == "report":

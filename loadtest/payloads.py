@@ -101,6 +101,12 @@ class PayloadPool:
         body = second % sizes[position]
         return [self.payloads[self.classes[c]][b] for c, b in zip(position.tolist(), body.tolist(), strict=True)]
 
+    def only(self, cls: str) -> PayloadPool:
+        """The same bodies of one class only, picked by the same rule: all traffic of one request class."""
+        if cls not in self.classes:
+            raise ValueError(f"no request class {cls!r}; the classes are {', '.join(self.classes)}")
+        return PayloadPool({cls: self.payloads[cls]}, {cls: 1.0}, self.seed)
+
     def pick(self, index: int) -> Payload:
         block, at = divmod(index, _BLOCK)
         if block != self._block:

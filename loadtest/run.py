@@ -52,6 +52,9 @@ class RunOptions:
     gates: GateOptions = GateOptions()
     server_pid: int | None = None  # the server to watch; found from the target's loopback port if not given
     sample_hz: float = 4.0
+    only_class: str | None = None  # send only this payload class (capacity per class)
+    server: RunningServer | None = None  # an embedded server already running the profile: used, not stopped
+    report: bool = True  # build report.html and report.md at the end
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
             "duration": options.duration,
             "url": options.target,
             "profile": options.profile,
+            "only_class": options.only_class,
         }.items()
         if v is not None
     }
@@ -118,18 +122,20 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
     gates = prepare(options.gates, scenario.thresholds, str(scenario.source))
     out_dir = options.out or results_root() / run_dir_name(scenario.name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    server: RunningServer | None = None
+    server: RunningServer | None = options.server
+    owned = False
     meta: dict = {}
     pin: list[int] | None = None
     try:
         url = scenario.target.url
         if url is None:
             profile = load_profile(scenario.target.profile)
-            console.print(
-                f"starting the reference server: profile {profile.name} "
-                f"({profile.model} {profile.variant}, {profile.server.threads} thread(s))"
-            )
-            server = start_server(profile.server_args())
+            if server is None:
+                console.print(
+                    f"starting the reference server: profile {profile.name} "
+                    f"({profile.model} {profile.variant}, {profile.server.threads} thread(s))"
+                )
+                server, owned = start_server(profile.server_args()), True
             url = server.url
             pin = generator_cpus(profile.server.cpus)
             meta = {
@@ -172,7 +178,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
             console.print("[yellow]no server process found on the target's port: server resources are not sampled[/]")
         interrupted = _run_locust(config, options.processes, pin, console, server_pid, options.sample_hz)
     finally:
-        if server is not None:
+        if owned and server is not None:
             server.stop()
     summary_path = out_dir / "summary.json"
     if not summary_path.exists():
@@ -191,15 +197,17 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
     failed = False
     if not gates.empty and not interrupted:
         failed = not all(result.passed for result in apply(gates, out_dir, summary, console))
-    try:
-        from .report import write_reports
+    if options.report:
+        try:
+            from .report import write_reports
 
-        html_path, _ = write_reports(out_dir)
-        console.print(f"report: {html_path}")
-    except Exception as exc:  # the measurements are saved; a report can be built again with `loadtest report`
-        console.print(
-            f"[yellow]the report could not be built ({type(exc).__name__}: {exc}); run `loadtest report {out_dir}`[/]"
-        )
+            html_path, _ = write_reports(out_dir)
+            console.print(f"report: {html_path}")
+        except Exception as exc:  # the measurements are saved; a report can be built again with `loadtest report`
+            console.print(
+                f"[yellow]the report could not be built ({type(exc).__name__}: {exc}); "
+                f"run `loadtest report {out_dir}`[/]"
+            )
     console.print(f"results: {out_dir}")
     return RunOutcome(out_dir, summary, interrupted, failed)
 

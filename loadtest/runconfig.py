@@ -90,4 +90,6 @@ def build_payloads(config: RunConfig) -> tuple[Protocol, PayloadPool]:
         pool = features_pool(spec.width, protocol.encode_features, s.seed, spec.pool_size)
     else:
         pool = text_pool(list(spec.classes), protocol.encode_text, s.seed, spec.pool_size)
+    if spec.only_class is not None:
+        pool = pool.only(spec.only_class)
     return protocol, pool

@@ -43,6 +43,7 @@ class PayloadSpec:
     file: Path | None = None
     width: int = 8
     pool_size: int = 256
+    only_class: str | None = None  # send only this class (capacity when all traffic is one class)
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,9 @@ class Scenario:
         duration: float | None = None,
         url: str | None = None,
         profile: str | None = None,
+        only_class: str | None = None,
     ) -> Scenario:
-        """The scenario with CLI overrides applied: a constant rate or user count, a new duration."""
+        """The scenario with CLI overrides applied: a constant rate or user count, a new duration, one class."""
         load = self.load
         if duration is not None:
             load = replace(load, duration=duration, shape=replace(load.shape, duration=duration + load.warmup))
@@ -100,7 +102,8 @@ class Scenario:
             target = replace(target, url=url)
         if profile is not None:
             target = replace(target, profile=profile, url=None)
-        return replace(self, load=load, target=target)
+        payload = self.payload if only_class is None else replace(self.payload, only_class=only_class)
+        return replace(self, load=load, target=target, payload=payload)
 
 
 def _target(t: Table) -> Target:
