@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cap.add_argument("--min-step", type=_duration, default=5.0, help="shortest step (default 5s)")
     cap.add_argument("--max-step", type=_duration, default=120.0, help="longest step (default 2m)")
+    cap.add_argument("--max-steps", type=int, default=12, help="steps per search at most (default 12)")
     cap.add_argument("--no-class", action="store_true", help="skip the capacity of the most expensive class")
     cap.add_argument("--out", type=Path, help="results directory (default results/<time>-capacity-<profile>)")
     cmp_ = sub.add_parser("compare", help="the same traffic against two or more profiles, with 95% intervals")
@@ -92,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--min-instances", type=int, default=2, help="instances at least, for redundancy (default 2)")
     cost.add_argument("--out", type=Path, help="where cost.json, cost.md and cost.html go (default results/cost)")
     report = sub.add_parser("report", help="build report.html and report.md from a results directory")
-    report.add_argument("results", type=Path, help="a results directory (holding summary.json)")
+    report.add_argument(
+        "results",
+        type=Path,
+        help="a run's results directory (summary.json), or a study's: capacity, compare and cost results in it",
+    )
     gate = sub.add_parser("gate", help="check thresholds and baseline regressions on an earlier run's results")
     gate.add_argument("results", type=Path, help="a results directory (holding summary.json)")
     _gate_options(gate)
@@ -131,6 +136,7 @@ def _capacity_command(args: argparse.Namespace, console: Console) -> int:
             min_step_s=args.min_step,
             max_step_s=args.max_step,
             per_class=not args.no_class,
+            max_steps=args.max_steps,
             out=args.out,
         ),
         console,
@@ -263,12 +269,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "gate":
             return _gate_command(args, console)
         if args.command == "report":
-            from .report import write_reports
-            from .results import read_summary
-            from .run import add_analysis
+            if (args.results / "summary.json").exists() or not args.results.is_dir():
+                from .report import write_reports
+                from .results import read_summary
+                from .run import add_analysis
 
-            add_analysis(args.results, read_summary(args.results))  # with the current rules
-            html_path, md_path = write_reports(args.results)
+                add_analysis(args.results, read_summary(args.results))  # with the current rules
+                html_path, md_path = write_reports(args.results)
+            else:
+                from .study_report import write_study_report
+
+                html_path, md_path = write_study_report(args.results)
             console.print(f"wrote {html_path} and {md_path}")
             return 0
     except LoadTestError as exc:

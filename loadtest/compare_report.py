@@ -7,6 +7,8 @@ import html
 from rich.console import Console
 from rich.table import Table
 
+from .report import _html_table, _md_table
+
 NAMES = {
     "throughput_per_s": "throughput",
     "cpu_ms_per_request": "server CPU per request",
@@ -140,18 +142,6 @@ def print_comparison(data: dict, console: Console) -> None:
             console.print(table)
 
 
-def _md(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _html(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _intro(data: dict, entry: dict) -> str:
     return (
         f"A = {entry['a']} (baseline), B = {entry['b']}: scenario {data['scenario']['name']} "
@@ -163,17 +153,17 @@ def _intro(data: dict, entry: dict) -> str:
 def compare_markdown(data: dict) -> str:
     parts = ["# Comparison", ""]
     for entry in data["comparisons"]:
-        parts += [_intro(data, entry), "", _md(HEADER, difference_rows(entry)), ""]
+        parts += [_intro(data, entry), "", _md_table(HEADER, difference_rows(entry)), ""]
         if "agreement" in entry:
             header, rows = agreement_rows(entry["agreement"])
-            parts += [f"Output agreement on {entry['agreement']['n']} inputs:", "", _md(header, rows), ""]
+            parts += [f"Output agreement on {entry['agreement']['n']} inputs:", "", _md_table(header, rows), ""]
     return "\n".join(parts)
 
 
 def compare_section_html(data: dict) -> str:
     parts = ["<h2>Comparison</h2>"]
     for entry in data["comparisons"]:
-        parts += [f"<p>{html.escape(_intro(data, entry))}</p>", _html(HEADER, difference_rows(entry))]
+        parts += [f"<p>{html.escape(_intro(data, entry))}</p>", _html_table(HEADER, difference_rows(entry))]
         if "agreement" in entry:
             header, rows = agreement_rows(entry["agreement"])
             parts += [
@@ -181,6 +171,6 @@ def compare_section_html(data: dict) -> str:
                 "<p>The same inputs to each variant, one at a time (batch 1) and all at once (batched as load "
                 "batches them). Dynamic int8 quantisation scales activations per batch, so its answers move "
                 "with what they are batched with.</p>",
-                _html(header, rows),
+                _html_table(header, rows),
             ]
     return "\n".join(parts)

@@ -25,6 +25,7 @@ class ServerSettings:
     max_queue_delay_ms: float = 0.0
     batching: bool = True
     cpus: tuple[int, ...] = ()
+    inject_delay_ms: float = 0.0  # a deliberately slowed server: for checking that comparisons and gates catch it
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class Profile:
             args.append("--no-batching")
         if s.cpus:
             args += ["--cpus", ",".join(map(str, s.cpus))]
+        if s.inject_delay_ms:
+            args += ["--inject-delay-ms", str(s.inject_delay_ms)]
         return args
 
 
@@ -102,6 +105,7 @@ def load_profile(name_or_path: str) -> Profile:
             max_queue_delay_ms=server.number("max_queue_delay_ms", 0.0),
             batching=server.get("batching", bool, True),
             cpus=tuple(cpus),
+            inject_delay_ms=server.number("inject_delay_ms", 0.0, minimum=0),
         ),
         hardware=_hardware(top.table("hardware")) if "hardware" in top.data else None,
         price=_price(top.table("price")) if "price" in top.data else None,
