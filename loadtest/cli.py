@@ -277,9 +277,11 @@ def main(argv: list[str] | None = None) -> int:
                 add_analysis(args.results, read_summary(args.results))  # with the current rules
                 html_path, md_path = write_reports(args.results)
             else:
-                from .study_report import write_study_report
+                from .study_report import find_study, headline, write_study_report
 
                 html_path, md_path = write_study_report(args.results)
+                for line in headline(find_study(args.results)):
+                    console.print(line, highlight=False)
             console.print(f"wrote {html_path} and {md_path}")
             return 0
     except LoadTestError as exc:

@@ -48,9 +48,11 @@ def difference_rows(entry: dict) -> list[list[str]]:
         )
     cap = entry.get("capacity")
     if cap:
-        brackets = f"A [{_number(cap['a_bracket'][0], '')}, {_number(cap['a_bracket'][1], '')}) " + (
-            f"B [{_number(cap['b_bracket'][0], '')}, {_number(cap['b_bracket'][1], '')})"
-        )
+
+        def bracket(low: float | None, high: float | None) -> str:
+            return f"{'-' if low is None else f'{low:.1f}'} to {'-' if high is None else f'{high:.1f}'}"
+
+        brackets = f"A {bracket(*cap['a_bracket'])}, B {bracket(*cap['b_bracket'])}"
         rows.append(
             [
                 f"capacity at {cap['slo']}",

@@ -134,10 +134,19 @@ def _hardware(t: Table) -> Hardware:
 def _price(t: Table) -> Price:
     per_hour, per_request = t.number("per_hour"), t.number("per_request")
     per_million = t.number("per_1m_requests")
+    per_million_tokens = t.number("per_1m_tokens")
     if per_million is not None:
         if per_request is not None:
             raise t.error("per_1m_requests", "give per_request or per_1m_requests, not both")
         per_request = per_million / 1e6
+    if per_million_tokens is not None:
+        # a per-token price (most managed embedding and LLM APIs) is a per-request price for a known request size
+        if per_request is not None:
+            raise t.error("per_1m_tokens", "give one price: per_request, per_1m_requests or per_1m_tokens")
+        tokens = t.number("tokens_per_request", required=True, minimum=0)
+        per_request = per_million_tokens * tokens / 1e6
+    elif "tokens_per_request" in t.data:
+        raise t.error("tokens_per_request", "goes with per_1m_tokens")
     if (per_hour is None) == (per_request is None):
         raise t.error(None, "needs exactly one of per_hour (an instance) or per_request / per_1m_requests (managed)")
     source = t.get("source", str, required=True)

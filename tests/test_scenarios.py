@@ -70,7 +70,7 @@ def test_shipped_minilm_profiles_carry_hardware_and_a_dated_sourced_price():
         assert profile.price.source and profile.price.date
     examples = [load_profile(str(p)) for p in (REPO / "profiles").glob("example-*.toml")]
     assert examples and all("EXAMPLE" in p.description and p.price.date for p in examples)
-    assert any(p.hardware.gpu for p in examples)
+    assert any(p.hardware and p.hardware.gpu for p in examples)
 
 
 @pytest.mark.parametrize(
@@ -99,3 +99,15 @@ def test_a_managed_endpoint_is_priced_per_request(tmp_path):
         'source = "vendor page"\ndate = "2026-11-01"\n'
     )
     assert load_profile(str(path)).price.per_request == pytest.approx(2e-8)
+
+
+def test_a_per_token_price_becomes_a_per_request_price_for_the_stated_request_size(tmp_path):
+    path = tmp_path / "tokens.toml"
+    path.write_text(
+        'name = "tokens"\n[model]\nname = "minilm"\n[price]\nper_1m_tokens = 0.02\ntokens_per_request = 15\n'
+        'source = "vendor page"\ndate = "2026-11-01"\n'
+    )
+    assert load_profile(str(path)).price.per_request == pytest.approx(0.02 * 15 / 1e6)
+    path.write_text(path.read_text().replace("tokens_per_request = 15\n", ""))
+    with pytest.raises(ConfigError, match="price.tokens_per_request: is required"):
+        load_profile(str(path))
