@@ -253,8 +253,8 @@ def find_capacity(options: CapacityOptions, console: Console | None = None) -> t
         data["raw_ort_rps"] = raw_ort_rps(profile, scenario_texts(scenario))
         if data["raw_ort_rps"]:
             console.print(
-                f"ONNX Runtime alone on these texts: {data['raw_ort_rps']:.1f} rows/s (batches of 32, "
-                f"cores {list(profile.server.cpus) or 'any'}): the ceiling"
+                f"ONNX Runtime alone on these texts: {data['raw_ort_rps']:.1f} rows/s (length-sorted batches of 32 "
+                f"or batch 1, cores {list(profile.server.cpus) or 'any'}): the ceiling"
             )
         console.print(f"starting the reference server: profile {profile.name} ({profile.model} {profile.variant})")
         server = start_server(profile.server_args())

@@ -21,7 +21,7 @@ def capacity_lines(data: dict) -> list[str]:
     if raw and data.get("capacity_rps"):
         lines.append(
             f"that is {data['capacity_rps'] / raw:.0%} of what ONNX Runtime alone completes on these texts "
-            f"({raw:.1f} rows/s, batches of 32, no server)"
+            f"({raw:.1f} rows/s: length-sorted batches of 32 or batch 1, no server)"
         )
     if data.get("knee_rps"):
         lines.append(f"knee of the throughput-latency curve: {data['knee_rps']:.1f} req/s")
@@ -108,7 +108,7 @@ def capacity_intro(found: list[dict]) -> str:
         f"Highest constant open-load rate at which {slo['text']}, errors <= {slo['max_error_rate']:.1%} and "
         f">= {slo['min_achieved']:.0%} of the scheduled requests succeed, each step long enough for its percentile; "
         f"ramp then bisection (MLPerf's FindPeakPerformance). The raw ORT ceiling is ONNX Runtime alone on the "
-        f"same texts in batches of 32, on the same cores: no server can pass it."
+        f"same texts (length-sorted batches of 32, or batch 1 if faster), on the same cores: no server can pass it."
     )
 
 
