@@ -305,6 +305,9 @@ def _run_locust(
     """
 
     def pin_generator() -> None:
+        # Stopping Locust gracefully is a SIGINT from us: make sure it is not ignored, as it is in a
+        # child of a background job of a non-interactive shell (CI), which Locust would inherit.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         if pin:
             os.sched_setaffinity(0, pin)
 
