@@ -28,10 +28,11 @@ from reference_server.launch import RunningServer, start_server
 from .errors import ConfigError, LoadTestError
 from .gates import figure
 from .profile import Profile, load_profile
-from .results import run_dir_name, write_atomic
+from .results import read_summary, run_dir_name, write_atomic
 from .run import RunOptions, results_root, run
 from .scenario import Scenario, load_scenario
 from .search import SearchResult, SearchSettings, Slo, Step, judge, search, step_duration
+from .tomlconf import Table
 
 SCHEMA = "loadtest.capacity/1"
 PROBE_USERS = 32
@@ -142,7 +143,7 @@ def most_expensive_class(steps_dir: Path, result: SearchResult) -> tuple[str | N
     if not candidates:
         return None, {}
     lightest = min(candidates, key=lambda s: s.target_rps)
-    summary = json.loads((steps_dir / lightest.out_dir / "summary.json").read_text())
+    summary = read_summary(steps_dir / lightest.out_dir)
     medians = {
         cls: stats["p50"]
         for cls, stats in summary["latency_ms"]["response"].items()
@@ -290,15 +291,22 @@ def _save(out: Path, data: dict) -> None:
     write_atomic(out / "capacity.json", json.dumps(data, indent=2) + "\n")
 
 
+def capacity_file(path: Path) -> Path:
+    return path / "capacity.json" if path.is_dir() else path
+
+
 def read_capacity(path: Path) -> dict:
-    """A capacity directory's ``capacity.json`` (or that file); ConfigError says what is wrong."""
-    file = path / "capacity.json" if path.is_dir() else path
+    """A capacity directory's ``capacity.json`` (or that file), its schema checked; errors name the file and key."""
+    file = capacity_file(path)
+    if not path.exists():
+        raise ConfigError(str(path), None, "not found")
     if not file.exists():
         raise ConfigError(str(path), None, "not a capacity directory: it has no capacity.json")
     try:
         data = json.loads(file.read_text())
     except (OSError, ValueError) as exc:
-        raise ConfigError(str(file), None, f"unreadable: {exc}") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise ConfigError(str(file), "schema", f"not a capacity result (expected {SCHEMA!r})")
+        raise ConfigError(str(file), None, f"not valid JSON: {exc}") from None
+    schema = Table(data, str(file)).get("schema", str, required=True)
+    if schema != SCHEMA:
+        raise ConfigError(str(file), "schema", f"expected {SCHEMA!r} (the output of a capacity search), got {schema!r}")
     return data

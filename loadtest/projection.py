@@ -26,6 +26,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from .capacity import capacity_file
+from .capacity import read_capacity as read_capacity_json
 from .cost import HOURS_PER_MONTH, Forecast, ForecastError, Option, Price, cheapest_segments, parse_forecast, plan
 from .cost_chart import cost_chart
 from .errors import ConfigError
@@ -35,7 +37,6 @@ from .results import write_atomic
 from .tomlconf import Table, read_toml
 
 SCHEMA = "loadtest.cost/1"
-CAPACITY_SCHEMA = "loadtest.capacity/1"
 MAX_CROSSOVER_ROWS = 30  # in the tables; cost.json lists every one
 
 
@@ -84,19 +85,8 @@ def _forecast_file(path: Path) -> Forecast:
 
 def read_capacity(path: Path) -> Measured:
     """A capacity directory (or its ``capacity.json``), checked; errors name the file and the key."""
-    file = path / "capacity.json" if path.is_dir() else path
-    if not path.exists():
-        raise ConfigError(str(path), None, "not found")
-    if not file.exists():
-        raise ConfigError(str(path), None, "not a capacity directory: it has no capacity.json")
-    try:
-        data = json.loads(file.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(str(file), None, f"not valid JSON: {exc}") from None
-    top = Table(data, str(file))
-    schema = top.get("schema", str, required=True)
-    if schema != CAPACITY_SCHEMA:
-        raise top.error("schema", f"expected {CAPACITY_SCHEMA!r} (the output of a capacity search), got {schema!r}")
+    file = capacity_file(path)
+    top = Table(read_capacity_json(path), str(file))
     profile = top.table("profile")
     hardware = profile.data.get("hardware")
     price = profile.data.get("price")
