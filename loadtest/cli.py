@@ -52,6 +52,60 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the master and worker commands for a multi-host run, and exit",
     )
+    rep = sub.add_parser("replay", help="replay captured traffic at its own timing (JSONL, combined logs, HAR)")
+    rep.add_argument("capture", type=Path, help="capture file: JSONL, nginx/Apache combined log, or HAR")
+    rep.add_argument("--format", choices=("auto", "jsonl", "combined", "har"), default="auto", help="default: detect")
+    rep.add_argument("--scenario", type=Path, help="scenario TOML for the target, payload pools, timeouts and SLOs")
+    rep.add_argument("--target", help="endpoint base URL; omitted: start the reference server with the profile")
+    rep.add_argument("--profile", help="deployment profile for the embedded server (name in profiles/ or a path)")
+    rep.add_argument("--speed", type=float, default=1.0, help="divide the captured inter-arrival times by this")
+    rep.add_argument("--loop", type=int, default=1, help="replay the capture this many times, back to back")
+    rep.add_argument("--window", help="only this part of the capture, from its first request: START..END, e.g. 1m..5m")
+    rep.add_argument("--max-rate", type=float, help="cap the send rate (req/s, after --speed); the excess is skipped")
+    rep.add_argument(
+        "--reorder-window", type=_duration, default=5.0, help="put out-of-order requests back in order within this"
+    )
+    rep.add_argument(
+        "--log-time",
+        choices=("end", "start"),
+        default="end",
+        help="combined logs: the logged time is when the "
+        "request ended (nginx, default; the request time is subtracted) or started (Apache %%t)",
+    )
+    rep.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="PATH=FILE",
+        help="bodies for requests captured without "
+        "one (logs): a JSONL file of bodies for this path (repeatable; default: the scenario's payloads)",
+    )
+    rep.add_argument(
+        "--redact",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another header, query parameter or body field that holds secrets (repeatable)",
+    )
+    rep.add_argument(
+        "--send-secrets",
+        action="store_true",
+        help="send Authorization, Cookie, API-key-like headers and secret fields to the target (default: stripped)",
+    )
+    rep.add_argument("--processes", type=int, default=1, help="load-generator processes (Locust workers)")
+    rep.add_argument("--out", type=Path, help="results directory (default results/<time>-replay-<capture>)")
+    rep.add_argument("--allow-remote", action="store_true", help="allow a target that is not on loopback")
+    rep.add_argument("--sample-hz", type=float, default=4.0, help="resource samples per second; 0 turns sampling off")
+    rep.add_argument(
+        "--profile-only", action="store_true", help="profile the capture (rate, burstiness, mix); send nothing"
+    )
+    rep.add_argument(
+        "--fit-scenario",
+        type=Path,
+        metavar="OUT.toml",
+        help="with --profile-only: write a synthetic scenario whose shape and mix match the capture",
+    )
+    _gate_options(rep)
     cap = sub.add_parser("capacity", help="find the highest rate a profile carries within a latency SLO")
     cap.add_argument("scenario", type=Path, help="scenario TOML: its payloads and seed (its shape is replaced)")
     cap.add_argument("--profile", help="deployment profile for the embedded server (default: the scenario's)")
@@ -185,6 +239,55 @@ def _cost_command(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _replay_command(args: argparse.Namespace, console: Console) -> int:
+    from .errors import ConfigError
+    from .replay import ReplayOptions, parse_window, replay
+    from .replay_schedule import ReplaySpec
+
+    if args.processes < 1:
+        raise ConfigError("--processes", None, "must be at least 1")
+    if args.fit_scenario and not args.profile_only:
+        raise ConfigError("--fit-scenario", None, "goes with --profile-only")
+    start, end = parse_window(args.window) if args.window else (None, None)
+    pools = []
+    for entry in args.pool:
+        path, sep, file = entry.partition("=")
+        if not sep:
+            raise ConfigError("--pool", None, f"expected PATH=FILE, got {entry!r}")
+        pools.append((path, file))
+    spec = ReplaySpec(
+        str(args.capture),
+        args.format,
+        args.speed,
+        args.loop,
+        start,
+        end,
+        args.max_rate,
+        args.reorder_window,
+        args.send_secrets,
+        tuple(args.redact),
+        tuple(pools),
+        args.log_time,
+    )
+    options = ReplayOptions(
+        spec,
+        args.scenario,
+        args.target,
+        args.profile,
+        args.processes,
+        args.out,
+        args.allow_remote,
+        _gates(args),
+        args.sample_hz,
+        args.profile_only,
+        args.fit_scenario,
+    )
+    outcome = replay(options, console)
+    if outcome is None:
+        return 0
+    return 130 if outcome.interrupted else 1 if outcome.gates_failed else 0
+
+
 def _gate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threshold",
@@ -260,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                 console,
             )
             return 130 if outcome.interrupted else 1 if outcome.gates_failed else 0
+        if args.command == "replay":
+            return _replay_command(args, console)
         if args.command == "compare":
             return _compare_command(args, console)
         if args.command == "cost":

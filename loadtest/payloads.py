@@ -44,11 +44,17 @@ class PayloadClass:
 
 @dataclass(frozen=True)
 class Payload:
-    """One request body, already encoded, and the class it is recorded under."""
+    """One request body, already encoded, and the class it is recorded under.
+
+    A replayed request carries its own method, path and headers; the others use the protocol's.
+    """
 
     cls: str
     body: bytes
     text: str | None = None
+    method: str = "POST"
+    path: str | None = None
+    headers: dict[str, str] | None = None
 
 
 def generate_text(tokens: int, rng: np.random.Generator) -> str:

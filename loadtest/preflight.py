@@ -30,11 +30,25 @@ def is_loopback(url: str) -> bool:
             return False
 
 
+def check_loopback(url: str, allow_remote: bool) -> None:
+    if not allow_remote and not is_loopback(url):
+        raise PreflightError(f"{url} is not a loopback address; pass --allow-remote to load-test another host")
+
+
+def reachable(url: str, allow_remote: bool = False, timeout: float = 10.0) -> None:
+    """Replay's preflight: the target answers HTTP at all (a captured request is not sent twice)."""
+    check_loopback(url, allow_remote)
+    try:
+        with httpx.Client(base_url=url, timeout=timeout) as client:
+            client.get("/")
+    except httpx.HTTPError as exc:
+        raise PreflightError(f"cannot reach {url}: {exc}") from None
+
+
 def preflight(
     url: str, protocol: Protocol, model: str, payloads: PayloadPool, allow_remote: bool = False, timeout: float = 10.0
 ) -> None:
-    if not allow_remote and not is_loopback(url):
-        raise PreflightError(f"{url} is not a loopback address; pass --allow-remote to load-test another host")
+    check_loopback(url, allow_remote)
     with httpx.Client(base_url=url, timeout=timeout) as client:
         try:
             if protocol.name == "oip-v2":

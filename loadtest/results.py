@@ -67,6 +67,23 @@ def read_summary(directory: Path) -> dict:
     return summary
 
 
+def read_replay(directory: Path) -> dict | None:
+    """A replay's ``replay.json`` (what the scan found in the capture), or None for a run of a shape."""
+    path = directory / "replay.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(path), None, f"unreadable: {exc}") from None
+
+
+def replay_target(directory: Path) -> list[int]:
+    """Intended sends per second of a replay: its "target" over time."""
+    replay = read_replay(directory)
+    return replay["intended_per_second"] if replay else []
+
+
 def read_table(path: Path):
     """A per-second CSV of a results directory as a DataFrame; None when absent or empty (a run under a second)."""
     import pandas as pd  # not at module level: Locust processes import this module and never read tables

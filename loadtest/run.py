@@ -24,10 +24,10 @@ from rich.console import Console
 from reference_server.launch import RunningServer, start_server
 
 from .errors import RunError
-from .preflight import preflight
+from .preflight import preflight, reachable
 from .profile import load_profile
 from .progress import follow
-from .results import read_table, run_dir_name, write_atomic
+from .results import read_replay, read_table, run_dir_name, write_atomic
 from .runconfig import RunConfig, build_payloads
 from .scenario import check_payload_fits, load_scenario
 from .summary_table import accounting_line, summary_table
@@ -55,6 +55,7 @@ class RunOptions:
     only_class: str | None = None  # send only this payload class (capacity per class)
     server: RunningServer | None = None  # an embedded server already running the profile: used, not stopped
     report: bool = True  # build report.html and report.md at the end
+    replay: dict | None = None  # a ReplaySpec (as a dict) whose capture replaces the scenario's shape
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
             "url": options.target,
             "profile": options.profile,
             "only_class": options.only_class,
+            "replay": True if options.replay else None,
         }.items()
         if v is not None
     }
@@ -157,9 +159,13 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
             progress_file=(out_dir / ".progress.json").resolve(),
             overrides=overrides,
             meta=meta,
+            replay=options.replay or {},
         )
         protocol, payloads = build_payloads(config)
-        preflight(url, protocol, scenario.target.model, payloads, options.allow_remote)
+        if options.replay:
+            reachable(url, options.allow_remote)
+        else:
+            preflight(url, protocol, scenario.target.model, payloads, options.allow_remote)
         if options.print_locust_command:
             print_distributed_commands(config, max(options.processes, 2))
             return RunOutcome(out_dir, {}, False)
@@ -169,6 +175,8 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
         what = f"{load.shape.kind} {'rate' if load.model == 'open' else 'users'}" + (
             f", {load.warmup:g}s warm-up" if load.warmup else ""
         )
+        if options.replay:
+            what = f"the capture's timing at x{options.replay['speed']:g}"
         console.print(
             f"running {scenario.name} against {url}: {load.model} load, {what}, {load.duration:g}s "
             f"measured, {options.processes} load-generator process(es)"
@@ -191,6 +199,11 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
     console.print(accounting_line(summary))
     for line in summary.get("saturation", {}).get("lines", []):
         console.print(f"[red bold]{line}[/]" if line.startswith("RESULTS NOT") else line, highlight=False)
+    if "replay" in summary:
+        from .fidelity import fidelity_lines
+
+        for line in fidelity_lines(summary["replay"]):
+            console.print(line, highlight=False)
     if summary["run"].get("interrupted"):
         console.print("[yellow]the run was interrupted: these figures cover only what was measured[/]")
     interrupted = interrupted or summary["run"].get("interrupted", False)
@@ -275,8 +288,23 @@ def add_analysis(out_dir: Path, summary: dict) -> dict:
     summary["resources"] = meta
     counts = {cls: stats.get("count", 0) for cls, stats in summary.get("latency_ms", {}).get("response", {}).items()}
     summary["sample_sufficiency"] = sufficiency(counts)
+    replayed = read_replay(out_dir)
+    if replayed is not None:
+        summary["replay"] = replay_summary(replayed, timeline, summary)
     write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def replay_summary(replayed: dict, timeline, summary: dict) -> dict:
+    """What the scan found in the capture, without its per-second list, and the replay's fidelity."""
+    from .fidelity import fidelity
+
+    sent = {}
+    if timeline is not None:
+        sent = dict(zip(timeline["second"].astype(int), timeline["sent"].astype(int), strict=True))
+    lateness = summary.get("latency_ms", {}).get("lateness", {}).get("all")
+    kept = {k: v for k, v in replayed.items() if k != "intended_per_second"}
+    return {**kept, "fidelity": fidelity(replayed["intended_per_second"], sent, lateness)}
 
 
 def _start_sampler(config: RunConfig, server_pid: int | None, generator_pid: int, hz: float, pin: list[int] | None):

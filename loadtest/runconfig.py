@@ -15,6 +15,8 @@ from .payloads import PayloadPool, features_pool, jsonl_pool, text_pool
 from .protocols import Protocol, make_protocol
 from .scenario import Scenario, scenario_from_dict
 
+REPLAY_SHAPE_KEYS = ("capture", "format", "speed", "loops", "window_start", "window_end", "max_rate")
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -25,6 +27,7 @@ class RunConfig:
     progress_file: Path | None = None
     overrides: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)  # target and profile description, for the summary
+    replay: dict = field(default_factory=dict)  # a ReplaySpec as a dict: the capture replaces the shape
 
     @property
     def scenario(self) -> Scenario:
@@ -52,6 +55,13 @@ class RunConfig:
     def meta_for_summary(self, **run: object) -> dict:
         s = self.scenario
         load = s.load
+        shape = {
+            "kind": load.shape.kind,
+            **load.shape.params,
+            **({"stages": [asdict(st) for st in load.shape.stages]} if load.shape.stages else {}),
+        }
+        if self.replay:
+            shape = {"kind": "replay", **{k: v for k, v in self.replay.items() if k in REPLAY_SHAPE_KEYS}}
         return {
             "scenario": {"name": s.name, "source": s.source, "description": s.description, "seed": s.seed},
             "target": {
@@ -63,11 +73,7 @@ class RunConfig:
             "profile": self.meta.get("profile"),
             "load": {
                 "model": load.model,
-                "shape": {
-                    "kind": load.shape.kind,
-                    **load.shape.params,
-                    **({"stages": [asdict(st) for st in load.shape.stages]} if load.shape.stages else {}),
-                },
+                "shape": shape,
                 "arrivals": load.arrivals if load.model == "open" else None,
                 "duration_s": load.duration,
                 "warmup_s": load.warmup,
@@ -93,3 +99,13 @@ def build_payloads(config: RunConfig) -> tuple[Protocol, PayloadPool]:
     if spec.only_class is not None:
         pool = pool.only(spec.only_class)
     return protocol, pool
+
+
+def build_replay(config: RunConfig, pool: PayloadPool):
+    """The replay's request builder: captured requests to payloads, bodies from pools where none was captured."""
+    from .replay_schedule import ReplaySpec, Requests
+
+    spec = ReplaySpec.from_dict(config.replay)
+    seed = config.scenario.seed
+    pools = {path: jsonl_pool(Path(file), seed) for path, file in spec.pools}
+    return spec, Requests(spec, pool, pools)

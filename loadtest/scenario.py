@@ -86,9 +86,15 @@ class Scenario:
         url: str | None = None,
         profile: str | None = None,
         only_class: str | None = None,
+        replay: bool = False,
     ) -> Scenario:
-        """The scenario with CLI overrides applied: a constant rate or user count, a new duration, one class."""
+        """The scenario with CLI overrides applied: a constant rate or user count, a new duration, one class.
+
+        ``replay``: a capture sets the timing, so the load is open and nothing of it is warm-up.
+        """
         load = self.load
+        if replay:
+            load = replace(load, model="open", warmup=0.0)
         if duration is not None:
             load = replace(load, duration=duration, shape=replace(load.shape, duration=duration + load.warmup))
         if rate is not None:
@@ -174,6 +180,8 @@ def _load(t: Table) -> LoadSpec:
     if duration <= 0:
         raise t.error("duration", "must be more than zero")
     shape = shapes.from_table(shape_table, warmup + duration, t.source, t.key("shape"))
+    # A bursty shape, or stages given a burstiness other than 1, only mean something with gamma gaps.
+    gamma_only = kind == "bursty" or (kind == "stages" and shape.burstiness != 1.0)
     spec = LoadSpec(
         model=model,
         shape=shape,
@@ -181,14 +189,15 @@ def _load(t: Table) -> LoadSpec:
         warmup=warmup,
         timeout=t.duration("timeout", "10s"),
         max_in_flight=int(t.number("max_in_flight", 256, minimum=1)),
-        arrivals=t.choice("arrivals", PROCESSES, "gamma" if kind == "bursty" else "poisson"),
+        arrivals=t.choice("arrivals", PROCESSES, "gamma" if gamma_only else "poisson"),
         think_time=t.duration("think_time", 0),
         connections=int(t.number("connections", 0)),
     )
     if spec.timeout <= 0:
         raise t.error("timeout", "must be more than zero")
-    if kind == "bursty" and spec.arrivals != "gamma":
-        raise t.error("arrivals", "a bursty shape draws gamma inter-arrivals; leave arrivals out or set 'gamma'")
+    if gamma_only and spec.arrivals != "gamma":
+        what = "a bursty shape" if kind == "bursty" else f"a stages shape with burstiness {shape.burstiness:g}"
+        raise t.error("arrivals", f"{what} draws gamma inter-arrivals; leave arrivals out or set 'gamma'")
     t.done()
     return spec
 

@@ -36,8 +36,9 @@ from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 from .arrivals import arrival_times, partition
 from .collector import Collector, quick_percentiles
 from .recorder import ALL, OK, TIMEOUT, Recorder
-from .results import write_atomic, write_results
-from .runconfig import RunConfig, build_payloads
+from .replay_schedule import Arrival, schedule
+from .results import replay_target, write_atomic, write_results
+from .runconfig import RunConfig, build_payloads, build_replay
 
 runners.WORKER_REPORT_INTERVAL = 1.0  # deltas every second, so the master's progress is current
 HEADERS = {"Content-Type": "application/json"}
@@ -61,6 +62,16 @@ class RunState:
     complete: bool = False  # the shape ended the run on schedule (not Ctrl-C, not the hard stop)
     pull_lock: Semaphore = field(default_factory=Semaphore)
     _payloads: tuple | None = None
+    _target: object = None
+
+    def target_at(self, t: float) -> float:
+        """The intended rate (or users) at ``t``: the shape's, or a replay's intended sends in that second."""
+        if not self.config.replay:
+            return self.scenario.load.shape.at(t)
+        if self._target is None:
+            self._target = replay_target(self.config.out_dir)
+        second = int(t)
+        return float(self._target[second]) if 0 <= second < len(self._target) else 0.0
 
     @property
     def scenario(self):
@@ -115,6 +126,10 @@ def classify(response, valid) -> tuple[str, str | None]:
     return OK, response.headers.get("server-timing")
 
 
+def _any_body(body: bytes) -> bool:
+    return True
+
+
 def _yield() -> None:
     gevent.sleep(0)
 
@@ -164,14 +179,17 @@ class ScenarioUser(FastHttpUser):
             # geventhttpclient's timeout is per socket operation; this guard bounds the whole request,
             # so every request ends within a known time and the drain at the end always completes.
             response = None
+            path = payload.path or self.protocol.path
             with gevent.Timeout(2 * timeout + 1, False):
                 response = self.client.request(
-                    "POST", self.protocol.path, data=payload.body, headers=HEADERS, name=payload.cls
+                    payload.method, path, data=payload.body, headers=payload.headers or HEADERS, name=payload.cls
                 )
             done = time.perf_counter()
         finally:
             connections.release()
-        kind, timing = (TIMEOUT, None) if response is None else classify(response, self.protocol.valid)
+        # A replayed request to another path than the protocol's (metadata, say) has no body to check.
+        valid = self.protocol.valid if path == self.protocol.path else _any_body
+        kind, timing = (TIMEOUT, None) if response is None else classify(response, valid)
         recorder.completed(payload.cls, intended, actual, done, kind, timing)
 
     def run_schedule(self) -> None:
@@ -180,11 +198,9 @@ class ScenarioUser(FastHttpUser):
         recorder = state.recorder = Recorder(start, load.warmup)
         connections = BoundedSemaphore(load.pool)
         in_flight = Group()
-        times = arrival_times(load.shape, load.warmup + load.duration, load.arrivals, state.scenario.seed)
-        for index, offset in partition(times, state.worker_index, state.workers):
+        for offset, payload in self.arrivals():
             intended = start + offset
             sleep_until(intended)
-            payload = self.payloads.pick(index)
             recorder.scheduled(payload.cls, intended)
             if len(in_flight) >= load.max_in_flight:
                 recorder.dropped(payload.cls, intended)
@@ -192,6 +208,19 @@ class ScenarioUser(FastHttpUser):
             in_flight.spawn(self._send, recorder, payload, intended, connections)
         in_flight.join(timeout=3 * load.timeout + 2)  # connection wait + request guard, then give up
         state.done = True  # the shape stops the test once every worker is done
+
+    def arrivals(self):
+        """(intended offset, payload) of this worker's share of the schedule: synthetic, or a capture's."""
+        state, load = self.state, self.load
+        if state.config.replay:
+            spec, requests = build_replay(state.config, self.payloads)
+            for arrival in schedule(spec):
+                if isinstance(arrival, Arrival) and arrival.index % state.workers == state.worker_index:
+                    yield arrival.offset, requests.payload(arrival)
+            return
+        times = arrival_times(load.shape, load.warmup + load.duration, load.arrivals, state.scenario.seed)
+        for index, offset in partition(times, state.worker_index, state.workers):
+            yield offset, self.payloads.pick(index)
 
     def closed_request(self) -> None:
         state = self.state
@@ -305,7 +334,7 @@ def _write_progress(state: RunState) -> None:
     progress = {
         "elapsed": round(elapsed, 2),
         "total": state.scenario.total_seconds,
-        "target": round(state.scenario.load.shape.at(elapsed), 2),
+        "target": round(state.target_at(elapsed), 2),
         "sent_last_second": recent.get("sent", 0),
         "ok": accounting["ok"],
         "errors": accounting["errors"],
@@ -326,7 +355,6 @@ def _on_quitting(environment, **_) -> None:
         return
     _pull_local(state, final=True)
     stats = environment.stats.total
-    load = state.scenario.load
     meta = state.config.meta_for_summary(
         started_epoch=state.started_epoch,
         elapsed=time.perf_counter() - state.started,
@@ -335,4 +363,4 @@ def _on_quitting(environment, **_) -> None:
         locust_requests=stats.num_requests,
         locust_failures=stats.num_failures,
     )
-    write_results(state.config.out_dir, state.collector, meta, load.shape.at, state.started_epoch)
+    write_results(state.config.out_dir, state.collector, meta, state.target_at, state.started_epoch)
