@@ -48,10 +48,21 @@ class CapturedRequest:
     method: str
     path: str  # with its query string, as captured
     headers: tuple[tuple[str, str], ...] = ()
-    body: bytes | None = None  # what would be sent; None: no body captured (logs: draw one from a pool)
+    body: bytes | None = None  # the exact bytes, when captured so (base64, HAR text); else see ``doc``
     doc: object = None  # the body as parsed JSON, when it was captured as JSON (redaction walks it)
     cls: str | None = None  # the capture's class label, if any
     size: int = 0  # bytes of the captured body (0 when none)
+
+    @property
+    def has_body(self) -> bool:
+        """False for a request captured without its body (access logs): the replay draws one from a pool."""
+        return self.body is not None or self.doc is not None
+
+    def encoded(self) -> bytes:
+        """The body to send: the captured bytes, or the JSON body encoded."""
+        if self.body is not None:
+            return self.body
+        return orjson.dumps(self.doc) if self.doc is not None else b""
 
 
 @dataclass(frozen=True)
@@ -169,8 +180,10 @@ def _jsonl_request(number: int, doc: object) -> CapturedRequest:
         except (binascii.Error, ValueError):
             raise _Bad("'body_base64' is not valid base64") from None
     elif "body" in doc and doc["body"] is not None:
+        # Kept parsed, encoded when sent: orjson's output buffer is several times the body's size,
+        # and the reorder window holds seconds of requests.
         parsed = doc["body"]
-        body = orjson.dumps(parsed)
+        return CapturedRequest(number, when, method, path, headers, None, parsed, cls, len(orjson.dumps(parsed)))
     return CapturedRequest(number, when, method, path, headers, body, parsed, cls, len(body) if body else 0)
 
 

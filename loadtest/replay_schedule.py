@@ -167,15 +167,19 @@ class Requests:
         request, spec = arrival.request, self.spec
         path = request.path if spec.send_secrets else strip_path(request.path, spec.extra)
         headers = replay_headers(request.headers, spec.send_secrets)
-        body, cls = request.body, request.cls
-        if body is None and request.method in BODY_METHODS:
-            pooled = self.pools.get(path.partition("?")[0], self.default_pool).pick(arrival.index)
-            body, cls = pooled.body, cls or pooled.cls
-            headers.setdefault("content-type", "application/json")
-        elif body is not None and not spec.send_secrets and has_secret_fields(request.doc, spec.extra):
+        cls = request.cls
+        if not request.has_body:
+            body = b""
+            if request.method in BODY_METHODS:
+                pooled = self.pools.get(path.partition("?")[0], self.default_pool).pick(arrival.index)
+                body, cls = pooled.body, cls or pooled.cls
+                headers.setdefault("content-type", "application/json")
+        elif not spec.send_secrets and has_secret_fields(request.doc, spec.extra):
             body = orjson.dumps(strip_fields(request.doc, spec.extra))
+        else:
+            body = request.encoded()
         if not spec.send_secrets:
             headers = {k: v for k, v in headers.items() if k not in spec.extra}
         bare = path.partition("?")[0]  # never the query: it may hold secrets, and class names are written
         label = cls or (bare if request.method == "POST" else f"{request.method}:{bare}")
-        return Payload(self.class_of(label), body or b"", method=request.method, path=path, headers=headers)
+        return Payload(self.class_of(label), body, method=request.method, path=path, headers=headers)

@@ -74,7 +74,7 @@ class RunConfig:
             "load": {
                 "model": load.model,
                 "shape": shape,
-                "arrivals": load.arrivals if load.model == "open" else None,
+                "arrivals": load.arrivals if load.model == "open" and not self.replay else None,
                 "duration_s": load.duration,
                 "warmup_s": load.warmup,
                 "timeout_s": load.timeout,
