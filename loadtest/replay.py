@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .capture import read_capture
+from .capture import detect_format, read_capture
 from .errors import ConfigError
 from .replay_schedule import SKIP_REASONS, Arrival, ReplaySpec, schedule
 from .results import run_dir_name, write_atomic
@@ -168,9 +168,11 @@ duration = "1s"  # replaced by the capture's length
 def replay(options: ReplayOptions, console: Console) -> RunOutcome | None:
     spec = options.spec
     _check(spec)
+    if spec.format == "auto":  # once here, not in every worker; the report names the format found
+        spec = replace(spec, format=detect_format(Path(spec.capture)))
     name = f"replay-{Path(spec.capture).stem}"
     if options.profile_only:
-        profile_only(options, console)
+        profile_only(replace(options, spec=spec), console)
         return None
     spec, found = scan(spec, console)
     out_dir = options.out or results_root() / run_dir_name(name)

@@ -158,7 +158,8 @@ def plot_rates(r: Results) -> str:
     if t.empty:
         return _no_data("no timeline")
     fig, ax = _figure()
-    ax.plot(t["second"], t["target"], color="grey", linestyle="--", label="target")
+    intended = "intended (the capture)" if r.summary.get("replay") else "target"
+    ax.plot(t["second"], t["target"], color="grey", linestyle="--", label=intended)
     ax.plot(t["second"], t["sent"], color=COLOURS[0], label="sent")
     ax.plot(t["second"], t["ok"], color=COLOURS[2], label="ok")
     model = r.summary.get("load", {}).get("model", "open")
@@ -308,6 +309,9 @@ def _sections(r: Results) -> dict[str, tuple[list[str], list[list[str]]]]:
                 for x in sufficiency
             ],
         )
+    replay = s.get("replay")
+    if replay:
+        tables.update(replay_tables(replay))
     gates = s.get("gates")
     if gates:
         tables["Gates"] = (
@@ -315,6 +319,44 @@ def _sections(r: Results) -> dict[str, tuple[list[str], list[list[str]]]]:
             [[g["name"], "pass" if g["passed"] else "FAIL", g["message"]] for g in gates["results"]],
         )
     return tables
+
+
+def replay_tables(replay: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """The replay's fidelity, and every skipped request by reason, with the line numbers kept."""
+    f = replay.get("fidelity") or {}
+    late = f.get("lateness_ms") or {}
+    window = replay.get("window") or [None, None]
+    rows = [
+        ["capture", f"{replay.get('capture')} ({replay.get('format')}, {replay.get('capture_bytes', 0):,} bytes)"],
+        ["requests per pass", f"{replay.get('requests_per_pass', 0):,}"],
+        ["speed, loops", f"x{replay.get('speed', 1):g}, {replay.get('loops', 1)}"],
+        ["window", "whole capture" if window == [None, None] else f"{window[0] or 0:g} s to {window[1] or 'end'} s"],
+        ["max rate", f"{replay['max_rate']:g}/s" if replay.get("max_rate") else "none"],
+        ["secrets sent", "yes" if replay.get("send_secrets") else "no (stripped)"],
+    ]
+    if f.get("seconds"):
+        rows += [
+            [f"seconds within {f['tolerance']:.0%} of the captured rate", f"{f['seconds_within']} of {f['seconds']}"],
+            ["worst second", f"{f['max_deviation_second']}: {f['max_deviation']:+.1%}"],
+            ["intended / sent", f"{f['intended_total']:,} / {f['sent_total']:,}"],
+        ]
+    rows += [[f"send lateness {k}", f"{v:.3f} ms"] for k, v in late.items() if isinstance(v, int | float)]
+    tables = {"Replay fidelity": (["figure", "value"], rows)}
+    skipped = replay.get("skipped") or {}
+    if skipped:
+        tables["Skipped requests"] = (
+            ["reason", "count", "lines"],
+            [[reason, entry["count"], _lines(entry)] for reason, entry in sorted(skipped.items())],
+        )
+    return tables
+
+
+def _lines(entry: dict) -> str:
+    listed = [f"{x['line']} ({x['detail']})" if isinstance(x, dict) else str(x) for x in entry.get("lines", [])]
+    more = entry["count"] - len(listed)
+    if not listed:
+        return entry.get("why", "")
+    return "; ".join(listed) + (f"; and {more} more" if more > 0 else "")
 
 
 def _headline(s: dict) -> list[str]:
@@ -329,6 +371,10 @@ def _headline(s: dict) -> list[str]:
     ]
     if s.get("run", {}).get("interrupted"):
         lines.append("INTERRUPTED: these figures cover only what was measured")
+    if s.get("replay"):
+        from .fidelity import fidelity_lines
+
+        lines += fidelity_lines(s["replay"])
     gates = s.get("gates")
     if gates:
         lines.append("gates: " + ("all passed" if gates["passed"] else "FAILED"))

@@ -21,9 +21,13 @@ def diurnal_with_spike(seconds: int, low: int, high: int, spike: int, spike_at: 
     return rates
 
 
-def times_for(rates: list[int], origin: float = ORIGIN) -> list[float]:
-    """Arrival times spread evenly inside each second, so every second holds exactly its rate."""
-    return [origin + s + (i + 0.5) / n for s, n in enumerate(rates) for i in range(n)]
+def times_for(rates: list[int], origin: float = ORIGIN, phase: float = 0.5) -> list[float]:
+    """Arrival times spread evenly inside each second, so every second holds exactly its rate.
+
+    ``phase`` places each arrival within its slot: 0 puts the first request of the capture exactly
+    on a second, so the replay's seconds are the capture's seconds.
+    """
+    return [origin + s + (i + phase) / n for s, n in enumerate(rates) for i in range(n)]
 
 
 def rfc3339(t: float) -> str:

@@ -24,7 +24,10 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        seen = getattr(self.server, "seen", None)
+        if seen is not None:
+            seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
         self.server.behave()  # type: ignore[attr-defined]
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -51,6 +54,21 @@ def serve(behave) -> Iterator[str]:
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def recording() -> Iterator[tuple[str, list]]:
+    """A server that answers every request at once and keeps (method, path, headers, body) of each."""
+    seen: list = []
+    server = _Server(lambda: None)
+    server.seen = seen  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
     finally:
         server.shutdown()
         server.server_close()
