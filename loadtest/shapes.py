@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from .errors import ConfigError
 from .units import parse_duration
 
-# kind -> (required keys, optional keys with defaults); durations are seconds once parsed
+# kind -> (required keys, optional keys with defaults); durations are seconds once parsed.
+# ``burstiness`` is the shape ``k`` of gamma inter-arrivals (1 = Poisson, below 1 burstier): ``bursty``
+# holds a constant rate, ``stages`` may take one too, so a rate curve fitted to a capture keeps the
+# capture's burstiness (its arrivals are then gamma).
 KINDS: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
     "constant": (("value",), {}),
     "ramp": (("start", "end"), {}),
@@ -22,7 +25,7 @@ KINDS: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
     "sine": (("mean", "amplitude", "period"), {}),
     "diurnal": (("low", "high"), {"period": 0.0}),
     "bursty": (("value",), {"burstiness": 0.5}),
-    "stages": ((), {"start": 0.0}),
+    "stages": ((), {"start": 0.0, "burstiness": 1.0}),
 }
 DURATION_KEYS = {"every", "at", "length", "period"}
 
@@ -121,7 +124,7 @@ def from_table(table: dict, duration: float, source: str, prefix: str = "load.sh
     for key in ("every", "period", "length"):
         if key in params and params[key] == 0 and not (kind == "diurnal" and key == "period"):
             raise ConfigError(source, f"{prefix}.{key}", "must be more than zero")
-    if kind == "bursty" and params["burstiness"] <= 0:
+    if "burstiness" in params and params["burstiness"] <= 0:
         raise ConfigError(source, f"{prefix}.burstiness", "must be more than 0 (1 = Poisson, below 1 = burstier)")
     stages: tuple[Stage, ...] = ()
     if kind == "stages":
