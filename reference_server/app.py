@@ -15,12 +15,14 @@ from dataclasses import dataclass
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import __version__
 from .batcher import Batcher, Timing
+from .capture import Capture, CaptureMiddleware
 from .config import ServerConfig
 from .errors import BadRequest, NotFound, PayloadTooLarge, RequestError, UnsupportedMediaType
 from .metrics import Metrics
@@ -244,7 +246,9 @@ def _routes() -> list[Route]:
 
 
 def create_app(config: ServerConfig) -> Starlette:
-    """Load the configured models (errors surface here, before any port is bound) and build the app."""
+    """Open the capture file, load the configured models (errors surface here, before any port is
+    bound) and build the app."""
+    capture = Capture(config.capture, config.capture_sample, config.max_body_bytes) if config.capture else None
     metrics_ = Metrics()
     models = {
         name: load_model(config.models_dir, name, config.variant, config.session, config.long_text)
@@ -259,15 +263,22 @@ def create_app(config: ServerConfig) -> Starlette:
             metrics_.track_queue(name, lambda b=batcher: b.queued_rows)
             batcher.start()
             state.batchers[name] = batcher
+        if capture:
+            capture.start()
         state.ready = True
         yield
         state.ready = False
-        for batcher in state.batchers.values():
-            await batcher.stop()
+        try:
+            for batcher in state.batchers.values():
+                await batcher.stop()
+        finally:
+            if capture:  # uvicorn has let in-flight requests finish: their lines are all pending now
+                await capture.close()
 
     app = Starlette(
         routes=_routes(),
         lifespan=lifespan,
+        middleware=[Middleware(CaptureMiddleware, capture=capture)] if capture else [],
         exception_handlers={
             RequestError: on_request_error,
             HTTPException: on_http_error,

@@ -27,6 +27,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a fraction like 0.1, got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reference-server", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -86,6 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="text over 256 tokens: truncate as the model was trained (default) or reject with 400",
     )
     serve.add_argument("--cpus", type=_cpus, default=None, help="pin the server to these cores, e.g. 0 or 0,1")
+    serve.add_argument(
+        "--capture",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append every request (but health checks and /metrics) to FILE as JSONL, for `loadtest replay`; "
+        "the file holds headers as sent, credentials included",
+    )
+    serve.add_argument(
+        "--capture-sample",
+        type=_fraction,
+        default=1.0,
+        metavar="F",
+        help="record this fraction of requests, 0 < F <= 1 (default 1: all); the choice is deterministic: "
+        "the same sequence of requests gives the same sample every run",
+    )
     serve.add_argument("--ready-file", type=Path, default=None, help="write {url, pid} here once serving")
     serve.add_argument("--log-level", default="warning")
     serve.add_argument("--access-log", action="store_true")
@@ -120,11 +146,16 @@ def _server_config(args: argparse.Namespace, models_dir: Path) -> ServerConfig:
         long_text=args.long_text,
         cpus=args.cpus,
         inject_delay_ms=args.inject_delay_ms,
+        capture=args.capture,
+        capture_sample=args.capture_sample,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and args.capture_sample != 1.0 and args.capture is None:
+        parser.error("--capture-sample needs --capture FILE")
     models_dir = args.models_dir or default_models_dir()
     try:
         if args.command == "build-models":

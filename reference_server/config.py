@@ -34,3 +34,5 @@ class ServerConfig:
     long_text: LongText = "truncate"
     cpus: tuple[int, ...] | None = None
     inject_delay_ms: float = 0.0  # a deliberately slowed server, for testing regression gates
+    capture: Path | None = None  # record incoming requests to this JSONL file
+    capture_sample: float = 1.0  # the fraction recorded, chosen deterministically

@@ -59,6 +59,9 @@ async def _serve(config: ServerConfig, ready_file: Path | None, log_level: str, 
         f"OpenAI under /v1, metrics at /metrics; {config.session.intra_op_threads} intra-op thread(s), {batch}",
         flush=True,
     )
+    if config.capture:
+        share = "all requests" if config.capture_sample >= 1.0 else f"a deterministic {config.capture_sample:g} sample"
+        print(f"capturing {share} to {config.capture} (JSONL; health checks and /metrics are not recorded)", flush=True)
     if ready_file:
         tmp = ready_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"url": url, "pid": psutil.Process().pid}))
