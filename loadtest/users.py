@@ -20,6 +20,7 @@ master forwards to every worker in its spawn message, so workers on other hosts 
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import os
 import socket
@@ -194,11 +195,13 @@ class ScenarioUser(FastHttpUser):
 
     def run_schedule(self) -> None:
         state, load = self.state, self.state.scenario.load
+        arrivals = self.arrivals()
+        first = next(arrivals, None)  # opens a capture and fills its reorder window before the clock starts
         start = time.perf_counter()
         recorder = state.recorder = Recorder(start, load.warmup)
         connections = BoundedSemaphore(load.pool)
         in_flight = Group()
-        for offset, payload in self.arrivals():
+        for offset, payload in itertools.chain([first] if first else [], arrivals):
             intended = start + offset
             sleep_until(intended)
             recorder.scheduled(payload.cls, intended)
