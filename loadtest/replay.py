@@ -225,13 +225,27 @@ def _check(spec: ReplaySpec) -> None:
             raise ConfigError(file, None, "payload file (--pool) not found")
 
 
+def _read_base(path: Path) -> str:
+    """The scenario whose target and payload a fitted scenario keeps, checked as any scenario is."""
+    from .scenario import load_scenario
+
+    load_scenario(path)  # one clear message naming the file and key, before anything is written
+    return path.read_text()
+
+
 def profile_only(options: ReplayOptions, console: Console) -> dict:
     """The capture's profile: rate over time, burstiness, sizes, mix; a forecast and a fitted scenario."""
     from .capture_profile import fit_scenario, forecast_toml, profile_capture, profile_dict, profile_lines
 
     spec = options.spec
     with console.status(f"profiling {spec.capture}..."):
-        profile = profile_capture(read_capture(spec.capture, spec.format, spec.log_time))
+        profile = profile_capture(read_capture(spec.capture, spec.format, spec.log_time), source=spec.capture)
+    if spec.format == "combined":
+        # A log's clock has whole seconds and the reader spreads each second's requests evenly: the
+        # gaps inside a second are made up, so the capture says nothing of burstiness below a second.
+        profile = replace(profile, cv_interarrival=None, cv_rescaled=None)
+    if not profile.requests:
+        raise ConfigError(spec.capture, None, f"holds no readable request ({profile.bad_lines:,} bad lines)")
     out_dir = options.out or results_root() / run_dir_name(f"profile-{Path(spec.capture).stem}")
     out_dir.mkdir(parents=True, exist_ok=True)
     data = profile_dict(profile)
@@ -240,7 +254,7 @@ def profile_only(options: ReplayOptions, console: Console) -> dict:
     for line in profile_lines(profile):
         console.print(line, highlight=False)
     if options.fit_scenario is not None:
-        base = options.scenario.read_text() if options.scenario else None
+        base = _read_base(options.scenario) if options.scenario else None
         text = fit_scenario(profile, f"fitted-{Path(spec.capture).stem}", base)
         options.fit_scenario.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(options.fit_scenario, text)

@@ -198,3 +198,39 @@ def test_bad_replay_input_gets_one_line_and_exit_2(tmp_path, args, message):
     result = loadtest("replay", *args, "--target", "http://127.0.0.1:9", "--out", str(tmp_path / "out"))
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_capture_profile_recovers_the_known_shape_and_feeds_cost_and_a_fitted_scenario(diurnal_capture, tmp_path):
+    capture = tmp_path / "with-bad.jsonl"
+    capture.write_text(diurnal_capture.read_text() + "{broken\n" + "\n" + '{"path": "/x"}\n')
+    out, fitted = tmp_path / "profile", tmp_path / "fitted.toml"
+    result = loadtest("replay", str(capture), "--profile-only", "--fit-scenario", str(fitted), "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    profile = json.loads((out / "capture-profile.json").read_text())
+    known = max(RATES) / (sum(RATES) / len(RATES))
+    assert profile["rate"]["peak_to_mean"] == pytest.approx(known, rel=0.05)
+    assert profile["requests"] == sum(RATES) and profile["bad_lines"] == 2
+    assert profile["malformed_share"] == pytest.approx(2 / (sum(RATES) + 2))
+    assert "2.34x the mean" in result.stderr and "bad line 3423" in result.stderr
+    # The profile is the forecast of the cost projection, as it stands.
+    cost = loadtest(
+        "cost",
+        "--profile",
+        "example-openai-embeddings",
+        "--forecast",
+        str(out / "forecast.toml"),
+        "--out",
+        str(tmp_path / "cost"),
+    )
+    assert cost.returncode == 0, cost.stdout + cost.stderr
+    forecast = json.loads((tmp_path / "cost" / "cost.json").read_text())["forecast"]
+    assert forecast["mean_rps"] == pytest.approx(sum(RATES) / len(RATES)) and forecast["peak_factor"] == pytest.approx(
+        known
+    )
+    # The fitted scenario is a real scenario with the capture's length and volume.
+    from loadtest.arrivals import expected_count
+    from loadtest.scenario import load_scenario
+
+    scenario = load_scenario(fitted)
+    assert scenario.load.duration == pytest.approx(len(RATES))
+    assert expected_count(scenario.load.shape, scenario.load.duration) == pytest.approx(sum(RATES), rel=0.03)
