@@ -44,6 +44,7 @@ bench: $(MODELS)
 	$(BIN)/python benchmarks/server_throughput.py
 	$(BIN)/python benchmarks/generator.py
 	$(BIN)/python benchmarks/sampler.py
+	$(BIN)/python benchmarks/replay_memory.py
 
 clean:
 	rm -rf $(VENV) models build *.egg-info
