@@ -64,6 +64,8 @@ class TextLengths:
     p5: int
     p95: int
     max: int
+    p50: int = 0
+    p90: int = 0
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: ``counts`` is an array, which has no single truth value
@@ -309,7 +311,14 @@ class _TextLengths:
         for label, values in self.values.items():
             count, _, low, high = values.summary()
             lengths[label] = TextLengths(
-                self.requests[label], count, low, values.percentile(5), values.percentile(95), high
+                self.requests[label],
+                count,
+                low,
+                values.percentile(5),
+                values.percentile(95),
+                high,
+                values.percentile(50),
+                values.percentile(90),
             )
         return lengths
 
@@ -588,14 +597,34 @@ def fitted_burstiness(cv_rescaled: float | None) -> float | None:
     return high if cv_rescaled == 0 else min(high, max(low, 1 / cv_rescaled**2))
 
 
+# Unlabelled text is split by length: the shortest half, the next 40% and the longest tenth, so the
+# fitted mix keeps the capture's skew (one range from p5 to p95 would draw lengths uniformly).
+LENGTH_BANDS = (("short", 0.5, "min", "p50"), ("medium", 0.4, "p50", "p90"), ("long", 0.1, "p90", "max"))
+
+
 def _text_classes(profile: CaptureProfile) -> list[dict]:
     total = sum(t.requests for t in profile.text_tokens.values())
     classes = []
     for label, t in profile.text_tokens.items():
+        share = 100 * t.requests / total
+        if label == UNLABELLED and t.p50 and t.p90:
+            classes += _length_bands(t, share)
+            continue
         low = max(2, t.p5)
-        weight = round(100 * t.requests / total, 3)
-        classes.append({"name": label, "weight": weight, "min_tokens": low, "max_tokens": max(low, t.p95)})
+        classes.append({"name": label, "weight": round(share, 3), "min_tokens": low, "max_tokens": max(low, t.p95)})
     return classes
+
+
+def _length_bands(t: TextLengths, share: float) -> list[dict]:
+    bands: list[dict] = []
+    for name, part, low_key, high_key in LENGTH_BANDS:
+        low = max(2, getattr(t, low_key) + (0 if low_key == "min" else 1))  # a band starts past the last one's end
+        high = getattr(t, high_key)
+        if high < low and bands:  # no lengths of its own (p50 == p90, say): its share joins the band before
+            bands[-1]["weight"] = round(bands[-1]["weight"] + share * part, 3)
+            continue
+        bands.append({"name": name, "weight": round(share * part, 3), "min_tokens": low, "max_tokens": max(low, high)})
+    return bands
 
 
 def _load_table(profile: CaptureProfile, max_stages: int) -> tuple[dict, dict, str]:
@@ -645,7 +674,10 @@ def fit_scenario(profile: CaptureProfile, name: str, base_toml: str | None = Non
         "",
     ]
     if p.text_tokens:
-        lines.append("# Classes as captured: weight is the share of text requests (%), tokens span p5 to p95.")
+        lines.append(
+            "# Classes as captured: weight is the share of text requests (%), tokens span p5 to p95; "
+            "unlabelled text is split by length at its median and p90."
+        )
         lines += _toml_table("payload", {"source": "text", "classes": _text_classes(p)})
     elif "payload" in base:
         lines.append("# The capture had no text bodies to size classes from: the payload is the base scenario's.")

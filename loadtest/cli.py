@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile-only", action="store_true", help="profile the capture (rate, burstiness, mix); send nothing"
     )
     rep.add_argument(
+        "--resolution", type=_duration, default=1.0, help="with --profile-only: the rate's bucket length (default 1s)"
+    )
+    rep.add_argument(
         "--fit-scenario",
         type=Path,
         metavar="OUT.toml",
@@ -281,6 +284,7 @@ def _replay_command(args: argparse.Namespace, console: Console) -> int:
         args.sample_hz,
         args.profile_only,
         args.fit_scenario,
+        args.resolution,
     )
     outcome = replay(options, console)
     if outcome is None:

@@ -42,6 +42,7 @@ class ReplayOptions:
     sample_hz: float = 4.0
     profile_only: bool = False
     fit_scenario: Path | None = None
+    resolution: float = 1.0  # the profile's bucket length, seconds
 
 
 def parse_window(text: str) -> tuple[float | None, float | None]:
@@ -239,7 +240,10 @@ def profile_only(options: ReplayOptions, console: Console) -> dict:
 
     spec = options.spec
     with console.status(f"profiling {spec.capture}..."):
-        profile = profile_capture(read_capture(spec.capture, spec.format, spec.log_time), source=spec.capture)
+        if options.resolution <= 0:
+            raise ConfigError("--resolution", None, "must be above 0")
+        items = read_capture(spec.capture, spec.format, spec.log_time)
+        profile = profile_capture(items, options.resolution, source=spec.capture)
     if spec.format == "combined":
         # A log's clock has whole seconds and the reader spreads each second's requests evenly: the
         # gaps inside a second are made up, so the capture says nothing of burstiness below a second.

@@ -359,3 +359,21 @@ def test_profiling_two_hundred_thousand_requests_holds_none_of_them():
         tracemalloc.stop()
     assert profile.requests == 200_000 and len(profile.counts) == 200
     assert peak < 3 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # 200k requests held would be well over 50 MiB
+
+
+def test_unlabelled_text_is_fitted_as_length_bands_that_keep_the_capture_skew():
+    # 70% of texts about 8 tokens, 25% about 60, 5% about 200: one p5-p95 range would draw them uniformly.
+    lengths = [6] * 700 + [58] * 250 + [198] * 50
+    items = [
+        CapturedRequest(i + 1, 1000.0 + i / 100, "POST", "/v1/embeddings", doc={"input": " ".join(["w"] * n)})
+        for i, n in enumerate(lengths)
+    ]
+    text = fit_scenario(profile_capture(items), "bands")
+    classes = tomllib.loads(text)["payload"]["classes"]
+    assert [c["name"] for c in classes] == ["short", "medium", "long"]
+    assert [c["weight"] for c in classes] == [50, 40, 10]
+    assert classes[0]["max_tokens"] == 8 and classes[1]["min_tokens"] == 9 and classes[2]["max_tokens"] == 200
+    # A capture of one length has one band, with the whole share.
+    same = [CapturedRequest(i + 1, 1000.0 + i, "POST", "/v1/embeddings", doc={"input": "a b c"}) for i in range(50)]
+    one = tomllib.loads(fit_scenario(profile_capture(same), "one"))["payload"]["classes"]
+    assert one == [{"name": "short", "weight": 100, "min_tokens": 5, "max_tokens": 5}]

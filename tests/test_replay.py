@@ -265,3 +265,14 @@ def test_reading_a_large_capture_streams_in_constant_memory(tmp_path):
 def test_a_capture_path_is_checked_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="capture file not found"):
         list(schedule(ReplaySpec(str(Path(tmp_path) / "nope.jsonl"))))
+
+
+def test_the_shipped_capture_is_a_real_poisson_day_of_minilm_traffic():
+    """scenarios/captures/diurnal-minilm.jsonl: what `serve --capture` recorded of `loadtest run scenarios/diurnal.toml`."""
+    from loadtest.capture_profile import profile_capture
+
+    capture = Path(__file__).resolve().parents[1] / "scenarios" / "captures" / "diurnal-minilm.jsonl"
+    profile = profile_capture(read_capture(capture), 10.0)
+    assert profile.requests == 1057 and profile.bad_lines == 0
+    assert 0.9 <= profile.cv_rescaled <= 1.1 < profile.cv_interarrival  # Poisson under a daily cycle
+    assert 1.5 < profile.peak_to_mean < 2.5  # 2 to 16 req/s: 16 / 9 = 1.78, with Poisson noise in 10 s buckets
