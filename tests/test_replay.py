@@ -268,7 +268,7 @@ def test_a_capture_path_is_checked_before_anything_runs(tmp_path):
 
 
 def test_the_shipped_capture_is_a_real_poisson_day_of_minilm_traffic():
-    """scenarios/captures/diurnal-minilm.jsonl: what `serve --capture` recorded of `loadtest run scenarios/diurnal.toml`."""
+    """The shipped capture: what `serve --capture` recorded of `loadtest run scenarios/diurnal.toml`."""
     from loadtest.capture_profile import profile_capture
 
     capture = Path(__file__).resolve().parents[1] / "scenarios" / "captures" / "diurnal-minilm.jsonl"
