@@ -178,6 +178,8 @@ class Requests:
             body = orjson.dumps(strip_fields(request.doc, spec.extra))
         else:
             body = request.encoded()
+        if request.doc is not None and not request.headers:  # a capture without headers: say what the body is
+            headers["content-type"] = "application/json"
         if not spec.send_secrets:
             headers = {k: v for k, v in headers.items() if k not in spec.extra}
         bare = path.partition("?")[0]  # never the query: it may hold secrets, and class names are written

@@ -36,6 +36,7 @@ from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from .arrivals import arrival_times, partition
 from .collector import Collector, quick_percentiles
+from .protocols import unchecked
 from .recorder import ALL, OK, TIMEOUT, Recorder
 from .replay_schedule import Arrival, schedule
 from .results import replay_target, write_atomic, write_results
@@ -63,7 +64,7 @@ class RunState:
     complete: bool = False  # the shape ended the run on schedule (not Ctrl-C, not the hard stop)
     pull_lock: Semaphore = field(default_factory=Semaphore)
     _payloads: tuple | None = None
-    _target: object = None
+    _target: list[int] | None = None  # a replay's intended sends per second, read once
 
     def target_at(self, t: float) -> float:
         """The intended rate (or users) at ``t``: the shape's, or a replay's intended sends in that second."""
@@ -127,10 +128,6 @@ def classify(response, valid) -> tuple[str, str | None]:
     return OK, response.headers.get("server-timing")
 
 
-def _any_body(body: bytes) -> bool:
-    return True
-
-
 def _yield() -> None:
     gevent.sleep(0)
 
@@ -181,15 +178,16 @@ class ScenarioUser(FastHttpUser):
             # so every request ends within a known time and the drain at the end always completes.
             response = None
             path = payload.path or self.protocol.path
+            headers = HEADERS if payload.headers is None else payload.headers  # a replayed request has its own
             with gevent.Timeout(2 * timeout + 1, False):
                 response = self.client.request(
-                    payload.method, path, data=payload.body, headers=payload.headers or HEADERS, name=payload.cls
+                    payload.method, path, data=payload.body, headers=headers, name=payload.cls
                 )
             done = time.perf_counter()
         finally:
             connections.release()
         # A replayed request to another path than the protocol's (metadata, say) has no body to check.
-        valid = self.protocol.valid if path == self.protocol.path else _any_body
+        valid = self.protocol.valid if path == self.protocol.path else unchecked
         kind, timing = (TIMEOUT, None) if response is None else classify(response, valid)
         recorder.completed(payload.cls, intended, actual, done, kind, timing)
 
