@@ -11,6 +11,9 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .errors import ConfigError
+from .messy import KINDS, VARIANTS, MessyPool, MessyRequest, build_all, kinds_for, read_custom
+from .messy import Shape as MessyShape
 from .payloads import PayloadPool, features_pool, jsonl_pool, text_pool
 from .protocols import Protocol, make_protocol
 from .scenario import Scenario, scenario_from_dict
@@ -109,3 +112,43 @@ def build_replay(config: RunConfig, pool: PayloadPool):
     seed = config.scenario.seed
     pools = {path: jsonl_pool(Path(file), seed) for path, file in spec.pools}
     return spec, Requests(spec, pool, pools)
+
+
+def messy_shape(scenario: Scenario) -> MessyShape:
+    """What the scenario's clean requests look like, for building its messy kinds."""
+    t, p = scenario.target, scenario.payload
+    return MessyShape(t.protocol, t.model, t.input_name, t.template, p.source, p.width, scenario.messy.oversized_bytes)
+
+
+def messy_bodies(
+    scenario: Scenario, variants: int = VARIANTS
+) -> tuple[dict[str, list[MessyRequest]], dict[str, float]]:
+    """Every messy kind's bodies and weights: built-in kinds that fit, and the user's own."""
+    spec = scenario.messy
+    shape = messy_shape(scenario)
+    fitting = kinds_for(shape)
+    custom = read_custom(spec.custom) if spec.custom else {}
+    weights = dict(spec.kinds) if spec.kinds else {**{k: 1.0 for k in fitting}, **{k: 1.0 for k in custom}}
+    for name in weights:
+        if name not in KINDS and name not in custom:
+            raise ConfigError(
+                scenario.source, "messy.kinds", f"unknown kind {name!r}: neither built in nor in {spec.custom}"
+            )
+        if name in KINDS and name not in fitting:
+            raise ConfigError(
+                scenario.source,
+                "messy.kinds",
+                f"{name!r} does not apply to {shape.protocol} with {shape.source} payloads; "
+                f"these do: {', '.join(fitting)}",
+            )
+    bodies = build_all([k for k in weights if k in KINDS], shape, scenario.seed, variants)
+    bodies.update({k: v for k, v in custom.items() if k in weights})
+    return bodies, weights
+
+
+def build_messy(config: RunConfig) -> MessyPool | None:
+    scenario = config.scenario
+    if not scenario.messy.enabled:
+        return None
+    bodies, weights = messy_bodies(scenario)
+    return MessyPool(bodies, weights, scenario.messy.share, scenario.seed)

@@ -12,6 +12,7 @@ from pathlib import Path
 from . import shapes
 from .arrivals import PROCESSES
 from .errors import ConfigError
+from .messy import DEFAULT_OVERSIZED, KINDS
 from .payloads import PayloadClass
 from .protocols import PROTOCOLS
 from .shapes import Shape
@@ -64,6 +65,21 @@ class LoadSpec:
 
 
 @dataclass(frozen=True)
+class MessySpec:
+    """``[messy]``: a share of the traffic replaced by malformed, edge-case and hostile requests."""
+
+    share: float = 0.0
+    kinds: tuple[tuple[str, float], ...] = ()  # (kind, weight); empty: every built-in kind that fits
+    oversized_bytes: int = DEFAULT_OVERSIZED
+    custom: Path | None = None  # JSONL of the user's own kinds, each with its expected outcome
+    gate: bool = True  # a messy defect (5xx, reset, timeout) fails the run
+
+    @property
+    def enabled(self) -> bool:
+        return self.share > 0
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     source: str
@@ -73,6 +89,7 @@ class Scenario:
     payload: PayloadSpec = PayloadSpec()
     load: LoadSpec = LoadSpec()
     thresholds: tuple[str, ...] = ()
+    messy: MessySpec = MessySpec()
 
     @property
     def total_seconds(self) -> float:
@@ -87,6 +104,7 @@ class Scenario:
         profile: str | None = None,
         only_class: str | None = None,
         replay: bool = False,
+        messy_share: float | None = None,
     ) -> Scenario:
         """The scenario with CLI overrides applied: a constant rate or user count, a new duration, one class.
 
@@ -109,7 +127,8 @@ class Scenario:
         if profile is not None:
             target = replace(target, profile=profile, url=None)
         payload = self.payload if only_class is None else replace(self.payload, only_class=only_class)
-        return replace(self, load=load, target=target, payload=payload)
+        messy = self.messy if messy_share is None else replace(self.messy, share=messy_share)
+        return replace(self, load=load, target=target, payload=payload, messy=messy)
 
 
 def _target(t: Table) -> Target:
@@ -221,9 +240,41 @@ def scenario_from_dict(data: dict, source: str, base: Path) -> Scenario:
         payload=_payload(top.table("payload"), base),
         load=_load(top.table("load")),
         thresholds=tuple(_thresholds(top.table("slo"))),
+        messy=_messy(top.table("messy"), base),
     )
     top.done()
     return scenario
+
+
+def _messy(t: Table, base: Path) -> MessySpec:
+    raw_share = t.get("share", (int, float, str), 0.0)
+    try:
+        share = (
+            float(raw_share[:-1]) / 100 if isinstance(raw_share, str) and raw_share.endswith("%") else float(raw_share)
+        )
+    except ValueError:
+        raise t.error("share", f"expected a fraction like 0.05 or '5%', got {raw_share!r}") from None
+    if not 0 <= share <= 1:
+        raise t.error("share", f"must be between 0 and 100%, got {raw_share!r}")
+    raw_kinds = t.get("kinds", (list, dict), [])
+    pairs = list(raw_kinds.items()) if isinstance(raw_kinds, dict) else [(k, 1.0) for k in raw_kinds]
+    custom = t.get("custom", str)
+    kinds = []
+    for name, weight in pairs:
+        if not isinstance(name, str) or (name not in KINDS and custom is None):
+            raise t.error("kinds", f"unknown kind {name!r}; the kinds are {', '.join(KINDS)}")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+            raise t.error(f"kinds.{name}", f"a weight must be a number >= 0, got {weight!r}")
+        kinds.append((name, float(weight)))
+    spec = MessySpec(
+        share=share,
+        kinds=tuple(kinds),
+        oversized_bytes=int(t.number("oversized_bytes", DEFAULT_OVERSIZED, minimum=1)),
+        custom=(base / custom) if custom else None,
+        gate=t.get("gate", bool, True),
+    )
+    t.done()
+    return spec
 
 
 def _thresholds(t: Table) -> list[str]:
