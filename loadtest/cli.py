@@ -328,7 +328,7 @@ def _gate_command(args: argparse.Namespace, console: Console) -> int:
     thresholds, source = ((), "")
     if saved.exists():
         scenario = load_scenario(saved)
-        thresholds, source = scenario.thresholds, str(saved)
+        thresholds, source = scenario.gates, str(saved)
     gates = prepare(_gates(args), thresholds, source)
     if gates.empty:
         console.print("no gates: give --threshold, or --baseline, or [slo] thresholds in the scenario")

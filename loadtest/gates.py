@@ -11,6 +11,8 @@ Thresholds are k6-like strings, from the scenario's ``[slo] thresholds`` or ``--
     drop_rate < 0.5%            dropped / scheduled
     throughput >= 50/s          successful responses per second
     dropped == 0                counts: ok, errors, timeouts, dropped, scheduled
+    messy_defects == 0          messy traffic: messy_defects, messy_wrong, messy_correct
+    p99{class=clean} < 100ms    with messy traffic, every clean class together
 
 Regression limits (``--max-regression p99=+10%``) compare the same figure with a baseline run's:
 latencies may grow by at most the given fraction, ``throughput=-5%`` may fall by at most 5%.
@@ -27,6 +29,7 @@ LATENCY_STATS = ("p50", "p90", "p95", "p99", "p99.9", "mean", "max", "min")
 LATENCY_METRICS = ("response", "service", "server_queue", "server_compute", "overhead", "lateness")
 RATES = ("error_rate", "drop_rate")
 COUNTS = ("ok", "errors", "timeouts", "dropped", "scheduled")
+MESSY_COUNTS = {"messy_defects": "defects", "messy_wrong": "wrong", "messy_correct": "correct"}
 OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
 OPERATORS["!="] = operator.ne
 _TIME_UNITS = {"us": 0.001, "µs": 0.001, "ms": 1.0, "s": 1000.0}
@@ -90,11 +93,11 @@ def parse_threshold(text: str) -> Threshold:
         if unit not in ("/s", ""):
             raise GateError(f"threshold {text!r}: throughput is per second, like 'throughput >= 50/s'")
         return Threshold(text, stat, op, number, cls)
-    if stat in COUNTS:
+    if stat in COUNTS or stat in MESSY_COUNTS:
         if unit:
             raise GateError(f"threshold {text!r}: a count takes no unit, like 'dropped == 0'")
         return Threshold(text, stat, op, number, cls)
-    known = ", ".join((*LATENCY_STATS, *RATES, "throughput", *COUNTS))
+    known = ", ".join((*LATENCY_STATS, *RATES, "throughput", *COUNTS, *MESSY_COUNTS))
     raise GateError(f"threshold {text!r}: unknown figure {stat!r}; one of {known}")
 
 
@@ -128,6 +131,9 @@ def figure(summary: dict, stat: str, cls: str = "all", metric: str = "response")
     if stat in LATENCY_STATS:
         value = summary.get("latency_ms", {}).get(metric, {}).get(cls, {}).get(stat)
         return None if value is None else float(value)
+    if stat in MESSY_COUNTS:
+        messy = summary.get("messy")
+        return None if messy is None else float(messy[MESSY_COUNTS[stat]])
     accounting = summary["accounting"] if cls == "all" else summary["accounting"]["by_class"].get(cls)
     if accounting is None:
         return None

@@ -393,3 +393,47 @@ class MessyPool:
         )
         bodies = self.bodies[self.kinds[at]]
         return bodies[int(unit(self.seed, index, _SALT + 2) * len(bodies))]
+
+
+# -- the summary ----------------------------------------------------------------------------------
+
+
+def summarise(counts: dict[str, int], scheduled: dict[str, int]) -> dict:
+    """Verdicts by kind from the recorder's ``verdict:<verdict>:<expect>:<answer>|<class>`` counts.
+
+    ``scheduled`` is each messy class's scheduled arrivals (a duplicate counts twice), so a kind
+    whose requests were dropped or never answered still shows how many were meant.
+    """
+    kinds: dict[str, dict] = {}
+    for key, count in counts.items():
+        if not key.startswith("verdict:"):
+            continue
+        label, cls = key.removeprefix("verdict:").split("|", 1)
+        found, expect, answer = label.split(":", 2)
+        entry = _entry(kinds, cls, expect)
+        entry[found] += count
+        entry["answers"][answer] = entry["answers"].get(answer, 0) + count
+    for cls, n in scheduled.items():
+        if cls.startswith(CLASS_PREFIX):
+            _entry(kinds, cls, None)["scheduled"] = n
+    totals = {v: sum(k[v] for k in kinds.values()) for v in VERDICTS}
+    return {
+        "kinds": dict(sorted(kinds.items())),
+        "requests": sum(k["scheduled"] for k in kinds.values()),
+        "correct": totals[CORRECT],
+        "wrong": totals[WRONG],
+        "defects": totals[DEFECT],
+    }
+
+
+def _entry(kinds: dict[str, dict], cls: str, expect: str | None) -> dict:
+    kind = cls.removeprefix(CLASS_PREFIX)
+    entry = kinds.setdefault(
+        kind,
+        {"expect": expect, "category": KINDS[kind].category if kind in KINDS else "custom", "scheduled": 0}
+        | {v: 0 for v in VERDICTS}
+        | {"answers": {}},
+    )
+    if expect is not None:
+        entry["expect"] = expect
+    return entry

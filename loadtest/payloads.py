@@ -55,6 +55,8 @@ class Payload:
     method: str = "POST"
     path: str | None = None
     headers: dict[str, str] | None = None
+    expect: str | None = None  # a messy request: the outcome a sound endpoint gives (messy.REJECT, ...)
+    twin: bool = False  # a messy duplicate: sent twice at once
 
 
 def generate_text(tokens: int, rng: np.random.Generator) -> str:

@@ -130,6 +130,7 @@ class Recorder:
         self._closed: list[tuple[str, float]] = []
         self._unsent: list[tuple[str, float, float]] = []
         self._completed: list[tuple[str, float, float, float, str, str | None]] = []
+        self._judged: list[tuple[str, float, str]] = []  # messy requests: (class, intended, verdict key)
         # Once a second: microseconds by (metric, class), and by second for the interval logs.
         self._delta: defaultdict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
         self._intervals: defaultdict[int, defaultdict[tuple[str, str], list[np.ndarray]]] = defaultdict(
@@ -168,6 +169,10 @@ class Recorder:
         """``kind`` is OK, TIMEOUT or an error's kind; ``server_timing`` is the raw header of a success."""
         self.in_flight -= 1
         self._completed.append((cls, intended, actual, done, kind, server_timing))
+
+    def judged(self, cls: str, intended: float, key: str) -> None:
+        """A messy request's verdict, ``verdict:expect:answer`` (say ``correct:reject:http_400``), counted by class."""
+        self._judged.append((cls, intended, key))
 
     # -- once a second -------------------------------------------------------------------------------
 
@@ -309,6 +314,10 @@ class Recorder:
         }
         self._scheduled, self._dropped, self._sent, self._closed = [], [], [], []
         self._unsent, self._completed = [], []
+        judged, self._judged = self._judged, []
+        for cls, intended, key in judged:  # a few per cent of the traffic at most: one by one
+            if intended - self.start >= self.warmup:
+                self._counts[f"verdict:{key}|{cls}"] += 1
         for kind, rows in taken.items():
             if not rows:
                 continue

@@ -20,7 +20,11 @@ from pathlib import Path
 
 from .collector import Collector, latency_stats, quick_percentiles
 from .errors import ConfigError
-from .recorder import ALL, INTERVAL_METRICS, METRICS
+from .messy import CLASS_PREFIX, summarise
+from .recorder import ALL, INTERVAL_METRICS, METRICS, new_histogram
+
+CLEAN = "clean"  # every class but the messy ones, in a run with messy traffic
+ACCOUNTED = ("scheduled", "ok", "errors", "timeouts", "dropped", "unfinished")
 
 SCHEMA = "loadtest.summary/1"
 TIMELINE_COLUMNS = (
@@ -107,13 +111,22 @@ def build_summary(collector: Collector, meta: dict) -> dict:
         if collector.histogram(metric, ALL) is not None
     }
     sent = accounting["scheduled"] - accounting["dropped"]
+    by_class = {cls: collector.accounting(cls) for cls in classes}
+    extra = {}
+    if any(cls.startswith(CLASS_PREFIX) for cls in classes):
+        clean = [cls for cls in classes if not cls.startswith(CLASS_PREFIX)]
+        add_clean(latency, by_class, collector, clean)
+        extra["messy"] = {
+            **meta.get("messy", {}),
+            **summarise(collector.counts, {cls: a["scheduled"] for cls, a in by_class.items()}),
+        }
     return {
         "schema": SCHEMA,
         **meta,
         "accounting": {
             **accounting,
             "balanced": accounting["unfinished"] == 0,
-            "by_class": {cls: collector.accounting(cls) for cls in classes},
+            "by_class": by_class,
         },
         "throughput": {
             "scheduled_per_s": round(accounting["scheduled"] / measured, 3) if measured else None,
@@ -123,7 +136,24 @@ def build_summary(collector: Collector, meta: dict) -> dict:
         "latency_ms": latency,
         "clamped_values": collector.counts.get("clamped|all", 0),
         "classes": classes,
+        **extra,
     }
+
+
+def add_clean(latency: dict, by_class: dict, collector: Collector, clean: list[str]) -> None:
+    """A ``clean`` pseudo-class beside the messy ones: every clean class together, for figures and gates."""
+    for metric, stats in latency.items():
+        merged = new_histogram()
+        for cls in clean:
+            if (histogram := collector.histogram(metric, cls)) is not None:
+                merged.add(histogram)
+        stats[CLEAN] = latency_stats(merged)
+    totals = {key: sum(by_class[cls][key] for cls in clean) for key in ACCOUNTED}
+    errors: dict[str, int] = {}
+    for cls in clean:
+        for kind, n in by_class[cls]["errors_by_kind"].items():
+            errors[kind] = errors.get(kind, 0) + n
+    by_class[CLEAN] = {**totals, "errors_by_kind": dict(sorted(errors.items()))}
 
 
 def timeline_rows(collector: Collector, target_at) -> list[dict]:

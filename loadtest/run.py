@@ -28,7 +28,7 @@ from .preflight import preflight, reachable
 from .profile import load_profile
 from .progress import follow
 from .results import read_replay, read_table, run_dir_name, write_atomic
-from .runconfig import RunConfig, build_payloads
+from .runconfig import RunConfig, build_payloads, messy_bodies
 from .scenario import check_payload_fits, load_scenario
 from .summary_table import accounting_line, summary_table
 from .verdict import GateOptions, apply, prepare
@@ -121,7 +121,9 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
     }
     scenario = load_scenario(options.scenario).with_overrides(**overrides)
     check_payload_fits(scenario)
-    gates = prepare(options.gates, scenario.thresholds, str(scenario.source))
+    if scenario.messy.enabled:
+        messy_bodies(scenario, variants=1)  # a bad kind name or custom file: one message before anything starts
+    gates = prepare(options.gates, scenario.gates, str(scenario.source))
     out_dir = options.out or results_root() / run_dir_name(scenario.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     server: RunningServer | None = options.server

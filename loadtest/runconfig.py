@@ -85,6 +85,7 @@ class RunConfig:
                 "connections": load.pool if load.model == "open" else None,
             },
             "run": run,
+            **({"messy": {"share": s.messy.share, "gate": s.messy.gate}} if s.messy.enabled else {}),
         }
 
 

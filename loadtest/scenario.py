@@ -18,6 +18,7 @@ from .protocols import PROTOCOLS
 from .shapes import Shape
 from .tomlconf import Table, read_toml
 
+MESSY_GATE = "messy_defects == 0"
 DEFAULT_CLASSES = (
     PayloadClass("short", 70, 4, 16),
     PayloadClass("medium", 25, 17, 127),
@@ -94,6 +95,13 @@ class Scenario:
     @property
     def total_seconds(self) -> float:
         return self.load.warmup + self.load.duration
+
+    @property
+    def gates(self) -> tuple[str, ...]:
+        """The scenario's thresholds, and with messy traffic the default gate: no defect (unless ``gate = false``)."""
+        if self.messy.enabled and self.messy.gate:
+            return (*self.thresholds, MESSY_GATE)
+        return self.thresholds
 
     def with_overrides(
         self,

@@ -31,16 +31,18 @@ import gevent
 from gevent.lock import BoundedSemaphore, Semaphore
 from gevent.pool import Group
 from locust import LoadTestShape, events, runners, task
-from locust.contrib.fasthttp import FastHttpUser
+from locust.contrib.fasthttp import FastHttpUser, LocustBadStatusCode
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from .arrivals import arrival_times, partition
 from .collector import Collector, quick_percentiles
+from .messy import CLASS_PREFIX, CORRECT, WRONG, MessyPool, MessyRequest, verdict
+from .payloads import Payload
 from .protocols import unchecked
 from .recorder import ALL, OK, TIMEOUT, Recorder
 from .replay_schedule import Arrival, schedule
 from .results import replay_target, write_atomic, write_results
-from .runconfig import RunConfig, build_payloads, build_replay
+from .runconfig import RunConfig, build_messy, build_payloads, build_replay
 
 runners.WORKER_REPORT_INTERVAL = 1.0  # deltas every second, so the master's progress is current
 HEADERS = {"Content-Type": "application/json"}
@@ -65,6 +67,12 @@ class RunState:
     pull_lock: Semaphore = field(default_factory=Semaphore)
     _payloads: tuple | None = None
     _target: list[int] | None = None  # a replay's intended sends per second, read once
+    _messy: object = None  # the messy pool, built once per process; False when the scenario has none
+
+    def messy(self) -> MessyPool | None:
+        if self._messy is None:
+            self._messy = build_messy(self.config) or False
+        return self._messy or None
 
     def target_at(self, t: float) -> float:
         """The intended rate (or users) at ``t``: the shape's, or a replay's intended sends in that second."""
@@ -112,6 +120,8 @@ def run_state(environment) -> RunState:
 def classify(response, valid) -> tuple[str, str | None]:
     """(kind, Server-Timing header): kind is OK, TIMEOUT or the error's kind; the header only on success."""
     error = getattr(response, "error", None)
+    if isinstance(error, LocustBadStatusCode):  # a real answer with a status Locust calls bad: judged by its status
+        error = None
     if error is not None:
         while getattr(error, "original", None) is not None:  # geventhttpclient wraps the cause (RetriesExceeded)
             error = error.original
@@ -126,6 +136,31 @@ def classify(response, valid) -> tuple[str, str | None]:
     if not valid(response.content or b""):
         return "invalid_body", None
     return OK, response.headers.get("server-timing")
+
+
+def messy_payload(request: MessyRequest) -> Payload:
+    return Payload(
+        CLASS_PREFIX + request.kind,
+        request.body,
+        headers={"Content-Type": request.content_type},
+        expect=request.expect,
+        twin=request.twin,
+    )
+
+
+def judge(recorder: Recorder, payload: Payload, intended: float, kind: str, response) -> str:
+    """A messy request's answer judged against its kind's expectation; the kind the recorder gets back.
+
+    A correct answer (a 4xx for garbage, a 200 for edge-case text) is a success of its class, so its
+    latency is recorded and it never counts as an error of the run; a wrong one is an error named
+    ``wrong_<answer>``; a defect keeps its own kind (http_500, timeout, connection).
+    """
+    answer = f"http_{response.status_code}" if kind == OK and response is not None else kind
+    found = verdict(payload.expect, kind)
+    recorder.judged(payload.cls, intended, f"{found}:{payload.expect}:{answer}")
+    if found == CORRECT:
+        return OK
+    return f"wrong_{answer}" if found == WRONG else kind
 
 
 def _yield() -> None:
@@ -189,6 +224,8 @@ class ScenarioUser(FastHttpUser):
         # A replayed request to another path than the protocol's (metadata, say) has no body to check.
         valid = self.protocol.valid if path == self.protocol.path else unchecked
         kind, timing = (TIMEOUT, None) if response is None else classify(response, valid)
+        if payload.expect is not None:
+            kind = judge(recorder, payload, intended, kind, response)
         recorder.completed(payload.cls, intended, actual, done, kind, timing)
 
     def run_schedule(self) -> None:
@@ -202,11 +239,12 @@ class ScenarioUser(FastHttpUser):
         for offset, payload in itertools.chain([first] if first else [], arrivals):
             intended = start + offset
             sleep_until(intended)
-            recorder.scheduled(payload.cls, intended)
-            if len(in_flight) >= load.max_in_flight:
-                recorder.dropped(payload.cls, intended)
-                continue
-            in_flight.spawn(self._send, recorder, payload, intended, connections)
+            for _ in range(2 if payload.twin else 1):  # a messy duplicate: the same request twice at once
+                recorder.scheduled(payload.cls, intended)
+                if len(in_flight) >= load.max_in_flight:
+                    recorder.dropped(payload.cls, intended)
+                    continue
+                in_flight.spawn(self._send, recorder, payload, intended, connections)
         in_flight.join(timeout=3 * load.timeout + 2)  # connection wait + request guard, then give up
         state.done = True  # the shape stops the test once every worker is done
 
@@ -221,7 +259,14 @@ class ScenarioUser(FastHttpUser):
             return
         times = arrival_times(load.shape, load.warmup + load.duration, load.arrivals, state.scenario.seed)
         for index, offset in partition(times, state.worker_index, state.workers):
-            yield offset, self.payloads.pick(index)
+            yield offset, self.pick(index)
+
+    def pick(self, index: int) -> Payload:
+        """Arrival ``index``'s payload: a messy one for the scenario's messy share, else a clean one."""
+        messy = self.state.messy()
+        if messy is not None and (request := messy.pick(index)) is not None:
+            return messy_payload(request)
+        return self.payloads.pick(index)
 
     def closed_request(self) -> None:
         state = self.state
@@ -229,13 +274,23 @@ class ScenarioUser(FastHttpUser):
             state.recorder = Recorder(state.started, state.scenario.load.warmup)
         index = state.worker_index + state.workers * state.closed_sent
         state.closed_sent += 1
-        # The closed-load path of _send, inlined: no connection cap, no guard, the send time is the intended time.
-        payload, recorder = self.payloads.pick(index), state.recorder
+        payload = self.pick(index)
+        if payload.twin:  # a messy duplicate: this user sends it twice at once
+            Group().map(lambda _: self._closed_send(payload), range(2))
+        else:
+            self._closed_send(payload)
+
+    def _closed_send(self, payload: Payload) -> None:
+        # The closed-load path of _send: no connection cap, no guard, the send time is the intended time.
+        recorder = self.state.recorder
         actual = time.perf_counter()
         recorder.sent_closed(payload.cls, actual)
-        response = self.client.request("POST", self.protocol.path, data=payload.body, headers=HEADERS, name=payload.cls)
+        headers = HEADERS if payload.headers is None else payload.headers
+        response = self.client.request("POST", self.protocol.path, data=payload.body, headers=headers, name=payload.cls)
         done = time.perf_counter()
         kind, timing = classify(response, self.protocol.valid)
+        if payload.expect is not None:
+            kind = judge(recorder, payload, actual, kind, response)
         recorder.completed(payload.cls, actual, actual, done, kind, timing)
 
 
