@@ -88,3 +88,46 @@ def periodic_stall(period: float, stall: float):
 
 def fixed_delay(seconds: float):
     return lambda: time.sleep(seconds)
+
+
+@contextmanager
+def fragile(limit: int = 1024 * 1024) -> Iterator[str]:
+    """An endpoint that breaks on messy traffic: a 500 for a body that is not JSON, a hang past ``limit``.
+
+    It reads the declared body before deciding (past ``limit``, only the first ``limit`` bytes,
+    then hangs for 30 s or until shutdown); any other body gets the OIP answer ``ANSWER``.
+    """
+    released = threading.Event()
+
+    class Handler(_Handler):
+        def do_POST(self) -> None:  # noqa: N802
+            declared = int(self.headers.get("content-length", 0))
+            if declared > limit:
+                self.rfile.read(limit)
+                released.wait(30)
+                self.close_connection = True
+                return
+            try:
+                json.loads(self.rfile.read(declared))
+            except ValueError:  # not JSON, or not UTF-8
+                self._answer(500, b"Internal Server Error", "text/plain")
+                return
+            self._answer(200, ANSWER, "application/json")
+
+        def _answer(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads, server.block_on_close = True, False  # a hung handler does not hold up shutdown
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        released.set()
+        server.shutdown()
+        server.server_close()
