@@ -46,6 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--server-pid", type=int, help="the server process to sample (default: the embedded one, or the target's port)"
     )
     run.add_argument("--sample-hz", type=float, default=4.0, help="resource samples per second; 0 turns sampling off")
+    run.add_argument(
+        "--messy",
+        type=_share,
+        metavar="SHARE",
+        help="messy traffic: this share of arrivals, e.g. 5%% (replaces [messy] share)",
+    )
+    run.add_argument(
+        "--messy-baseline",
+        action="store_true",
+        help="then run the same schedule without the messy share, and put the clean traffic's percentiles side by side",
+    )
     _gate_options(run)
     run.add_argument(
         "--print-locust-command",
@@ -158,7 +169,49 @@ def build_parser() -> argparse.ArgumentParser:
     gate = sub.add_parser("gate", help="check thresholds and baseline regressions on an earlier run's results")
     gate.add_argument("results", type=Path, help="a results directory (holding summary.json)")
     _gate_options(gate)
+    probe = sub.add_parser(
+        "probe",
+        help="send every messy kind once, without load, and judge each answer (a CI gate)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Send every messy kind once, one request at a time and without load: the malformed, edge-case and
+hostile requests built for the scenario's protocol and payload, and its [messy] custom kinds. Each
+answer gets a verdict: correct; wrong (a 200 for garbage, a 4xx for valid text); or defect (a 5xx,
+a timeout, a broken connection). Writes probe.json and probe.md, never the bodies sent.
+
+Exit codes: 0 every kind correct (or only wrong ones, with --allow-wrong); 1 a defect, or a wrong
+verdict without --allow-wrong; 2 a usage or configuration error, an unreachable target, or a clean
+request that fails.""",
+    )
+    probe.add_argument(
+        "target",
+        nargs="?",
+        help="endpoint base URL; omitted: the scenario's url, else the reference server started with the profile",
+    )
+    probe.add_argument("--target", dest="target_option", metavar="URL", help="the same as TARGET, as in run and replay")
+    probe.add_argument(
+        "--scenario", type=Path, help="scenario TOML: protocol, model, payload, [messy] (default: OIP v2, minilm, text)"
+    )
+    probe.add_argument("--profile", help="deployment profile for the embedded server (default: the scenario's)")
+    probe.add_argument("--timeout", type=_duration, default=5.0, help="per request, e.g. 2s (default 5s)")
+    probe.add_argument(
+        "--kind", action="append", default=[], metavar="KIND", help="probe only this kind (repeatable; default: all)"
+    )
+    probe.add_argument("--allow-wrong", action="store_true", help="fail on defects only, not on wrong verdicts")
+    probe.add_argument("--allow-remote", action="store_true", help="allow a target that is not on loopback")
+    probe.add_argument("--junit", type=Path, help="write one JUnit test case per kind to this file")
+    probe.add_argument("--out", type=Path, help="results directory (default results/<time>-probe)")
     return parser
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share like 5% or 0.05") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 100%")
+    return value
 
 
 def _fraction(text: str) -> float:
@@ -337,6 +390,26 @@ def _gate_command(args: argparse.Namespace, console: Console) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
+def _probe_command(args: argparse.Namespace, console: Console) -> int:
+    from .errors import ConfigError
+    from .probe import ProbeOptions, probe
+
+    if args.target and args.target_option and args.target != args.target_option:
+        raise ConfigError("--target", None, f"two targets given: {args.target} and {args.target_option}")
+    options = ProbeOptions(
+        args.target or args.target_option,
+        args.scenario,
+        args.profile,
+        args.timeout,
+        tuple(args.kind),
+        args.allow_wrong,
+        args.allow_remote,
+        args.junit,
+        args.out,
+    )
+    return probe(options, console)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
@@ -363,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
                     _gates(args),
                     args.server_pid,
                     args.sample_hz,
+                    messy_share=args.messy,
+                    messy_baseline=args.messy_baseline,
                 ),
                 console,
             )
@@ -377,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
             return _capacity_command(args, console)
         if args.command == "gate":
             return _gate_command(args, console)
+        if args.command == "probe":
+            return _probe_command(args, console)
         if args.command == "report":
             if (args.results / "summary.json").exists() or not args.results.is_dir():
                 from .report import write_reports

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ CORRECT, WRONG, DEFECT = "correct", "wrong", "defect"
 VERDICTS = (CORRECT, WRONG, DEFECT)
 CLASS_PREFIX = "messy:"  # messy requests are recorded under classes of their own: messy:<kind>
 VARIANTS = 4  # bodies per kind, so a kind is not one fixed string
+MAX_CYCLE = 1000  # the longest cycle of kinds (see MessyPool)
 DEFAULT_OVERSIZED = 9 * 1024 * 1024  # past the reference server's 8 MiB limit
 
 
@@ -375,24 +377,39 @@ def unit(seed: int, index: int, salt: int) -> float:
 
 
 class MessyPool:
-    """Which arrivals are messy, and with which body: arrival i's pick depends on the seed and i only."""
+    """Which arrivals are messy, and with which body; arrival i's pick depends on the seed and i only.
+
+    Stratified, not drawn: arrival i is messy when ``i * share`` (plus a seeded phase) crosses a
+    whole number, so the share holds exactly over any stretch of traffic, and the m-th messy arrival
+    takes the m-th kind of a seeded, shuffled cycle in which each kind appears in proportion to its
+    weight. Every kind is sent within one cycle's worth of messy arrivals (the number of kinds, for
+    equal weights), which a random draw per arrival would not promise in a short run.
+    """
 
     def __init__(self, bodies: dict[str, list[MessyRequest]], weights: dict[str, float], share: float, seed: int):
-        self.kinds = [k for k in weights if bodies.get(k) and weights[k] > 0]
-        if not self.kinds:
+        kinds = [k for k in weights if bodies.get(k) and weights[k] > 0]
+        if not kinds:
             raise ValueError("no messy kinds to send")
-        self.bodies, self.share, self.seed = bodies, share, seed
-        total = sum(weights[k] for k in self.kinds)
-        self.cumulative = np.cumsum([weights[k] / total for k in self.kinds])
+        self.bodies, self.share = bodies, share
+        smallest = min(weights[k] for k in kinds)
+        counts = {k: max(1, round(weights[k] / smallest)) for k in kinds}
+        if sum(counts.values()) > MAX_CYCLE:  # very uneven weights: keep the cycle short, the proportions close
+            scale = MAX_CYCLE / sum(counts.values())
+            counts = {k: max(1, round(n * scale)) for k, n in counts.items()}
+        cycle = [k for k in kinds for _ in range(counts[k])]
+        np.random.default_rng([seed, _SALT]).shuffle(cycle)
+        self.cycle = cycle
+        self.phase = unit(seed, 0, _SALT)
 
     def pick(self, index: int) -> MessyRequest | None:
-        if self.share <= 0 or unit(self.seed, index, _SALT) >= self.share:
+        if self.share <= 0:
             return None
-        at = min(
-            int(np.searchsorted(self.cumulative, unit(self.seed, index, _SALT + 1), side="right")), len(self.kinds) - 1
-        )
-        bodies = self.bodies[self.kinds[at]]
-        return bodies[int(unit(self.seed, index, _SALT + 2) * len(bodies))]
+        before = math.floor(index * self.share + self.phase)
+        if math.floor((index + 1) * self.share + self.phase) == before:
+            return None
+        turn, at = divmod(before, len(self.cycle))
+        bodies = self.bodies[self.cycle[at]]
+        return bodies[turn % len(bodies)]
 
 
 # -- the summary ----------------------------------------------------------------------------------

@@ -312,6 +312,10 @@ def _sections(r: Results) -> dict[str, tuple[list[str], list[list[str]]]]:
     replay = s.get("replay")
     if replay:
         tables.update(replay_tables(replay))
+    if s.get("messy"):
+        from .messy_report import messy_tables
+
+        tables.update(messy_tables(s))
     gates = s.get("gates")
     if gates:
         tables["Gates"] = (
@@ -375,6 +379,10 @@ def _headline(s: dict) -> list[str]:
         from .fidelity import fidelity_lines
 
         lines += fidelity_lines(s["replay"])
+    if s.get("messy"):
+        from .messy_report import messy_lines
+
+        lines += messy_lines(s)
     gates = s.get("gates")
     if gates:
         lines.append("gates: " + ("all passed" if gates["passed"] else "FAILED"))

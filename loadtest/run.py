@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
@@ -56,6 +56,8 @@ class RunOptions:
     server: RunningServer | None = None  # an embedded server already running the profile: used, not stopped
     report: bool = True  # build report.html and report.md at the end
     replay: dict | None = None  # a ReplaySpec (as a dict) whose capture replaces the scenario's shape
+    messy_share: float | None = None  # replace the scenario's [messy] share (0 turns messy traffic off)
+    messy_baseline: bool = False  # then run the same schedule without it, for the clean traffic's figures
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
             "profile": options.profile,
             "only_class": options.only_class,
             "replay": True if options.replay else None,
+            "messy_share": options.messy_share,
         }.items()
         if v is not None
     }
@@ -206,6 +209,8 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
 
         for line in fidelity_lines(summary["replay"]):
             console.print(line, highlight=False)
+    if "messy" in summary:
+        summary = _messy_outcome(options, out_dir, summary, console)
     if summary["run"].get("interrupted"):
         console.print("[yellow]the run was interrupted: these figures cover only what was measured[/]")
     interrupted = interrupted or summary["run"].get("interrupted", False)
@@ -225,6 +230,28 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
             )
     console.print(f"results: {out_dir}")
     return RunOutcome(out_dir, summary, interrupted, failed)
+
+
+def _messy_outcome(options: RunOptions, out_dir: Path, summary: dict, console: Console) -> dict:
+    """Print the messy verdicts; with ``messy_baseline``, first run the same schedule without the messy share."""
+    from .messy_report import messy_lines, rich_tables
+
+    if options.messy_baseline and not summary["run"].get("interrupted"):
+        console.print("the same schedule again without the messy share, for the clean traffic's figures:")
+        paired = replace(
+            options, out=out_dir / "without-messy", messy_share=0.0, messy_baseline=False, gates=GateOptions()
+        )
+        baseline = run(paired, console).summary
+        summary["messy"]["without"] = {
+            "results": str(out_dir / "without-messy"),
+            "latency_ms": baseline["latency_ms"]["response"]["all"],
+        }
+        write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    for table in rich_tables(summary):
+        console.print(table)
+    for line in messy_lines(summary):
+        console.print(line, highlight=False)
+    return summary
 
 
 def distributed_commands(config: RunConfig, workers: int) -> tuple[list[str], list[str]]:
