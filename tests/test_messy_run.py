@@ -54,11 +54,13 @@ def test_five_percent_messy_traffic_against_the_reference_server(tmp_path):
 
 
 def test_a_fragile_endpoint_fails_the_messy_gate(tmp_path):
+    (tmp_path / "kinds.jsonl").write_text('{"kind": "tenant_mismatch", "expect": "reject", "body": {"tenant": 7}}\n')
     with fragile() as url:
         path = scenario(
             tmp_path,
-            'shape = { kind = "constant", value = 20 }\nduration = "5s"\ntimeout = "2s"\n'
-            '[messy]\nshare = "25%"\nkinds = ["invalid_json", "oversized", "missing_input", "empty_string"]',
+            'shape = { kind = "constant", value = 20 }\nduration = "5s"\ntimeout = "2s"\n[messy]\nshare = "25%"\n'
+            'kinds = ["invalid_json", "oversized", "missing_input", "empty_string", "tenant_mismatch"]\n'
+            'custom = "kinds.jsonl"',
             f'url = "{url}"\nprotocol = "http-json"\npath = "/"',
             TEXT,
             name="fragile",
@@ -74,5 +76,6 @@ def test_a_fragile_endpoint_fails_the_messy_gate(tmp_path):
     assert set(kinds["oversized"]["answers"]) <= {"timeout", "connection"}
     assert kinds["missing_input"]["wrong"] > 0  # a 200 for a body without its input
     assert kinds["empty_string"]["correct"] == kinds["empty_string"]["scheduled"]
+    assert kinds["tenant_mismatch"]["category"] == "custom" and kinds["tenant_mismatch"]["wrong"] > 0  # yours too
     assert not summary["gates"]["passed"] and "messy_defects == 0" in result.stderr
     assert "not as expected: invalid_json" in result.stderr
