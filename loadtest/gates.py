@@ -128,6 +128,8 @@ def parse_regression(text: str) -> RegressionLimit:
 
 def figure(summary: dict, stat: str, cls: str = "all", metric: str = "response") -> float | None:
     """One figure of a summary, in the unit thresholds use; None when the run has no such figure."""
+    if cls == "clean" and "messy" not in summary:
+        cls = "all"  # without messy traffic, all of it is clean (the paired run of --messy-baseline)
     if stat in LATENCY_STATS:
         value = summary.get("latency_ms", {}).get(metric, {}).get(cls, {}).get(stat)
         return None if value is None else float(value)

@@ -24,6 +24,7 @@ from .messy import CLASS_PREFIX, summarise
 from .recorder import ALL, INTERVAL_METRICS, METRICS, new_histogram
 
 CLEAN = "clean"  # every class but the messy ones, in a run with messy traffic
+MESSY = "messy"  # every messy class together
 ACCOUNTED = ("scheduled", "ok", "errors", "timeouts", "dropped", "unfinished")
 
 SCHEMA = "loadtest.summary/1"
@@ -115,7 +116,8 @@ def build_summary(collector: Collector, meta: dict) -> dict:
     extra = {}
     if any(cls.startswith(CLASS_PREFIX) for cls in classes):
         clean = [cls for cls in classes if not cls.startswith(CLASS_PREFIX)]
-        add_clean(latency, by_class, collector, clean)
+        add_merged(latency, by_class, collector, CLEAN, clean)
+        add_merged(latency, by_class, collector, MESSY, [cls for cls in classes if cls.startswith(CLASS_PREFIX)])
         extra["messy"] = {
             **meta.get("messy", {}),
             **summarise(collector.counts, {cls: a["scheduled"] for cls, a in by_class.items()}),
@@ -140,20 +142,20 @@ def build_summary(collector: Collector, meta: dict) -> dict:
     }
 
 
-def add_clean(latency: dict, by_class: dict, collector: Collector, clean: list[str]) -> None:
-    """A ``clean`` pseudo-class beside the messy ones: every clean class together, for figures and gates."""
+def add_merged(latency: dict, by_class: dict, collector: Collector, name: str, classes: list[str]) -> None:
+    """A pseudo-class of several classes together (``clean``, ``messy``): its percentiles and accounting."""
     for metric, stats in latency.items():
         merged = new_histogram()
-        for cls in clean:
+        for cls in classes:
             if (histogram := collector.histogram(metric, cls)) is not None:
                 merged.add(histogram)
-        stats[CLEAN] = latency_stats(merged)
-    totals = {key: sum(by_class[cls][key] for cls in clean) for key in ACCOUNTED}
+        stats[name] = latency_stats(merged)
+    totals = {key: sum(by_class[cls][key] for cls in classes) for key in ACCOUNTED}
     errors: dict[str, int] = {}
-    for cls in clean:
+    for cls in classes:
         for kind, n in by_class[cls]["errors_by_kind"].items():
             errors[kind] = errors.get(kind, 0) + n
-    by_class[CLEAN] = {**totals, "errors_by_kind": dict(sorted(errors.items()))}
+    by_class[name] = {**totals, "errors_by_kind": dict(sorted(errors.items()))}
 
 
 def timeline_rows(collector: Collector, target_at) -> list[dict]:

@@ -26,7 +26,10 @@ def summary_table(summary: dict) -> Table:
     for metric in ("response", "service"):
         for key in ROWS:
             table.add_column(f"{metric[:4]} {key}", justify="right")
-    for cls in ("all", *summary["classes"]):
+    classes = [cls for cls in summary["classes"] if not cls.startswith("messy:")]
+    if len(classes) < len(summary["classes"]):  # messy kinds have a table of their own: here, clean and messy
+        classes += ["clean", "messy"]
+    for cls in ("all", *classes):
         counts = accounting if cls == "all" else accounting["by_class"][cls]
         row = [cls, str(counts["ok"]), str(counts["errors"]), str(counts["timeouts"]), str(counts["dropped"])]
         for metric in ("response", "service"):
