@@ -14,6 +14,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from reference_server.errors import ReferenceServerError
+
 from . import __version__
 from .errors import LoadTestError
 from .units import parse_duration
@@ -471,8 +473,11 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"wrote {html_path} and {md_path}")
             return 0
     except LoadTestError as exc:
-        console.print(f"[red]loadtest:[/] {exc}", highlight=False)
+        console.print(f"[red]loadtest:[/] {exc}", highlight=False, soft_wrap=True)  # one line, however long
         return exc.exit_code
+    except ReferenceServerError as exc:  # the embedded server could not start: its own words, no traceback
+        console.print(f"[red]loadtest:[/] the reference server: {exc}", highlight=False, soft_wrap=True)
+        return 3
     except KeyboardInterrupt:
         return 130
     return 0
