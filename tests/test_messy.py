@@ -78,9 +78,8 @@ def test_each_kind_is_what_its_name_says(name):
     else:
         assert b"NaN" in bodies["nan_infinity"] and not _parses(bodies["nan_infinity"])
         assert b"1e+300" in bodies["huge_values"]
-    assert (
-        build("wrong_content_type", shape, 3).content_type == "text/plain" if "wrong_content_type" in bodies else True
-    )
+    if "wrong_content_type" in bodies:
+        assert build("wrong_content_type", shape, 3).content_type == "text/plain"
     assert build("duplicate", shape, 3).twin
 
 
