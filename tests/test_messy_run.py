@@ -79,3 +79,19 @@ def test_a_fragile_endpoint_fails_the_messy_gate(tmp_path):
     assert kinds["tenant_mismatch"]["category"] == "custom" and kinds["tenant_mismatch"]["wrong"] > 0  # yours too
     assert not summary["gates"]["passed"] and "messy_defects == 0" in result.stderr
     assert "not as expected: invalid_json" in result.stderr
+
+
+def test_closed_load_sends_messy_traffic_too(server, tmp_path):
+    path = scenario(
+        tmp_path,
+        'model = "closed"\nshape = { kind = "constant", value = 4 }\nduration = "3s"\n[messy]\nshare = "20%"',
+        f'url = "{server.url}"\nprotocol = "oip-v2"\nmodel = "minilm"',
+        TEXT,
+        name="closed-messy",
+    )
+    result = loadtest("run", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    messy, a = summary["messy"], summary["accounting"]
+    assert messy["requests"] > 20 and messy["defects"] == messy["wrong"] == 0 and a["errors"] == 0
+    assert a["balanced"] and messy["kinds"]["duplicate"]["scheduled"] % 2 == 0  # both copies of each duplicate
