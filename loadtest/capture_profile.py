@@ -43,6 +43,7 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from .capture import BadLine, CapturedRequest
+from .units import format_bytes
 
 FIRST_BAD = 100  # bad lines kept with their line number and reason
 MAX_LABELS = 50  # distinct classes, routes and text classes kept; the rest are counted as OTHER
@@ -466,13 +467,6 @@ def profile_dict(profile: CaptureProfile) -> dict:
 # --- terminal lines -----------------------------------------------------------------------------
 
 
-def _bytes(n: float) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n:.0f} B"
-
-
 def _cv(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
@@ -501,8 +495,9 @@ def profile_lines(profile: CaptureProfile) -> list[str]:
     ]
     if p.sized_requests:
         lines.append(
-            f"body size: p50 {_bytes(p.size_p50)}, p95 {_bytes(p.size_p95)}, p99 {_bytes(p.size_p99)}, "
-            f"max {_bytes(p.size_max)}, mean {_bytes(p.size_mean)} ({p.sized_requests:,} bodies)"
+            f"body size: p50 {format_bytes(p.size_p50)}, p95 {format_bytes(p.size_p95)}, "
+            f"p99 {format_bytes(p.size_p99)}, max {format_bytes(p.size_max)}, mean {format_bytes(p.size_mean)} "
+            f"({p.sized_requests:,} bodies)"
         )
     lines.append(f"classes: {_mix(p.classes, p.requests)}")
     lines.append(f"routes: {_mix(p.routes, p.requests)}")

@@ -23,6 +23,7 @@ from .errors import ConfigError
 from .replay_schedule import SKIP_REASONS, Arrival, ReplaySpec, schedule
 from .results import run_dir_name, write_atomic
 from .run import RunOptions, RunOutcome, results_root, run
+from .units import format_bytes
 from .verdict import GateOptions
 
 LISTED = 100  # line numbers kept per skip reason; the counts are always whole
@@ -71,7 +72,7 @@ def scan(spec: ReplaySpec, console: Console) -> tuple[ReplaySpec, dict]:
     skipped: dict[str, dict] = {}
     origin = None
     began = time.monotonic()
-    with console.status(f"scanning {spec.capture} ({_size(size)})...") as status:
+    with console.status(f"scanning {spec.capture} ({format_bytes(size)})...") as status:
         for item in schedule(one_pass):
             if isinstance(item, Arrival):
                 if origin is None:
@@ -81,7 +82,7 @@ def scan(spec: ReplaySpec, console: Console) -> tuple[ReplaySpec, dict]:
                 last = item.offset
                 _tally(per_second, item.offset)
                 if count % 20000 == 0:
-                    status.update(f"scanning {spec.capture} ({_size(size)}): {count:,} requests")
+                    status.update(f"scanning {spec.capture} ({format_bytes(size)}): {count:,} requests")
                 continue
             entry = skipped.setdefault(item.reason, {"count": 0, "lines": [], "why": SKIP_REASONS[item.reason]})
             entry["count"] += 1
@@ -145,14 +146,6 @@ def _why_none(skipped: dict) -> str:
     if not skipped:
         return ""
     return " (skipped: " + ", ".join(f"{v['count']} {k.replace('_', ' ')}" for k, v in skipped.items()) + ")"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 DEFAULT_SCENARIO = """name = "{name}"

@@ -1,4 +1,4 @@
-"""Parse the human units that scenarios are written in: durations ("90s", "2m", "1h30m", "250ms")."""
+"""The human units that scenarios are written in and reports print: durations ("90s", "2m"), bytes."""
 
 from __future__ import annotations
 
@@ -32,3 +32,11 @@ def format_duration(seconds: float) -> str:
         return f"{seconds:g}s"
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
+
+
+def format_bytes(n: float) -> str:
+    """Decimal units, one decimal: 1.5 KB, 20.0 MB, 1.0 GB."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
