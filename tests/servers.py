@@ -48,8 +48,8 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve(behave) -> Iterator[str]:
-    server = _Server(behave)
+def _running(server: ThreadingHTTPServer) -> Iterator[str]:
+    """Serve on a daemon thread for the ``with`` block; its URL."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -60,18 +60,19 @@ def serve(behave) -> Iterator[str]:
 
 
 @contextmanager
+def serve(behave) -> Iterator[str]:
+    with _running(_Server(behave)) as url:
+        yield url
+
+
+@contextmanager
 def recording() -> Iterator[tuple[str, list]]:
     """A server that answers every request at once and keeps (method, path, headers, body) of each."""
     seen: list = []
     server = _Server(lambda: None)
     server.seen = seen  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _running(server) as url:
+        yield url, seen
 
 
 def periodic_stall(period: float, stall: float):
@@ -123,11 +124,8 @@ def fragile(limit: int = 1024 * 1024) -> Iterator[str]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads, server.block_on_close = True, False  # a hung handler does not hold up shutdown
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        released.set()
-        server.shutdown()
-        server.server_close()
+    with _running(server) as url:
+        try:
+            yield url
+        finally:
+            released.set()  # first: the hung handlers return, then the server shuts down
