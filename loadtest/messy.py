@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 
 from .errors import ConfigError
-from .payloads import WORDS, _splitmix64
+from .payloads import WORDS, _splitmix64, json_objects
 
 REJECT, ACCEPT, EITHER = "reject", "accept", "either"
 EXPECTS = (REJECT, ACCEPT, EITHER)
@@ -302,40 +302,28 @@ def build_all(kinds: list[str], shape: Shape, seed: int, variants: int = VARIANT
 
 def read_custom(path: Path) -> dict[str, list[MessyRequest]]:
     """A user's kinds: JSONL lines of ``{"kind", "expect", "body" | "body_base64", "content_type"}``."""
-    if not path.exists():
-        raise ConfigError(str(path), None, "messy kinds file not found")
     kinds: dict[str, list[MessyRequest]] = {}
-    with path.open("rb") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
+    for where, doc in json_objects(path, "messy kinds file"):
+        name, expect = doc.get("kind"), doc.get("expect", EITHER)
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(where, "kind", "must be a name of letters, digits, _ and -")
+        if name in KINDS:
+            raise ConfigError(where, "kind", f"{name!r} is a built-in kind; name yours differently")
+        if expect not in EXPECTS:
+            raise ConfigError(where, "expect", f"must be one of {', '.join(EXPECTS)}, got {expect!r}")
+        if "body_base64" in doc:
             try:
-                doc = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                raise ConfigError(where, None, "not valid JSON") from None
-            if not isinstance(doc, dict):
-                raise ConfigError(where, None, "each line must be a JSON object")
-            name, expect = doc.get("kind"), doc.get("expect", EITHER)
-            if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-                raise ConfigError(where, "kind", "must be a name of letters, digits, _ and -")
-            if name in KINDS:
-                raise ConfigError(where, "kind", f"{name!r} is a built-in kind; name yours differently")
-            if expect not in EXPECTS:
-                raise ConfigError(where, "expect", f"must be one of {', '.join(EXPECTS)}, got {expect!r}")
-            if "body_base64" in doc:
-                try:
-                    body = base64.b64decode(str(doc["body_base64"]), validate=True)
-                except (binascii.Error, ValueError):
-                    raise ConfigError(where, "body_base64", "is not valid base64") from None
-            elif "body" in doc:
-                body = orjson.dumps(doc["body"])
-            else:
-                raise ConfigError(where, None, "needs 'body' (JSON) or 'body_base64' (exact bytes)")
-            content_type = doc.get("content_type", "application/json")
-            if not isinstance(content_type, str):
-                raise ConfigError(where, "content_type", "must be a string")
-            kinds.setdefault(name, []).append(MessyRequest(name, expect, body, content_type))
+                body = base64.b64decode(str(doc["body_base64"]), validate=True)
+            except (binascii.Error, ValueError):
+                raise ConfigError(where, "body_base64", "is not valid base64") from None
+        elif "body" in doc:
+            body = orjson.dumps(doc["body"])
+        else:
+            raise ConfigError(where, None, "needs 'body' (JSON) or 'body_base64' (exact bytes)")
+        content_type = doc.get("content_type", "application/json")
+        if not isinstance(content_type, str):
+            raise ConfigError(where, "content_type", "must be a string")
+        kinds.setdefault(name, []).append(MessyRequest(name, expect, body, content_type))
     if not kinds:
         raise ConfigError(str(path), None, "holds no kinds")
     return kinds

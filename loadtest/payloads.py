@@ -14,6 +14,7 @@ worker sees the same payloads in the same order.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,29 +141,36 @@ def features_pool(width: int, encode, seed: int, per_class: int = 256) -> Payloa
     )
 
 
-def jsonl_pool(path: Path, seed: int, default_class: str = "default") -> PayloadPool:
-    """Bodies from a JSONL file: ``{"body": {...}, "class": "long"}`` or a bare JSON body per line."""
+def json_objects(path: Path, what: str) -> Iterator[tuple[str, dict]]:
+    """("file:line", object) for each non-blank line of a JSONL file; one ConfigError naming the line if not."""
     if not path.exists():
-        raise ConfigError(str(path), None, "payload file not found")
-    payloads: dict[str, list[Payload]] = {}
+        raise ConfigError(str(path), None, f"{what} not found")
     with path.open("rb") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
+            where = f"{path}:{number}"
             try:
                 doc = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{number}", None, f"not valid JSON: {exc}") from None
+                raise ConfigError(where, None, f"not valid JSON: {exc}") from None
             if not isinstance(doc, dict):
-                raise ConfigError(f"{path}:{number}", None, "each line must be a JSON object")
-            if "body" in doc:
-                cls = doc.get("class", default_class)
-                if not isinstance(cls, str):
-                    raise ConfigError(f"{path}:{number}", "class", "must be a string")
-                body = doc["body"]
-            else:
-                cls, body = default_class, doc
-            payloads.setdefault(cls, []).append(Payload(cls, orjson.dumps(body)))
+                raise ConfigError(where, None, "each line must be a JSON object")
+            yield where, doc
+
+
+def jsonl_pool(path: Path, seed: int, default_class: str = "default") -> PayloadPool:
+    """Bodies from a JSONL file: ``{"body": {...}, "class": "long"}`` or a bare JSON body per line."""
+    payloads: dict[str, list[Payload]] = {}
+    for where, doc in json_objects(path, "payload file"):
+        if "body" in doc:
+            cls = doc.get("class", default_class)
+            if not isinstance(cls, str):
+                raise ConfigError(where, "class", "must be a string")
+            body = doc["body"]
+        else:
+            cls, body = default_class, doc
+        payloads.setdefault(cls, []).append(Payload(cls, orjson.dumps(body)))
     if not payloads:
         raise ConfigError(str(path), None, "holds no request bodies")
     return PayloadPool(payloads, {cls: float(len(bodies)) for cls, bodies in payloads.items()}, seed)
