@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from loadtest.runconfig import RunConfig  # noqa: E402
+from loadtest.engine.runconfig import RunConfig  # noqa: E402
 
 SERVER_CORE, GENERATOR_CORE = "0", "1"
 MEASURE = """
@@ -67,7 +67,7 @@ class Plain(FastHttpUser):
 OURS_LOCUSTFILE = (
     MEASURE
     + """
-from loadtest.users import ScenarioShape, ScenarioUser  # noqa: F401
+from loadtest.engine.users import ScenarioShape, ScenarioUser  # noqa: F401
 """
 )
 SCENARIO = """

@@ -40,7 +40,7 @@ def main() -> None:
     ):
         time.sleep(1.0)
         sampler = subprocess.Popen(
-            [sys.executable, "-m", "loadtest.sampler", "--out", str(Path(tmp) / "resources.csv")]
+            [sys.executable, "-m", "loadtest.engine.sampler", "--out", str(Path(tmp) / "resources.csv")]
             + ["--server-pid", str(server.pid), "--generator-pid", str(generator.pid), "--hz", str(args.hz)]
         )
         watched = psutil.Process(sampler.pid)

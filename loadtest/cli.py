@@ -14,11 +14,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from loadtest import __version__
+from loadtest.errors import LoadTestError
+from loadtest.units import parse_duration
 from reference_server.errors import ReferenceServerError
-
-from . import __version__
-from .errors import LoadTestError
-from .units import parse_duration
 
 
 def _duration(text: str) -> float:
@@ -227,9 +226,9 @@ def _fraction(text: str) -> float:
 
 
 def _capacity_command(args: argparse.Namespace, console: Console) -> int:
-    from .capacity import CapacityOptions, find_capacity
-    from .gates import GateError
-    from .search import parse_slo
+    from loadtest.analysis.search import parse_slo
+    from loadtest.commands.capacity import CapacityOptions, find_capacity
+    from loadtest.gates.thresholds import GateError
 
     try:
         slo = parse_slo(args.slo, args.max_error)
@@ -253,7 +252,7 @@ def _capacity_command(args: argparse.Namespace, console: Console) -> int:
         ),
         console,
     )
-    from .capacity_report import capacity_lines
+    from loadtest.report.capacity import capacity_lines
 
     for line in capacity_lines(data):
         console.print(line, highlight=False)
@@ -262,8 +261,8 @@ def _capacity_command(args: argparse.Namespace, console: Console) -> int:
 
 
 def _compare_command(args: argparse.Namespace, console: Console) -> int:
-    from .compare import CompareOptions, compare
-    from .compare_report import print_comparison
+    from loadtest.commands.compare import CompareOptions, compare
+    from loadtest.report.compare import print_comparison
 
     out, data = compare(
         CompareOptions(
@@ -284,8 +283,8 @@ def _compare_command(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cost_command(args: argparse.Namespace, console: Console) -> int:
-    from .projection import print_projection, project, write_projection
-    from .run import results_root
+    from loadtest.analysis.projection import print_projection, project, write_projection
+    from loadtest.engine.runner import results_root
 
     if not args.results and not args.profile:
         console.print("[red]loadtest:[/] cost: give capacity results, or --profile for per-request-priced profiles")
@@ -298,9 +297,9 @@ def _cost_command(args: argparse.Namespace, console: Console) -> int:
 
 
 def _replay_command(args: argparse.Namespace, console: Console) -> int:
-    from .errors import ConfigError
-    from .replay import ReplayOptions, parse_window, replay
-    from .replay_schedule import ReplaySpec
+    from loadtest.commands.replay import ReplayOptions, parse_window, replay
+    from loadtest.errors import ConfigError
+    from loadtest.replay.schedule import ReplaySpec
 
     if args.processes < 1:
         raise ConfigError("--processes", None, "must be at least 1")
@@ -368,15 +367,15 @@ def _gate_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _gates(args: argparse.Namespace):
-    from .verdict import GateOptions
+    from loadtest.gates.verdict import GateOptions
 
     return GateOptions(tuple(args.threshold), args.baseline, tuple(args.max_regression), args.junit)
 
 
 def _gate_command(args: argparse.Namespace, console: Console) -> int:
-    from .results import read_summary
-    from .scenario import load_scenario
-    from .verdict import apply, prepare
+    from loadtest.config.scenario import load_scenario
+    from loadtest.gates.verdict import apply, prepare
+    from loadtest.results.directory import read_summary
 
     summary = read_summary(args.results)
     saved = args.results / "scenario.toml"
@@ -393,8 +392,8 @@ def _gate_command(args: argparse.Namespace, console: Console) -> int:
 
 
 def _probe_command(args: argparse.Namespace, console: Console) -> int:
-    from .errors import ConfigError
-    from .probe import ProbeOptions, probe
+    from loadtest.commands.probe import ProbeOptions, probe
+    from loadtest.errors import ConfigError
 
     if args.target and args.target_option and args.target != args.target_option:
         raise ConfigError("--target", None, f"two targets given: {args.target} and {args.target_option}")
@@ -419,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         console = Console(stderr=True, width=140)  # CI logs: wide enough for the end table
     try:
         if args.command == "run":
-            from .run import RunOptions, run
+            from loadtest.engine.runner import RunOptions, run
 
             if args.processes < 1:
                 raise SystemExit("loadtest: --processes must be at least 1")
@@ -458,14 +457,14 @@ def main(argv: list[str] | None = None) -> int:
             return _probe_command(args, console)
         if args.command == "report":
             if (args.results / "summary.json").exists() or not args.results.is_dir():
-                from .report import write_reports
-                from .results import read_summary
-                from .run import add_analysis
+                from loadtest.engine.runner import add_analysis
+                from loadtest.report.run import write_reports
+                from loadtest.results.directory import read_summary
 
                 add_analysis(args.results, read_summary(args.results))  # with the current rules
                 html_path, md_path = write_reports(args.results)
             else:
-                from .study_report import find_study, headline, write_study_report
+                from loadtest.report.study import find_study, headline, write_study_report
 
                 html_path, md_path = write_study_report(args.results)
                 for line in headline(find_study(args.results)):

@@ -9,11 +9,11 @@ import numpy as np
 import orjson
 import pytest
 
-from loadtest.agreement import agreement, embedding_agreement, label_agreement, metric_for, nearest_neighbours
+from loadtest.analysis.agreement import agreement, embedding_agreement, label_agreement, metric_for, nearest_neighbours
+from loadtest.engine.model_outputs import batch_rows, collect_sequential, measure_agreement, output_rows
 from loadtest.errors import ConfigError, RunError
-from loadtest.outputs import batch_rows, collect_sequential, measure_agreement, output_rows
-from loadtest.payloads import Payload
-from loadtest.protocols import make_protocol
+from loadtest.traffic.payloads import Payload
+from loadtest.traffic.protocols import make_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 STEADY = ROOT / "scenarios" / "steady.toml"

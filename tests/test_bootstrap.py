@@ -14,7 +14,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
-from loadtest.bootstrap import (
+from loadtest.analysis.bootstrap import (
     Difference,
     PerSecond,
     compare_percentiles,
@@ -22,12 +22,18 @@ from loadtest.bootstrap import (
     percentiles_resampled,
     second_weights,
 )
-from loadtest.collector import Collector
+from loadtest.engine.collector import Collector
+from loadtest.engine.hdr_bulk import record_many
+from loadtest.engine.recorder import DIGITS, HIGHEST_US, LOWEST_US, OK, Recorder, new_histogram
 from loadtest.errors import ConfigError
-from loadtest.hdr_bulk import record_many
-from loadtest.intervals import IntervalCounts, from_histograms, on_common_grid, percentile_of, read_interval_counts
-from loadtest.recorder import DIGITS, HIGHEST_US, LOWEST_US, OK, Recorder, new_histogram
-from loadtest.results import write_results
+from loadtest.results.directory import write_results
+from loadtest.results.intervals import (
+    IntervalCounts,
+    from_histograms,
+    on_common_grid,
+    percentile_of,
+    read_interval_counts,
+)
 
 CONFIG = (LOWEST_US, HIGHEST_US, DIGITS)
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadtest.arrivals import arrival_times, expected_count
-from loadtest.capture import BadLine, CapturedRequest
-from loadtest.capture_profile import (
+from loadtest.analysis.projection import load_forecast
+from loadtest.config.scenario import scenario_from_dict
+from loadtest.errors import ConfigError
+from loadtest.replay.describe import (
     FIRST_BAD,
     MAX_LABELS,
     fit_scenario,
@@ -23,10 +24,9 @@ from loadtest.capture_profile import (
     profile_dict,
     profile_lines,
 )
-from loadtest.errors import ConfigError
-from loadtest.projection import load_forecast
-from loadtest.scenario import scenario_from_dict
-from loadtest.shapes import from_table
+from loadtest.replay.readers import BadLine, CapturedRequest
+from loadtest.traffic.arrivals import arrival_times, expected_count
+from loadtest.traffic.shapes import from_table
 
 EPOCH = 1_764_511_387.0  # 2025-11-30, where the capture's clock starts
 

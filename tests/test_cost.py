@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.cost import (
+from loadtest.analysis.cost import (
     HOURS_PER_MONTH,
     SECONDS_PER_MONTH,
     Crossover,

@@ -9,7 +9,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from loadtest.gates import (
+from loadtest.gates.thresholds import (
     GateError,
     check_regressions,
     check_thresholds,

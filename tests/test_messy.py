@@ -10,8 +10,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from loadtest.config.scenario import scenario_from_dict
+from loadtest.engine.runconfig import messy_bodies
 from loadtest.errors import ConfigError
-from loadtest.messy import (
+from loadtest.messy.kinds import (
     ACCEPT,
     CORRECT,
     DEFECT,
@@ -28,8 +30,6 @@ from loadtest.messy import (
     summarise,
     verdict,
 )
-from loadtest.runconfig import messy_bodies
-from loadtest.scenario import scenario_from_dict
 
 SHAPES = {
     "oip text": Shape(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from loadtest.messy import Shape, kinds_for
+from loadtest.messy.kinds import Shape, kinds_for
 from tests.servers import fragile
 from tests.test_run import loadtest, scenario
 

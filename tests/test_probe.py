@@ -9,7 +9,7 @@ from xml.etree import ElementTree as ET
 import httpx
 import pytest
 
-from loadtest.messy import Shape, kinds_for
+from loadtest.messy.kinds import Shape, kinds_for
 from tests.servers import fragile, recording
 from tests.test_run import FEATURES, FRAUD, loadtest, scenario
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from loadtest.errors import ConfigError
-from loadtest.projection import (
+from loadtest.analysis.projection import (
     cost_markdown,
     cost_section_html,
     load_forecast,
@@ -26,6 +25,7 @@ from loadtest.projection import (
     project,
     write_projection,
 )
+from loadtest.errors import ConfigError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "capacity"
 HAND_100 = FIXTURES / "hand-100"

@@ -7,9 +7,9 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
-from loadtest.collector import Collector, latency_stats
-from loadtest.recorder import HIGHEST_US, OK, TIMEOUT, Recorder, parse_server_timing
-from loadtest.results import hlog_text
+from loadtest.engine.collector import Collector, latency_stats
+from loadtest.engine.recorder import HIGHEST_US, OK, TIMEOUT, Recorder, parse_server_timing
+from loadtest.results.directory import hlog_text
 
 
 def record_latencies(recorder: Recorder, latencies: np.ndarray, cls: str = "short", start: float = 0.0) -> None:
@@ -143,8 +143,8 @@ def test_interval_logs_are_read_back_by_hdrhistograms_own_reader(tmp_path):
 
 
 def test_bulk_recording_matches_hdrh_record_value_exactly():
-    from loadtest.hdr_bulk import record_many, reset
-    from loadtest.recorder import new_histogram
+    from loadtest.engine.hdr_bulk import record_many, reset
+    from loadtest.engine.recorder import new_histogram
 
     rng = np.random.default_rng(7)
     values = np.concatenate(
@@ -170,8 +170,8 @@ def test_bulk_recording_matches_hdrh_record_value_exactly():
 
 
 def test_numpy_percentiles_match_hdrh_exactly():
-    from loadtest.hdr_bulk import record_many, value_at_percentile
-    from loadtest.recorder import new_histogram
+    from loadtest.engine.hdr_bulk import record_many, value_at_percentile
+    from loadtest.engine.recorder import new_histogram
 
     histogram = new_histogram()
     record_many(
@@ -199,7 +199,7 @@ def test_values_recorded_while_a_delta_is_being_taken_are_not_lost():
 
 
 def test_server_timing_in_bulk_matches_one_by_one():
-    from loadtest.recorder import server_timings
+    from loadtest.engine.recorder import server_timings
 
     well_formed = [f"queue;dur={i / 7:.3f}, infer;dur={i % 5}.25, batch;desc=8" for i in range(50)]
     odd = [None, "", "total;dur=3", "infer;dur=2, queue;dur=1", "queue;dur=1.2.3, infer;dur=1", "myqueue;dur=5"]

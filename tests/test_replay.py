@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.capture import BadLine, CapturedRequest, detect_format, read_capture
 from loadtest.errors import ConfigError
-from loadtest.payloads import Payload, PayloadPool
-from loadtest.redact import redact_path, replay_headers, strip_fields, strip_path
-from loadtest.replay_schedule import Arrival, ReplaySpec, Requests, Skip, ordered, schedule
+from loadtest.replay.readers import BadLine, CapturedRequest, detect_format, read_capture
+from loadtest.replay.redact import redact_path, replay_headers, strip_fields, strip_path
+from loadtest.replay.schedule import Arrival, ReplaySpec, Requests, Skip, ordered, schedule
+from loadtest.traffic.payloads import Payload, PayloadPool
 from tests.captures import FEATURES_BODY, ORIGIN, jsonl_line, rfc3339, times_for, write_jsonl
 
 
@@ -269,7 +269,7 @@ def test_a_capture_path_is_checked_before_anything_runs(tmp_path):
 
 def test_the_shipped_capture_is_a_real_poisson_day_of_minilm_traffic():
     """The shipped capture: what `serve --capture` recorded of `loadtest run scenarios/diurnal.toml`."""
-    from loadtest.capture_profile import profile_capture
+    from loadtest.replay.describe import profile_capture
 
     capture = Path(__file__).resolve().parents[1] / "scenarios" / "captures" / "diurnal-minilm.jsonl"
     profile = profile_capture(read_capture(capture), 10.0)

@@ -228,8 +228,8 @@ def test_the_capture_profile_recovers_the_known_shape_and_feeds_cost_and_a_fitte
         known
     )
     # The fitted scenario is a real scenario with the capture's length and volume.
-    from loadtest.arrivals import expected_count
-    from loadtest.scenario import load_scenario
+    from loadtest.config.scenario import load_scenario
+    from loadtest.traffic.arrivals import expected_count
 
     scenario = load_scenario(fitted)
     assert scenario.load.duration == pytest.approx(len(RATES))

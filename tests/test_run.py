@@ -257,8 +257,8 @@ def test_separate_master_and_worker_processes_merge_like_processes(server, tmp_p
     """Locust's own multi-host mode: the commands `loadtest run --print-locust-command` prints."""
     import socket
 
-    from loadtest.run import distributed_commands
-    from loadtest.runconfig import RunConfig
+    from loadtest.engine.runconfig import RunConfig
+    from loadtest.engine.runner import distributed_commands
 
     path = scenario(
         tmp_path,

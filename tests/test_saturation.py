@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from loadtest.saturation import analyse, samples_needed, sufficiency
+from loadtest.analysis.saturation import analyse, samples_needed, sufficiency
 from tests.test_run import FEATURES, FRAUD, loadtest, scenario
 
 
@@ -74,7 +74,7 @@ def test_the_sampler_measures_a_busy_process_and_says_why_there_is_no_gpu(tmp_pa
     idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(8)"])
     out = tmp_path / "resources.csv"
     sampler = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.sampler", "--out", str(out), "--server-pid", str(spin.pid)]
+        [sys.executable, "-m", "loadtest.engine.sampler", "--out", str(out), "--server-pid", str(spin.pid)]
         + ["--generator-pid", str(idle.pid), "--hz", "4"]
     )
     time.sleep(4.5)
@@ -189,7 +189,9 @@ def test_gpu_columns_and_gpu_saturation_through_the_nvml_boundary(tmp_path):
     (fake / "pynvml.py").write_text(FAKE_NVML)
     out = tmp_path / "resources.csv"
     env = {**__import__("os").environ, "PYTHONPATH": str(fake)}
-    sampler = subprocess.Popen([sys.executable, "-m", "loadtest.sampler", "--out", str(out), "--hz", "4"], env=env)
+    sampler = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.engine.sampler", "--out", str(out), "--hz", "4"], env=env
+    )
     time.sleep(3.5)
     sampler.terminate()
     assert sampler.wait(timeout=10) == 0

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.arrivals import expected_count
+from loadtest.config.profile import load_profile
+from loadtest.config.scenario import load_scenario
 from loadtest.errors import ConfigError
-from loadtest.payloads import jsonl_pool
-from loadtest.profile import load_profile
-from loadtest.scenario import load_scenario
+from loadtest.traffic.arrivals import expected_count
+from loadtest.traffic.payloads import jsonl_pool
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from loadtest.gates import GateError
-from loadtest.search import SearchSettings, Slo, Step, judge, knee, parse_slo, search, step_duration
+from loadtest.analysis.search import SearchSettings, Slo, Step, judge, knee, parse_slo, search, step_duration
+from loadtest.gates.thresholds import GateError
 
 
 def mm1_server(service_rate: float, calls: list[float] | None = None, shed_above: float | None = None):

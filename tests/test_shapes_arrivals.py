@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loadtest.arrivals import arrival_times, expected_count, partition
 from loadtest.errors import ConfigError
-from loadtest.shapes import from_table
+from loadtest.traffic.arrivals import arrival_times, expected_count, partition
+from loadtest.traffic.shapes import from_table
 
 
 def shape(table: dict, duration: float = 60.0):

@@ -1,0 +1,231 @@
+"""``loadtest compare``: the same traffic against two or more deployment profiles, with confidence intervals.
+
+Fair by construction:
+
+- every variant gets the identical schedule and payloads (the scenario's seed, replayed as is);
+- every variant's server is pinned by its profile, the generator to the cores left over, so a
+  comparison of profiles pinned alike is a comparison of the models, not of core placement;
+- rounds are interleaved, A B A B ..., each variant's server kept running between its rounds,
+  so slow drift of the machine falls on every variant alike.
+
+The first profile is the baseline; each other is reported against it with bootstrap 95%
+intervals (``bootstrap.py``) on p50/p95/p99/p99.9, throughput and server CPU-seconds per
+request, and a verdict: better, worse, or no significant difference. Given capacity results
+(``--capacity``), the capacities are compared on their search brackets. Output agreement
+(``outputs.py``) says whether the answers differ too. Writes ``compare.json`` and ``compare.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from loadtest.analysis.bootstrap import PerSecond, compare_percentiles, compare_ratio
+from loadtest.commands.capacity import read_capacity
+from loadtest.config.profile import Profile, load_profile
+from loadtest.config.scenario import load_scenario
+from loadtest.engine.runner import RunOptions, results_root, run
+from loadtest.errors import ConfigError
+from loadtest.results.directory import read_summary, read_table, run_dir_name, write_atomic
+from loadtest.results.intervals import read_interval_counts
+from reference_server.launch import RunningServer, start_server
+
+SCHEMA = "loadtest.compare/1"
+LOWER_IS_BETTER = {"throughput_per_s": False}  # every other metric: latency or cost, lower is better
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    scenario: Path
+    profiles: tuple[str, ...]
+    rounds: int = 3
+    rate: float | None = None  # None: the scenario's own shape
+    duration: float | None = None  # measured seconds per round; None: the scenario's
+    agreement_n: int = 256  # 0: skip output agreement
+    capacity: tuple[Path, ...] = ()  # capacity results, one per profile in the same order
+    resamples: int = 2000
+    out: Path | None = None
+
+
+def run_rounds(options: CompareOptions, profiles: list[Profile], out: Path, console: Console) -> dict[str, list[Path]]:
+    """A B A B ...: each round one run of the scenario; every server stays up, pinned, until the end."""
+    servers: dict[str, RunningServer] = {}
+    rounds: dict[str, list[Path]] = {p.name: [] for p in profiles}
+    quiet = Console(quiet=True)
+    try:
+        for p in profiles:
+            servers[p.name] = start_server(p.server_args())
+        for r in range(1, options.rounds + 1):
+            for p in profiles:
+                round_dir = out / "rounds" / f"{r}-{p.name}"
+                outcome = run(
+                    RunOptions(
+                        options.scenario,
+                        profile=p.source,
+                        rate=options.rate,
+                        duration=options.duration,
+                        out=round_dir,
+                        server=servers[p.name],
+                        report=False,
+                    ),
+                    quiet,
+                )
+                if outcome.interrupted:
+                    raise KeyboardInterrupt
+                s = outcome.summary
+                lat = s["latency_ms"]["response"]["all"]
+                console.print(
+                    f"  round {r}/{options.rounds} {p.name:>14}: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, "
+                    f"{s['throughput']['ok_per_s']:.1f} ok/s",
+                    highlight=False,
+                )
+                rounds[p.name].append(round_dir)
+    finally:
+        for server in servers.values():
+            server.stop()
+    return rounds
+
+
+def measured_seconds(round_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Per measured second of a round: successful responses and server CPU-seconds."""
+    summary = read_summary(round_dir)
+    warmup = summary["load"].get("warmup_s", 0.0)
+    duration = summary["load"]["duration_s"]
+    timeline = read_table(round_dir / "timeline.csv")
+    if timeline is None:
+        raise ConfigError(str(round_dir / "timeline.csv"), None, "missing or empty: the round measured nothing")
+    timeline = timeline[(timeline["second"] >= warmup) & (timeline["second"] < warmup + duration)]
+    ok = timeline.set_index("second")["ok"].astype(float)
+    resources = read_table(round_dir / "resources.csv")
+    if resources is None or "server_cpu_cores" not in resources:
+        return ok.to_numpy(), np.full(len(ok), np.nan)
+    # A sampler row at time s (aligned to the run's start) covers (s-1, s]: it falls mostly in second floor(s-0.5).
+    cpu = resources.assign(second=np.floor(resources["second"] - 0.5)).groupby("second")["server_cpu_cores"].mean()
+    return ok.to_numpy(), cpu.reindex(ok.index).to_numpy()
+
+
+def differences(baseline: list[Path], other: list[Path], resamples: int) -> dict:
+    """Every figure of ``other`` against ``baseline``, with its interval and verdict."""
+    a_counts = [read_interval_counts(d) for d in baseline]
+    b_counts = [read_interval_counts(d) for d in other]
+    found = [(d, "ms") for d in compare_percentiles(a_counts, b_counts, resamples=resamples)]
+    a_sec, b_sec = [measured_seconds(d) for d in baseline], [measured_seconds(d) for d in other]
+    throughput = compare_ratio(
+        "throughput_per_s", [PerSecond.rate(ok) for ok, _ in a_sec], [PerSecond.rate(ok) for ok, _ in b_sec], resamples
+    )
+    found.append((throughput, "req/s"))
+    if all((~np.isnan(cpu)).sum() >= 2 for _, cpu in a_sec + b_sec):
+
+        def cpu_ms(ok: np.ndarray, cpu: np.ndarray) -> PerSecond:
+            sampled = ~np.isnan(cpu)  # the sampler may miss a second at either end of a round
+            return PerSecond(cpu[sampled] * 1000, ok[sampled])
+
+        cost = compare_ratio("cpu_ms_per_request", [cpu_ms(*s) for s in a_sec], [cpu_ms(*s) for s in b_sec], resamples)
+        found.append((cost, "ms"))
+    return {
+        "rows": [
+            d.as_dict() | {"unit": unit, "verdict": d.verdict(LOWER_IS_BETTER.get(d.metric, True))} for d, unit in found
+        ]
+    }
+
+
+def capacity_difference(a_dir: Path, b_dir: Path) -> dict:
+    """Capacities compared on their search brackets: [highest passing, lowest failing] rate."""
+    a, b = read_capacity(a_dir), read_capacity(b_dir)
+
+    def bracket(data: dict) -> tuple[float | None, float | None]:
+        return data.get("capacity_rps"), data.get("lowest_failing_rps")
+
+    (a_low, a_high), (b_low, b_high) = bracket(a), bracket(b)
+    verdict = "no significant difference"
+    if a_low is not None and b_low is not None:
+        if a_high is not None and b_low >= a_high:
+            verdict = "better"
+        elif b_high is not None and a_low >= b_high:
+            verdict = "worse"
+    diff = None if a_low is None or b_low is None else b_low - a_low
+    return {
+        "metric": "capacity_rps",
+        "a": a_low,
+        "b": b_low,
+        "diff": diff,
+        "relative": diff / a_low if diff is not None and a_low else None,
+        "a_bracket": [a_low, a_high],
+        "b_bracket": [b_low, b_high],
+        "slo": a["slo"]["text"],
+        "verdict": verdict,
+        "classes": {
+            cls: {
+                "a": a.get("classes", {}).get(cls, {}).get("capacity_rps"),
+                "b": b.get("classes", {}).get(cls, {}).get("capacity_rps"),
+            }
+            for cls in set(a.get("classes", {})) | set(b.get("classes", {}))
+        },
+    }
+
+
+def compare(options: CompareOptions, console: Console | None = None) -> tuple[Path, dict]:
+    console = console or Console(stderr=True)
+    if len(options.profiles) < 2:
+        raise ConfigError("compare", None, "needs two profiles or more: the first is the baseline")
+    if options.rounds < 1:
+        raise ConfigError("--rounds", None, "needs at least one round per profile")
+    if options.capacity and len(options.capacity) != len(options.profiles):
+        raise ConfigError("--capacity", None, f"give one capacity result per profile ({len(options.profiles)})")
+    scenario = load_scenario(options.scenario)
+    profiles = [load_profile(p) for p in options.profiles]
+    names = [p.name for p in profiles]
+    if len(set(names)) != len(names):
+        raise ConfigError("compare", None, f"a profile is named twice: {', '.join(names)}")
+    cores = {p.name: list(p.server.cpus) for p in profiles}
+    out = options.out or results_root() / run_dir_name(f"compare-{'-vs-'.join(names)}")
+    out.mkdir(parents=True, exist_ok=True)
+    if len({tuple(c) for c in cores.values()}) > 1:
+        console.print(
+            f"[yellow]the profiles pin their servers to different cores ({cores}): the comparison "
+            "mixes model and placement[/]"
+        )
+    console.print(
+        f"comparing {', '.join(names)} on {scenario.name} (seed {scenario.seed}): {options.rounds} interleaved "
+        f"rounds each, servers on cores {cores[names[0]] or 'any'}, the generator on the others"
+    )
+    rounds = run_rounds(options, profiles, out, console)
+    data: dict = {
+        "schema": SCHEMA,
+        "scenario": {"name": scenario.name, "source": str(scenario.source), "seed": scenario.seed},
+        "load": {"rate": options.rate, "duration_s": options.duration, "rounds": options.rounds},
+        "baseline": names[0],
+        "profiles": [
+            {"name": p.name, "source": p.source, "model": p.model, "variant": p.variant, "server_cpus": cores[p.name]}
+            for p in profiles
+        ],
+        "rounds": {name: [str(d.relative_to(out)) for d in dirs] for name, dirs in rounds.items()},
+        "comparisons": [],
+    }
+    for i, p in enumerate(profiles[1:], start=1):
+        entry = {"a": names[0], "b": p.name, **differences(rounds[names[0]], rounds[p.name], options.resamples)}
+        if options.capacity:
+            entry["capacity"] = capacity_difference(options.capacity[0], options.capacity[i])
+        data["comparisons"].append(entry)
+    _save(out, data)
+    if options.agreement_n > 0:
+        from loadtest.engine.model_outputs import measure_agreement
+
+        for entry, p in zip(data["comparisons"], profiles[1:], strict=True):
+            console.print(
+                f"output agreement, {names[0]} vs {p.name}: {options.agreement_n} inputs at batch 1 and under load"
+            )
+            entry["agreement"] = measure_agreement(profiles[0], p, options.scenario, options.agreement_n)
+            _save(out, data)
+    from loadtest.report.compare import compare_markdown
+
+    write_atomic(out / "compare.md", compare_markdown(data))
+    return out, data
+
+
+def _save(out: Path, data: dict) -> None:
+    write_atomic(out / "compare.json", json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,263 @@
+"""``loadtest replay``: captured traffic, replayed at its own timing through the same engine as ``run``.
+
+First a scan walks the capture once (streaming, as every step does): it fixes the replay's origin
+and length, counts what will be skipped and why, and writes ``replay.json``, so every Locust
+process replays the same schedule and the report knows what was intended. Then ``run.run`` does
+the rest as for any scenario: the embedded server or a target, Locust (``--processes N``), the
+recording, the results directory, the report and the gates. ``--profile-only`` stops after the
+profile of the capture, which can feed the cost projection and a fitted synthetic scenario.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from rich.console import Console
+
+from loadtest.engine.runner import RunOptions, RunOutcome, results_root, run
+from loadtest.errors import ConfigError
+from loadtest.gates.verdict import GateOptions
+from loadtest.replay.readers import detect_format, read_capture
+from loadtest.replay.schedule import SKIP_REASONS, Arrival, ReplaySpec, schedule
+from loadtest.results.directory import run_dir_name, write_atomic
+from loadtest.units import format_bytes
+
+LISTED = 100  # line numbers kept per skip reason; the counts are always whole
+REPLAY_SCHEMA = "loadtest.replay/1"
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    spec: ReplaySpec
+    scenario: Path | None = None  # target, protocol, payloads, timeouts and SLOs; the capture sets the timing
+    target: str | None = None
+    profile: str | None = None
+    processes: int = 1
+    out: Path | None = None
+    allow_remote: bool = False
+    gates: GateOptions = GateOptions()
+    sample_hz: float = 4.0
+    profile_only: bool = False
+    fit_scenario: Path | None = None
+    resolution: float = 1.0  # the profile's bucket length, seconds
+
+
+def parse_window(text: str) -> tuple[float | None, float | None]:
+    """``START..END`` in durations from the capture's first request; either end may be left out."""
+    from loadtest.units import parse_duration
+
+    if ".." not in text:
+        raise ConfigError("--window", None, f"expected START..END such as 30s..2m, ..5m or 1m.., got {text!r}")
+    start_text, end_text = text.split("..", 1)
+    try:
+        start = parse_duration(start_text) if start_text.strip() else None
+        end = parse_duration(end_text) if end_text.strip() else None
+    except ValueError as exc:
+        raise ConfigError("--window", None, str(exc)) from None
+    if start is not None and end is not None and end <= start:
+        raise ConfigError("--window", None, f"the end must come after the start, got {text!r}")
+    return start, end
+
+
+def scan(spec: ReplaySpec, console: Console) -> tuple[ReplaySpec, dict]:
+    """One pass over the capture: the schedule's origin and length, intended sends per second, skips."""
+    size = os.path.getsize(spec.capture) if os.path.exists(spec.capture) else 0
+    one_pass = replace(spec, loops=1)
+    count, first, last = 0, None, None
+    per_second: list[int] = []
+    skipped: dict[str, dict] = {}
+    origin = None
+    began = time.monotonic()
+    with console.status(f"scanning {spec.capture} ({format_bytes(size)})...") as status:
+        for item in schedule(one_pass):
+            if isinstance(item, Arrival):
+                if origin is None:
+                    origin = item.request.time - (item.offset * spec.speed + (spec.window_start or 0.0))
+                    first = item.offset
+                count += 1
+                last = item.offset
+                _tally(per_second, item.offset)
+                if count % 20000 == 0:
+                    status.update(f"scanning {spec.capture} ({format_bytes(size)}): {count:,} requests")
+                continue
+            entry = skipped.setdefault(item.reason, {"count": 0, "lines": [], "why": SKIP_REASONS[item.reason]})
+            entry["count"] += 1
+            if len(entry["lines"]) < LISTED and item.reason != "outside_window":
+                entry["lines"].append({"line": item.line, "detail": item.detail} if item.detail else item.line)
+    if count == 0:
+        raise ConfigError(spec.capture, None, "holds no request to replay" + _why_none(skipped))
+    # One pass lasts from the first intended send to one mean gap past the last, so loops do not collide.
+    gap = (last - first) / (count - 1) if count > 1 else 1.0
+    loop_length = last + gap
+    spec = replace(spec, origin=origin, loop_length=loop_length)
+    intended = _looped(per_second, spec)
+    found = {
+        "schema": REPLAY_SCHEMA,
+        "capture": spec.capture,
+        "capture_bytes": size,
+        "format": spec.format,
+        "speed": spec.speed,
+        "loops": spec.loops,
+        "window": [spec.window_start, spec.window_end],
+        "max_rate": spec.max_rate,
+        "reorder_window_s": spec.reorder_window,
+        "send_secrets": spec.send_secrets,
+        "requests_per_pass": count,
+        "pass_seconds": round(loop_length, 3),
+        "duration_s": round(loop_length * spec.loops, 3),
+        "skipped": skipped,
+        "scan_seconds": round(time.monotonic() - began, 2),
+        "intended_per_second": intended,
+    }
+    return spec, found
+
+
+def _tally(per_second: list[int], offset: float) -> None:
+    second = int(offset)
+    if second >= len(per_second):
+        per_second.extend([0] * (second + 1 - len(per_second)))
+    per_second[second] += 1
+
+
+def _looped(one_pass: list[int], spec: ReplaySpec) -> list[int]:
+    """Intended sends per second over every loop: each pass shifted by the loop length."""
+    total: list[int] = []
+    for loop in range(spec.loops):
+        shift = loop * spec.loop_length
+        whole, fraction = int(shift), shift - int(shift)
+        for second, n in enumerate(one_pass):
+            if not n:
+                continue
+            # A pass that starts mid-second splits each second's count between two: spread by the fraction.
+            late = round(n * fraction)
+            for at, part in ((second + whole, n - late), (second + whole + 1, late)):
+                if part:
+                    if at >= len(total):
+                        total.extend([0] * (at + 1 - len(total)))
+                    total[at] += part
+    return total
+
+
+def _why_none(skipped: dict) -> str:
+    if not skipped:
+        return ""
+    return " (skipped: " + ", ".join(f"{v['count']} {k.replace('_', ' ')}" for k, v in skipped.items()) + ")"
+
+
+DEFAULT_SCENARIO = """name = "{name}"
+description = "replay of {capture}"
+
+[target]
+profile = "minilm-fp32"
+
+[load]
+duration = "1s"  # replaced by the capture's length
+"""
+
+
+def replay(options: ReplayOptions, console: Console) -> RunOutcome | None:
+    spec = options.spec
+    _check(spec)
+    if spec.format == "auto":  # once here, not in every worker; the report names the format found
+        spec = replace(spec, format=detect_format(Path(spec.capture)))
+    name = f"replay-{Path(spec.capture).stem}"
+    if options.profile_only:
+        profile_only(replace(options, spec=spec), console)
+        return None
+    spec, found = scan(spec, console)
+    out_dir = options.out or results_root() / run_dir_name(name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / "replay.json", json.dumps(found, indent=1) + "\n")
+    console.print(
+        f"capture {spec.capture}: {found['requests_per_pass']:,} requests over "
+        f"{found['pass_seconds'] * spec.speed:g} s captured, replayed at x{spec.speed:g}"
+        + (f", {spec.loops} loops" if spec.loops > 1 else "")
+        + f": {found['duration_s']:g} s"
+        + _why_none(found["skipped"]).replace(" (", "; ").rstrip(")"),
+        highlight=False,
+    )
+    scenario = options.scenario
+    if scenario is None:
+        scenario = out_dir / "scenario.toml"
+        write_atomic(scenario, DEFAULT_SCENARIO.format(name=name, capture=spec.capture.replace('"', "'")))
+    return run(
+        RunOptions(
+            scenario,
+            target=options.target,
+            profile=options.profile,
+            duration=max(found["duration_s"], 0.001),
+            processes=options.processes,
+            out=out_dir,
+            allow_remote=options.allow_remote,
+            gates=options.gates,
+            sample_hz=options.sample_hz,
+            replay=asdict(spec),
+        ),
+        console,
+    )
+
+
+def _check(spec: ReplaySpec) -> None:
+    if not Path(spec.capture).exists():
+        raise ConfigError(spec.capture, None, "capture file not found")
+    if spec.speed <= 0:
+        raise ConfigError("--speed", None, f"must be above 0, got {spec.speed:g}")
+    if spec.loops < 1:
+        raise ConfigError("--loop", None, f"must be at least 1, got {spec.loops}")
+    if spec.max_rate is not None and spec.max_rate <= 0:
+        raise ConfigError("--max-rate", None, f"must be above 0, got {spec.max_rate:g}")
+    if spec.reorder_window < 0:
+        raise ConfigError("--reorder-window", None, "cannot be negative")
+    for path, file in spec.pools:
+        if not path.startswith("/"):
+            raise ConfigError("--pool", None, f"expected PATH=FILE with PATH starting with /, got {path}={file}")
+        if not Path(file).exists():
+            raise ConfigError(file, None, "payload file (--pool) not found")
+
+
+def _read_base(path: Path) -> str:
+    """The scenario whose target and payload a fitted scenario keeps, checked as any scenario is."""
+    from loadtest.config.scenario import load_scenario
+
+    load_scenario(path)  # one clear message naming the file and key, before anything is written
+    return path.read_text()
+
+
+def profile_only(options: ReplayOptions, console: Console) -> dict:
+    """The capture's profile: rate over time, burstiness, sizes, mix; a forecast and a fitted scenario."""
+    from loadtest.replay.describe import fit_scenario, forecast_toml, profile_capture, profile_dict, profile_lines
+
+    spec = options.spec
+    with console.status(f"profiling {spec.capture}..."):
+        if options.resolution <= 0:
+            raise ConfigError("--resolution", None, "must be above 0")
+        items = read_capture(spec.capture, spec.format, spec.log_time)
+        profile = profile_capture(items, options.resolution, source=spec.capture)
+    if spec.format == "combined":
+        # A log's clock has whole seconds and the reader spreads each second's requests evenly: the
+        # gaps inside a second are made up, so the capture says nothing of burstiness below a second.
+        profile = replace(profile, cv_interarrival=None, cv_rescaled=None)
+    if not profile.requests:
+        raise ConfigError(spec.capture, None, f"holds no readable request ({profile.bad_lines:,} bad lines)")
+    out_dir = options.out or results_root() / run_dir_name(f"profile-{Path(spec.capture).stem}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = profile_dict(profile)
+    write_atomic(out_dir / "capture-profile.json", json.dumps(data, indent=1) + "\n")
+    write_atomic(out_dir / "forecast.toml", forecast_toml(profile))
+    for line in profile_lines(profile):
+        console.print(line, highlight=False)
+    if options.fit_scenario is not None:
+        base = _read_base(options.scenario) if options.scenario else None
+        text = fit_scenario(profile, f"fitted-{Path(spec.capture).stem}", base)
+        options.fit_scenario.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(options.fit_scenario, text)
+        console.print(f"wrote the fitted scenario {options.fit_scenario}")
+    console.print(
+        f"wrote {out_dir / 'capture-profile.json'} and {out_dir / 'forecast.toml'} "
+        f"(use it as `loadtest cost ... --forecast {out_dir / 'forecast.toml'}`)"
+    )
+    return data

@@ -1,0 +1,157 @@
+"""Deployment profiles: what is deployed. A TOML file in ``profiles/``; the embedded server reads it.
+
+A profile holds the model and variant, the server settings (threads, batching, cores to pin to),
+the hardware it stands for, and its price: per instance-hour or per request, always with where
+the price came from and when, because prices change.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtest.analysis.cost import Price
+from loadtest.config.tomlconf import Table, read_toml
+from loadtest.errors import ConfigError
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    threads: int = 1
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 0.0
+    batching: bool = True
+    cpus: tuple[int, ...] = ()
+    inject_delay_ms: float = 0.0  # a deliberately slowed server: for checking that comparisons and gates catch it
+
+
+@dataclass(frozen=True)
+class Hardware:
+    vcpus: int = 0
+    memory_gb: float = 0.0
+    gpu: str = ""  # "" for none
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    source: str
+    model: str = "minilm"
+    variant: str = "fp32"
+    description: str = ""
+    server: ServerSettings = ServerSettings()
+    hardware: Hardware | None = None
+    price: Price | None = None
+
+    def server_args(self) -> list[str]:
+        s = self.server
+        args = [
+            "--model",
+            self.model,
+            "--variant",
+            self.variant,
+            "--threads",
+            str(s.threads),
+            "--max-batch-size",
+            str(s.max_batch_size),
+            "--max-queue-delay-ms",
+            str(s.max_queue_delay_ms),
+        ]
+        if not s.batching:
+            args.append("--no-batching")
+        if s.cpus:
+            args += ["--cpus", ",".join(map(str, s.cpus))]
+        if s.inject_delay_ms:
+            args += ["--inject-delay-ms", str(s.inject_delay_ms)]
+        return args
+
+
+def profiles_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "profiles"
+
+
+def find_profile(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        return path
+    candidate = profiles_dir() / f"{name_or_path}.toml"
+    if not candidate.exists():
+        known = sorted(p.stem for p in profiles_dir().glob("*.toml"))
+        raise ConfigError(name_or_path, None, f"no such profile; known profiles: {', '.join(known) or 'none'}")
+    return candidate
+
+
+def load_profile(name_or_path: str) -> Profile:
+    path = find_profile(name_or_path)
+    top = Table(read_toml(path), str(path))
+    model = top.table("model")
+    server = top.table("server")
+    cpus = server.get("cpus", list, [])
+    if not all(isinstance(c, int) and c >= 0 for c in cpus):
+        raise server.error("cpus", f"must be a list of core numbers, got {cpus!r}")
+    profile = Profile(
+        name=top.get("name", str, path.stem),
+        source=str(path),
+        description=top.get("description", str, ""),
+        model=model.get("name", str, "minilm"),
+        variant=model.choice("variant", ("fp32", "int8"), "fp32"),
+        server=ServerSettings(
+            threads=int(server.number("threads", 1, minimum=1)),
+            max_batch_size=int(server.number("max_batch_size", 32, minimum=1)),
+            max_queue_delay_ms=server.number("max_queue_delay_ms", 0.0),
+            batching=server.get("batching", bool, True),
+            cpus=tuple(cpus),
+            inject_delay_ms=server.number("inject_delay_ms", 0.0, minimum=0),
+        ),
+        hardware=_hardware(top.table("hardware")) if "hardware" in top.data else None,
+        price=_price(top.table("price")) if "price" in top.data else None,
+    )
+    if "hardware" not in top.data:
+        top.taken.add("hardware")
+    if "price" not in top.data:
+        top.taken.add("price")
+    model.done()
+    server.done()
+    top.done()
+    return profile
+
+
+def _hardware(t: Table) -> Hardware:
+    hardware = Hardware(
+        vcpus=int(t.number("vcpus", required=True, minimum=1)),
+        memory_gb=float(t.number("memory_gb", 0.0)),
+        gpu=t.get("gpu", str, ""),
+        description=t.get("description", str, ""),
+    )
+    t.done()
+    return hardware
+
+
+def _price(t: Table) -> Price:
+    per_hour, per_request = t.number("per_hour"), t.number("per_request")
+    per_million = t.number("per_1m_requests")
+    per_million_tokens = t.number("per_1m_tokens")
+    if per_million is not None:
+        if per_request is not None:
+            raise t.error("per_1m_requests", "give per_request or per_1m_requests, not both")
+        per_request = per_million / 1e6
+    if per_million_tokens is not None:
+        # a per-token price (most managed embedding and LLM APIs) is a per-request price for a known request size
+        if per_request is not None:
+            raise t.error("per_1m_tokens", "give one price: per_request, per_1m_requests or per_1m_tokens")
+        tokens = t.number("tokens_per_request", required=True, minimum=0)
+        per_request = per_million_tokens * tokens / 1e6
+    elif "tokens_per_request" in t.data:
+        raise t.error("tokens_per_request", "goes with per_1m_tokens")
+    if (per_hour is None) == (per_request is None):
+        raise t.error(None, "needs exactly one of per_hour (an instance) or per_request / per_1m_requests (managed)")
+    source = t.get("source", str, required=True)
+    date = t.get("date", str, required=True)
+    if not _DATE.match(date):
+        raise t.error("date", f"expected YYYY-MM-DD, the day the price was read; got {date!r}")
+    t.done()
+    return Price(per_hour=per_hour, per_request=per_request, source=source, date=date)

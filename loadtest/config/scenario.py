@@ -1,0 +1,299 @@
+"""Scenarios: what load to send. A TOML file in ``scenarios/``, parsed once into frozen dataclasses.
+
+Every key is checked up front: an unknown key, a wrong type or an impossible value stops with one
+message naming the file and the key, before any server starts or request is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from loadtest.config.tomlconf import Table, read_toml
+from loadtest.errors import ConfigError
+from loadtest.messy.kinds import DEFAULT_OVERSIZED, KINDS
+from loadtest.traffic import shapes
+from loadtest.traffic.arrivals import PROCESSES
+from loadtest.traffic.payloads import PayloadClass
+from loadtest.traffic.protocols import PROTOCOLS
+from loadtest.traffic.shapes import Shape
+
+MESSY_GATE = "messy_defects == 0"
+DEFAULT_CLASSES = (
+    PayloadClass("short", 70, 4, 16),
+    PayloadClass("medium", 25, 17, 127),
+    PayloadClass("long", 5, 128, 256),
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str | None = None  # None: start the embedded reference server
+    profile: str = "minilm-fp32"
+    protocol: str = "oip-v2"
+    model: str = "minilm"
+    input_name: str = "text"
+    path: str = ""
+    template: str = ""
+    validate: bool = True  # parse every successful body: a 200 with garbage in it is an error (invalid_body)
+
+
+@dataclass(frozen=True)
+class PayloadSpec:
+    source: str = "text"  # text | features | jsonl
+    classes: tuple[PayloadClass, ...] = DEFAULT_CLASSES
+    file: Path | None = None
+    width: int = 8
+    pool_size: int = 256
+    only_class: str | None = None  # send only this class (capacity when all traffic is one class)
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    model: str = "open"  # open | closed
+    shape: Shape = field(default_factory=lambda: Shape("constant", {"value": 10.0}, duration=30.0))
+    duration: float = 30.0
+    warmup: float = 0.0
+    timeout: float = 10.0
+    max_in_flight: int = 256
+    arrivals: str = "poisson"
+    think_time: float = 0.0
+    connections: int = 0  # open load: the client's connection pool; 0 = as many as max_in_flight
+
+    @property
+    def pool(self) -> int:
+        return self.connections or self.max_in_flight
+
+
+@dataclass(frozen=True)
+class MessySpec:
+    """``[messy]``: a share of the traffic replaced by malformed, edge-case and hostile requests."""
+
+    share: float = 0.0
+    kinds: tuple[tuple[str, float], ...] = ()  # (kind, weight); empty: every built-in kind that fits
+    oversized_bytes: int = DEFAULT_OVERSIZED
+    custom: Path | None = None  # JSONL of the user's own kinds, each with its expected outcome
+    gate: bool = True  # a messy defect (5xx, reset, timeout) fails the run
+
+    @property
+    def enabled(self) -> bool:
+        return self.share > 0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    source: str
+    description: str = ""
+    seed: int = 1
+    target: Target = Target()
+    payload: PayloadSpec = PayloadSpec()
+    load: LoadSpec = LoadSpec()
+    thresholds: tuple[str, ...] = ()
+    messy: MessySpec = MessySpec()
+
+    @property
+    def total_seconds(self) -> float:
+        return self.load.warmup + self.load.duration
+
+    @property
+    def gates(self) -> tuple[str, ...]:
+        """The scenario's thresholds, and with messy traffic the default gate: no defect (unless ``gate = false``)."""
+        if self.messy.enabled and self.messy.gate:
+            return (*self.thresholds, MESSY_GATE)
+        return self.thresholds
+
+    def with_overrides(
+        self,
+        rate: float | None = None,
+        users: int | None = None,
+        duration: float | None = None,
+        url: str | None = None,
+        profile: str | None = None,
+        only_class: str | None = None,
+        replay: bool = False,
+        messy_share: float | None = None,
+    ) -> Scenario:
+        """The scenario with CLI overrides applied: a constant rate or user count, a new duration, one class.
+
+        ``replay``: a capture sets the timing, so the load is open and nothing of it is warm-up.
+        """
+        load = self.load
+        if replay:
+            load = replace(load, model="open", warmup=0.0)
+        if duration is not None:
+            load = replace(load, duration=duration, shape=replace(load.shape, duration=duration + load.warmup))
+        if rate is not None:
+            load = replace(load, model="open", shape=Shape("constant", {"value": rate}, duration=load.shape.duration))
+        if users is not None:
+            load = replace(
+                load, model="closed", shape=Shape("constant", {"value": float(users)}, duration=load.shape.duration)
+            )
+        target = self.target
+        if url is not None:
+            target = replace(target, url=url)
+        if profile is not None:
+            target = replace(target, profile=profile, url=None)
+        payload = self.payload if only_class is None else replace(self.payload, only_class=only_class)
+        messy = self.messy if messy_share is None else replace(self.messy, share=messy_share)
+        return replace(self, load=load, target=target, payload=payload, messy=messy)
+
+
+def _target(t: Table) -> Target:
+    url = t.get("url", str)
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise t.error("url", f"must start with http:// or https://, got {url!r}")
+    target = Target(
+        url=url or None,
+        profile=t.get("profile", str, Target.profile),
+        protocol=t.choice("protocol", PROTOCOLS, Target.protocol),
+        model=t.get("model", str, Target.model),
+        input_name=t.get("input_name", str, Target.input_name),
+        path=t.get("path", str, ""),
+        template=t.get("template", str, ""),
+        validate=t.get("validate", bool, True),
+    )
+    if target.template and '"{{text}}"' not in target.template:
+        raise t.error("template", 'must contain "{{text}}" (with its quotes) where the input goes')
+    t.done()
+    return target
+
+
+def _payload(t: Table, base: Path) -> PayloadSpec:
+    source = t.choice("source", ("text", "features", "jsonl"), "text")
+    raw_classes = t.get("classes", list)
+    classes = DEFAULT_CLASSES
+    if raw_classes is not None:
+        parsed = []
+        for i, raw in enumerate(raw_classes):
+            c = Table(raw, t.source, t.key(f"classes[{i}]"))
+            cls = PayloadClass(
+                c.get("name", str, required=True),
+                c.number("weight", 1.0),
+                int(c.number("min_tokens", 4, minimum=2)),
+                int(c.number("max_tokens", 16, minimum=2)),
+            )
+            if cls.max_tokens < cls.min_tokens:
+                raise c.error("max_tokens", f"is below min_tokens ({cls.max_tokens} < {cls.min_tokens})")
+            c.done()
+            parsed.append(cls)
+        if not parsed or sum(c.weight for c in parsed) <= 0:
+            raise t.error("classes", "needs at least one class with a weight above 0")
+        classes = tuple(parsed)
+    file = t.get("file", str)
+    if source == "jsonl" and not file:
+        raise t.error("file", "is required when source = 'jsonl'")
+    spec = PayloadSpec(
+        source=source,
+        classes=classes,
+        file=(base / file) if file else None,
+        width=int(t.number("width", 8, minimum=1)),
+        pool_size=int(t.number("pool_size", 256, minimum=1)),
+    )
+    t.done()
+    return spec
+
+
+def _load(t: Table) -> LoadSpec:
+    model = t.choice("model", ("open", "closed"), "open")
+    warmup = t.duration("warmup", 0)
+    shape_table = t.get("shape", dict, {"kind": "constant", "value": 10})
+    kind = shape_table.get("kind", "constant")
+    if kind == "stages":
+        shape = shapes.from_table(shape_table, 0.0, t.source, t.key("shape"))
+        duration = t.duration("duration", shapes.stages_duration(shape) - warmup)
+    else:
+        duration = t.duration("duration", required=True)
+    if duration <= 0:
+        raise t.error("duration", "must be more than zero")
+    shape = shapes.from_table(shape_table, warmup + duration, t.source, t.key("shape"))
+    # A bursty shape, or stages given a burstiness other than 1, only mean something with gamma gaps.
+    gamma_only = kind == "bursty" or (kind == "stages" and shape.burstiness != 1.0)
+    spec = LoadSpec(
+        model=model,
+        shape=shape,
+        duration=duration,
+        warmup=warmup,
+        timeout=t.duration("timeout", "10s"),
+        max_in_flight=int(t.number("max_in_flight", 256, minimum=1)),
+        arrivals=t.choice("arrivals", PROCESSES, "gamma" if gamma_only else "poisson"),
+        think_time=t.duration("think_time", 0),
+        connections=int(t.number("connections", 0)),
+    )
+    if spec.timeout <= 0:
+        raise t.error("timeout", "must be more than zero")
+    if gamma_only and spec.arrivals != "gamma":
+        what = "a bursty shape" if kind == "bursty" else f"a stages shape with burstiness {shape.burstiness:g}"
+        raise t.error("arrivals", f"{what} draws gamma inter-arrivals; leave arrivals out or set 'gamma'")
+    t.done()
+    return spec
+
+
+def load_scenario(path: Path) -> Scenario:
+    path = Path(path)
+    return scenario_from_dict(read_toml(path), str(path), path.parent)
+
+
+def scenario_from_dict(data: dict, source: str, base: Path) -> Scenario:
+    """A scenario from parsed TOML; ``base`` is where relative payload files are looked up."""
+    path = Path(source)
+    top = Table(data, source)
+    seed = top.get("seed", int, 1)
+    scenario = Scenario(
+        name=top.get("name", str, path.stem),
+        source=source,
+        description=top.get("description", str, ""),
+        seed=seed,
+        target=_target(top.table("target")),
+        payload=_payload(top.table("payload"), base),
+        load=_load(top.table("load")),
+        thresholds=tuple(_thresholds(top.table("slo"))),
+        messy=_messy(top.table("messy"), base),
+    )
+    top.done()
+    return scenario
+
+
+def _messy(t: Table, base: Path) -> MessySpec:
+    raw_share = t.get("share", (int, float, str), 0.0)
+    try:
+        share = (
+            float(raw_share[:-1]) / 100 if isinstance(raw_share, str) and raw_share.endswith("%") else float(raw_share)
+        )
+    except ValueError:
+        raise t.error("share", f"expected a fraction like 0.05 or '5%', got {raw_share!r}") from None
+    if not 0 <= share <= 1:
+        raise t.error("share", f"must be between 0 and 100%, got {raw_share!r}")
+    raw_kinds = t.get("kinds", (list, dict), [])
+    pairs = list(raw_kinds.items()) if isinstance(raw_kinds, dict) else [(k, 1.0) for k in raw_kinds]
+    custom = t.get("custom", str)
+    kinds = []
+    for name, weight in pairs:
+        if not isinstance(name, str) or (name not in KINDS and custom is None):
+            raise t.error("kinds", f"unknown kind {name!r}; the kinds are {', '.join(KINDS)}")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+            raise t.error(f"kinds.{name}", f"a weight must be a number >= 0, got {weight!r}")
+        kinds.append((name, float(weight)))
+    spec = MessySpec(
+        share=share,
+        kinds=tuple(kinds),
+        oversized_bytes=int(t.number("oversized_bytes", DEFAULT_OVERSIZED, minimum=1)),
+        custom=(base / custom) if custom else None,
+        gate=t.get("gate", bool, True),
+    )
+    t.done()
+    return spec
+
+
+def _thresholds(t: Table) -> list[str]:
+    values = t.get("thresholds", list, [])
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise t.error(f"thresholds[{i}]", f"expected a string like 'p99 < 250ms', got {value!r}")
+    t.done()
+    return values
+
+
+def check_payload_fits(scenario: Scenario) -> None:
+    if scenario.payload.source == "features" and scenario.target.protocol == "openai-embeddings":
+        raise ConfigError(scenario.source, "payload.source", "openai-embeddings takes text, not features")

@@ -1,0 +1,93 @@
+"""Shared checks for TOML configuration: read a file, refuse unknown keys, type the values."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from loadtest.errors import ConfigError
+from loadtest.units import parse_duration
+
+
+def read_toml(path: Path) -> dict:
+    if not path.exists():
+        raise ConfigError(str(path), None, "file not found")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), None, f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), None, "not UTF-8 text") from None
+
+
+class Table:
+    """A TOML table being read: every key must be taken, or it is reported as unknown."""
+
+    def __init__(self, data: object, source: str, prefix: str = "") -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(source, prefix or None, f"must be a table, got {type(data).__name__}")
+        self.data, self.source, self.prefix = data, source, prefix
+        self.taken: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str | None, message: str) -> ConfigError:
+        return ConfigError(self.source, self.key(name) if name else (self.prefix or None), message)
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+        self.taken.add(name)
+        if name not in self.data:
+            if required:
+                raise self.error(name, "is required")
+            return default
+        value = self.data[name]
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise self.error(name, f"expected {_kind_name(kind)}, got {value!r}")
+        if kind is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, kind):
+            raise self.error(name, f"expected {_kind_name(kind)}, got {value!r}")
+        return value
+
+    def number(self, name: str, default: float | None = None, minimum: float = 0.0, required: bool = False) -> float:
+        value = self.get(name, (int, float), default, required)
+        if value is not None and value < minimum:
+            raise self.error(name, f"must be at least {minimum:g}, got {value}")
+        return value
+
+    def duration(self, name: str, default: str | float | None = None, required: bool = False) -> float:
+        value = self.get(name, (str, int, float), default, required)
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise self.error(name, str(exc)) from None
+
+    def choice(self, name: str, options: tuple[str, ...], default: str) -> str:
+        value = self.get(name, str, default)
+        if value not in options:
+            raise self.error(name, f"must be one of {', '.join(options)}; got {value!r}")
+        return value
+
+    def table(self, name: str) -> Table:
+        self.taken.add(name)
+        return Table(self.data.get(name, {}), self.source, self.key(name))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.taken)
+        if unknown:
+            raise self.error(unknown[0], f"unknown key (known here: {', '.join(sorted(self.taken))})")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))

@@ -1,0 +1,281 @@
+"""Collect what a model answers: send the scenario's inputs to a server and keep the output tensors.
+
+``compare`` asks not only which variant is faster but whether it answers the same. The same N
+inputs (the scenario's own payload pool, drawn from its seed) go to each variant twice:
+
+- at batch 1: one request at a time, so every input is inferred alone;
+- under load: all N at once from a pool of concurrent clients, so the server's dynamic batcher
+  puts each input in a padded batch of other inputs.
+
+Dynamic quantisation (int8) scales activations per batch, padding included, so an int8 model's
+answer for an input depends on which inputs it was batched with; an fp32 model's hardly does.
+Comparing a variant's batch-1 outputs with its own under-load outputs measures that effect.
+
+The batch each request ran in is read from the ``Server-Timing`` header the reference server
+sends (``batch;desc=ROWS``). A server that does not report it gets ``None`` for the batch sizes;
+the mean concurrency (requests in flight on average: summed latency over wall time) is always
+reported, and is what to read instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+
+from loadtest.analysis.agreement import agreement, metric_for
+from loadtest.config.profile import Profile, load_profile
+from loadtest.config.scenario import load_scenario
+from loadtest.engine.runconfig import RunConfig, build_payloads
+from loadtest.errors import ConfigError, RunError
+from loadtest.traffic.payloads import Payload, PayloadPool
+from loadtest.traffic.protocols import Protocol
+from reference_server.errors import ReferenceServerError
+from reference_server.launch import RunningServer, start_server
+
+READABLE = ("oip-v2", "openai-embeddings")  # protocols whose answers hold output tensors
+_BATCH = re.compile(r"(?:^|,)\s*batch;desc=\"?(\d+)")
+_HEADERS = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True)
+class Collected:
+    """The output rows of N requests, in input order, and the batching they were inferred in."""
+
+    outputs: np.ndarray  # rows x D
+    batch_rows: np.ndarray | None  # per request, as the server reported it; None if it did not
+    mean_concurrency: float
+    seconds: float
+
+    def describe(self) -> dict:
+        rows = self.batch_rows
+        return {
+            "requests": len(rows) if rows is not None else None,
+            "mean_batch_size": float(rows.mean()) if rows is not None else None,
+            "max_batch_size": int(rows.max()) if rows is not None else None,
+            "mean_concurrency": self.mean_concurrency,
+            "seconds": self.seconds,
+        }
+
+
+def distinct_payloads(pool: PayloadPool, n: int) -> list[Payload]:
+    """The first ``n`` distinct bodies in the pool's arrival order (fewer if the pool holds fewer).
+
+    Distinct, so that no input is its own nearest neighbour under another index.
+    """
+    seen: set[bytes] = set()
+    picked: list[Payload] = []
+    for index in range(max(64 * n, 4096)):
+        payload = pool.pick(index)
+        if payload.body not in seen:
+            seen.add(payload.body)
+            picked.append(payload)
+            if len(picked) == n:
+                break
+    return picked
+
+
+def batch_rows(server_timing: str | None) -> int | None:
+    """The batch size in a ``Server-Timing`` header (``batch;desc=32``), or None if it has none."""
+    match = _BATCH.search(server_timing or "")
+    return int(match.group(1)) if match else None
+
+
+def output_rows(protocol: str, body: bytes) -> np.ndarray:
+    """The output rows of one answer (rows x D): the first OIP output, or the OpenAI embeddings."""
+    try:
+        doc = orjson.loads(body)
+        if protocol == "oip-v2":
+            tensor = doc["outputs"][0]
+            shape = [int(d) for d in tensor["shape"]]
+            data = np.asarray(tensor["data"], dtype=np.float64).reshape(shape)
+            return data.reshape(shape[0] if shape else 1, -1)
+        if protocol == "openai-embeddings":
+            items = sorted(doc["data"], key=lambda item: item["index"])
+            return np.stack([_embedding(item["embedding"]) for item in items])
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise RunError(f"a {protocol} answer holds no readable output tensor ({type(exc).__name__}: {exc})") from None
+    raise ConfigError(protocol, None, f"output agreement needs {' or '.join(READABLE)}, whose answers hold tensors")
+
+
+def _embedding(value: list[float] | str) -> np.ndarray:
+    if isinstance(value, str):
+        return np.frombuffer(base64.b64decode(value), dtype="<f4").astype(np.float64)
+    return np.asarray(value, dtype=np.float64)
+
+
+def _send(client: httpx.Client, protocol: Protocol, payload: Payload) -> tuple[np.ndarray, int | None, float]:
+    started = time.perf_counter()
+    try:
+        answer = client.post(protocol.path, content=payload.body, headers=_HEADERS)
+    except httpx.HTTPError as exc:
+        raise RunError(f"a request to {client.base_url}{protocol.path} failed: {type(exc).__name__}: {exc}") from None
+    elapsed = time.perf_counter() - started
+    if answer.status_code != 200:
+        raise RunError(
+            f"{client.base_url}{protocol.path} answered {answer.status_code}: {answer.text[:200]}; "
+            "outputs can only be compared when every request succeeds"
+        )
+    return output_rows(protocol.name, answer.content), batch_rows(answer.headers.get("server-timing")), elapsed
+
+
+def _collected(answers: list[tuple[np.ndarray, int | None, float]], seconds: float) -> Collected:
+    rows = [batch for _, batch, _ in answers]
+    reported = all(batch is not None for batch in rows)
+    return Collected(
+        outputs=np.concatenate([output for output, _, _ in answers]),
+        batch_rows=np.asarray(rows, dtype=np.int64) if reported else None,
+        mean_concurrency=sum(latency for _, _, latency in answers) / seconds if seconds > 0 else 1.0,
+        seconds=seconds,
+    )
+
+
+def collect_sequential(url: str, protocol: Protocol, payloads: list[Payload], timeout: float = 30.0) -> Collected:
+    """Batch 1: one request at a time, each answered before the next is sent."""
+    with httpx.Client(base_url=url, timeout=timeout) as client:
+        started = time.perf_counter()
+        answers = [_send(client, protocol, payload) for payload in payloads]
+        return _collected(answers, time.perf_counter() - started)
+
+
+def collect_concurrent(
+    url: str, protocol: Protocol, payloads: list[Payload], concurrency: int = 32, timeout: float = 30.0
+) -> Collected:
+    """Under load: every request sent at once from ``concurrency`` clients, so the server batches them."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with (
+        httpx.Client(base_url=url, timeout=timeout, limits=limits) as client,
+        ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="agreement") as pool,
+    ):
+        started = time.perf_counter()
+        answers = list(pool.map(lambda payload: _send(client, protocol, payload), payloads))
+        return _collected(answers, time.perf_counter() - started)
+
+
+def model_kind(url: str, protocol: Protocol, model: str, timeout: float = 10.0) -> str | None:
+    """The model's kind as the server describes it (OIP model metadata ``parameters.kind``), if it does."""
+    if protocol.name == "openai-embeddings":
+        return "text-embedding"
+    if protocol.name != "oip-v2":
+        return None
+    try:
+        answer = httpx.get(f"{url}/v2/models/{model}", timeout=timeout)
+        kind = answer.json().get("parameters", {}).get("kind") if answer.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
+@dataclass(frozen=True)
+class _Variant:
+    profile: Profile
+    kind: str | None
+    batch1: Collected
+    under_load: Collected
+
+
+def _start(profile: Profile) -> RunningServer:
+    try:
+        return start_server(profile.server_args())
+    except ReferenceServerError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunError(f"profile {profile.name}: the reference server did not start: {first}") from None
+
+
+def _measure(
+    profile: Profile, protocol: Protocol, model: str, payloads: list[Payload], concurrency: int, timeout: float
+) -> _Variant:
+    server = _start(profile)
+    try:
+        kind = model_kind(server.url, protocol, model, timeout)
+        batch1 = collect_sequential(server.url, protocol, payloads, timeout)
+        under_load = collect_concurrent(server.url, protocol, payloads, concurrency, timeout)
+    finally:
+        server.stop()
+    return _Variant(profile, kind, batch1, under_load)
+
+
+def measure_agreement(
+    profile_a: str | Profile,
+    profile_b: str | Profile,
+    scenario_path: str | Path,
+    n: int = 256,
+    concurrency: int = 32,
+    timeout: float = 30.0,
+) -> dict:
+    """Send the scenario's first ``n`` distinct inputs to each profile's embedded server and compare.
+
+    Each profile's reference server is started in turn (never both at once, so neither competes
+    for the other's cores) and stopped after. The scenario gives the protocol, the model and the
+    inputs; its target URL is not used. Returns a JSON-able dict:
+
+    - ``batch1``, ``under_load``: A against B, each input at batch 1 / in the batches load made;
+    - ``a``, ``b``: per variant, its ``profile`` and ``variant``, how each pass was batched
+      (``batch1`` / ``under_load``: ``mean_batch_size`` as the requests saw it, ``max_batch_size``,
+      ``mean_concurrency``, ``seconds``) and ``batch_effect``: its own batch-1 outputs against its
+      own under-load outputs;
+    - ``n`` (inputs sent), ``kind`` (the model's kind), ``metric`` (``embedding`` or ``label``),
+      ``scenario``, ``seed``, ``protocol``, ``model``, ``concurrency``.
+    """
+    if n < 1:
+        raise ConfigError("--n", None, f"needs at least 1 input, got {n}")
+    if concurrency < 1:
+        raise ConfigError("--concurrency", None, f"needs at least 1 client, got {concurrency}")
+    profiles = [p if isinstance(p, Profile) else load_profile(p) for p in (profile_a, profile_b)]
+    scenario = load_scenario(Path(scenario_path))
+    model = scenario.target.model
+    if scenario.target.protocol not in READABLE:
+        raise ConfigError(
+            scenario.source,
+            "target.protocol",
+            f"output agreement needs {' or '.join(READABLE)}, whose answers hold output tensors; "
+            f"got {scenario.target.protocol}",
+        )
+    for profile in profiles:
+        if profile.model != model:
+            raise ConfigError(
+                profile.source,
+                "model.name",
+                f"serves '{profile.model}' but scenario {scenario.name} sends to '{model}'",
+            )
+    config = RunConfig(Path(scenario_path).read_text(), str(scenario_path), "", Path("."))
+    protocol, pool = build_payloads(config)
+    payloads = distinct_payloads(pool, n)
+    a, b = (_measure(p, protocol, model, payloads, concurrency, timeout) for p in profiles)
+    if a.batch1.outputs.shape != b.batch1.outputs.shape:
+        raise RunError(
+            f"{a.profile.name} and {b.profile.name} answer in different shapes "
+            f"({list(a.batch1.outputs.shape)} vs {list(b.batch1.outputs.shape)}); their outputs cannot be compared"
+        )
+    kind = a.kind or b.kind
+    return {
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "protocol": protocol.name,
+        "model": model,
+        "kind": kind,
+        "metric": metric_for(kind, a.batch1.outputs),
+        "n": len(payloads),
+        "concurrency": concurrency,
+        "batch1": agreement(a.batch1.outputs, b.batch1.outputs, kind),
+        "under_load": agreement(a.under_load.outputs, b.under_load.outputs, kind),
+        "a": _describe(a, kind),
+        "b": _describe(b, kind),
+    }
+
+
+def _describe(variant: _Variant, kind: str | None) -> dict:
+    return {
+        "profile": variant.profile.name,
+        "variant": variant.profile.variant,
+        "batch1": variant.batch1.describe(),
+        "under_load": variant.under_load.describe(),
+        "batch_effect": agreement(variant.batch1.outputs, variant.under_load.outputs, kind),
+    }

@@ -1,0 +1,83 @@
+"""Fail fast, with one clear line, when the target cannot take the run.
+
+Before any load: is the target on loopback (or explicitly allowed elsewhere), does it answer,
+does it speak the scenario's protocol, and does one real request of the scenario succeed?
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+import httpx
+
+from loadtest.errors import PreflightError
+from loadtest.traffic.payloads import PayloadPool
+from loadtest.traffic.protocols import Protocol
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
+        except OSError:
+            return False
+
+
+def check_loopback(url: str, allow_remote: bool) -> None:
+    if not allow_remote and not is_loopback(url):
+        raise PreflightError(f"{url} is not a loopback address; pass --allow-remote to load-test another host")
+
+
+def reachable(url: str, allow_remote: bool = False, timeout: float = 10.0) -> None:
+    """Replay's preflight: the target answers HTTP at all (a captured request is not sent twice)."""
+    check_loopback(url, allow_remote)
+    try:
+        with httpx.Client(base_url=url, timeout=timeout) as client:
+            client.get("/")
+    except httpx.HTTPError as exc:
+        raise PreflightError(f"cannot reach {url}: {exc}") from None
+
+
+def preflight(
+    url: str, protocol: Protocol, model: str, payloads: PayloadPool, allow_remote: bool = False, timeout: float = 10.0
+) -> None:
+    check_loopback(url, allow_remote)
+    with httpx.Client(base_url=url, timeout=timeout) as client:
+        try:
+            if protocol.name == "oip-v2":
+                ready = client.get("/v2/health/ready")
+                if ready.status_code != 200:
+                    raise PreflightError(f"{url} is not ready: GET /v2/health/ready answered {ready.status_code}")
+                meta = client.get(f"/v2/models/{model}")
+                if meta.status_code != 200 or "inputs" not in _json(meta):
+                    raise PreflightError(
+                        f"{url} does not serve model '{model}' over the Open Inference Protocol: "
+                        f"GET /v2/models/{model} answered {meta.status_code}"
+                    )
+            payload = payloads.pick(0)
+            answer = client.post(protocol.path, content=payload.body, headers={"content-type": "application/json"})
+        except httpx.HTTPError as exc:
+            raise PreflightError(f"cannot reach {url}: {exc}") from None
+    if not 200 <= answer.status_code < 300:
+        raise PreflightError(
+            f"a {protocol.name} request to {url}{protocol.path} answered {answer.status_code}: {answer.text[:200]}"
+        )
+    if not protocol.valid(answer.content):
+        raise PreflightError(
+            f"{url}{protocol.path} answered 200 but not with a {protocol.name} body: {answer.text[:200]}"
+        )
+
+
+def _json(response: httpx.Response) -> dict:
+    try:
+        doc = response.json()
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}

@@ -1,0 +1,155 @@
+"""The run configuration handed to every Locust process: the scenario and where results go.
+
+It travels as JSON (the scenario's TOML text included) in Locust's ``--loadtest-run`` option, so a
+worker on another host rebuilds the same scenario, schedule and payloads from the same seed.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from loadtest.config.scenario import Scenario, scenario_from_dict
+from loadtest.errors import ConfigError
+from loadtest.messy.kinds import KINDS, VARIANTS, MessyPool, MessyRequest, build_all, kinds_for, read_custom
+from loadtest.messy.kinds import Shape as MessyShape
+from loadtest.traffic.payloads import PayloadPool, features_pool, jsonl_pool, text_pool
+from loadtest.traffic.protocols import Protocol, make_protocol
+
+REPLAY_SHAPE_KEYS = ("capture", "format", "speed", "loops", "window_start", "window_end", "max_rate")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    scenario_toml: str
+    scenario_source: str
+    target_url: str
+    out_dir: Path
+    progress_file: Path | None = None
+    overrides: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # target and profile description, for the summary
+    replay: dict = field(default_factory=dict)  # a ReplaySpec as a dict: the capture replaces the shape
+
+    @property
+    def scenario(self) -> Scenario:
+        cached = self.__dict__.get("_scenario")
+        if cached is None:
+            base = Path(self.scenario_source).parent
+            cached = scenario_from_dict(tomllib.loads(self.scenario_toml), self.scenario_source, base)
+            cached = cached.with_overrides(**self.overrides)
+            object.__setattr__(self, "_scenario", cached)
+        return cached
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["out_dir"] = str(self.out_dir)
+        data["progress_file"] = str(self.progress_file) if self.progress_file else None
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, raw: str) -> RunConfig:
+        data = json.loads(raw)
+        data["out_dir"] = Path(data["out_dir"])
+        data["progress_file"] = Path(data["progress_file"]) if data.get("progress_file") else None
+        return cls(**data)
+
+    def meta_for_summary(self, **run: object) -> dict:
+        s = self.scenario
+        load = s.load
+        shape = {
+            "kind": load.shape.kind,
+            **load.shape.params,
+            **({"stages": [asdict(st) for st in load.shape.stages]} if load.shape.stages else {}),
+        }
+        if self.replay:
+            shape = {"kind": "replay", **{k: v for k, v in self.replay.items() if k in REPLAY_SHAPE_KEYS}}
+        return {
+            "scenario": {"name": s.name, "source": s.source, "description": s.description, "seed": s.seed},
+            "target": {
+                "url": self.target_url,
+                "protocol": s.target.protocol,
+                "model": s.target.model,
+                **self.meta.get("target", {}),
+            },
+            "profile": self.meta.get("profile"),
+            "load": {
+                "model": load.model,
+                "shape": shape,
+                "arrivals": load.arrivals if load.model == "open" and not self.replay else None,
+                "duration_s": load.duration,
+                "warmup_s": load.warmup,
+                "timeout_s": load.timeout,
+                "max_in_flight": load.max_in_flight if load.model == "open" else None,
+                "connections": load.pool if load.model == "open" else None,
+            },
+            "run": run,
+            **({"messy": {"share": s.messy.share, "gate": s.messy.gate}} if s.messy.enabled else {}),
+        }
+
+
+def build_payloads(config: RunConfig) -> tuple[Protocol, PayloadPool]:
+    s = config.scenario
+    t = s.target
+    protocol = make_protocol(t.protocol, t.model, t.input_name, t.path, t.template, t.validate)
+    spec = s.payload
+    if spec.source == "jsonl":
+        pool = jsonl_pool(spec.file, s.seed)
+    elif spec.source == "features":
+        pool = features_pool(spec.width, protocol.encode_features, s.seed, spec.pool_size)
+    else:
+        pool = text_pool(list(spec.classes), protocol.encode_text, s.seed, spec.pool_size)
+    if spec.only_class is not None:
+        pool = pool.only(spec.only_class)
+    return protocol, pool
+
+
+def build_replay(config: RunConfig, pool: PayloadPool):
+    """The replay's request builder: captured requests to payloads, bodies from pools where none was captured."""
+    from loadtest.replay.schedule import ReplaySpec, Requests
+
+    spec = ReplaySpec.from_dict(config.replay)
+    seed = config.scenario.seed
+    pools = {path: jsonl_pool(Path(file), seed) for path, file in spec.pools}
+    return spec, Requests(spec, pool, pools)
+
+
+def messy_shape(scenario: Scenario) -> MessyShape:
+    """What the scenario's clean requests look like, for building its messy kinds."""
+    t, p = scenario.target, scenario.payload
+    return MessyShape(t.protocol, t.model, t.input_name, t.template, p.source, p.width, scenario.messy.oversized_bytes)
+
+
+def messy_bodies(
+    scenario: Scenario, variants: int = VARIANTS
+) -> tuple[dict[str, list[MessyRequest]], dict[str, float]]:
+    """Every messy kind's bodies and weights: built-in kinds that fit, and the user's own."""
+    spec = scenario.messy
+    shape = messy_shape(scenario)
+    fitting = kinds_for(shape)
+    custom = read_custom(spec.custom) if spec.custom else {}
+    weights = dict(spec.kinds) if spec.kinds else {**{k: 1.0 for k in fitting}, **{k: 1.0 for k in custom}}
+    for name in weights:
+        if name not in KINDS and name not in custom:
+            raise ConfigError(
+                scenario.source, "messy.kinds", f"unknown kind {name!r}: neither built in nor in {spec.custom}"
+            )
+        if name in KINDS and name not in fitting:
+            raise ConfigError(
+                scenario.source,
+                "messy.kinds",
+                f"{name!r} does not apply to {shape.protocol} with {shape.source} payloads; "
+                f"these do: {', '.join(fitting)}",
+            )
+    bodies = build_all([k for k in weights if k in KINDS], shape, scenario.seed, variants)
+    bodies.update({k: v for k, v in custom.items() if k in weights})
+    return bodies, weights
+
+
+def build_messy(config: RunConfig) -> MessyPool | None:
+    scenario = config.scenario
+    if not scenario.messy.enabled:
+        return None
+    bodies, weights = messy_bodies(scenario)
+    return MessyPool(bodies, weights, scenario.messy.share, scenario.seed)

@@ -1,0 +1,235 @@
+"""Resource sampler: CPU, memory, context switches, loopback traffic and GPUs, in its own process.
+
+``loadtest run`` starts it beside Locust (``python -m loadtest.engine.sampler``), so sampling never runs
+on the load generator's event loop. It samples at ``--hz`` (4 by default) and writes one row per
+``--window`` (1 s) to ``resources.csv``, aligned with the latency timeline by the run's start time:
+
+- the server's process tree (CPU in cores and as a share of the cores it may use, RSS, context
+  switches per second), and the same for the load generator's (Locust master and workers);
+- every core's busy and steal percentages;
+- loopback bytes per second, both ways;
+- per GPU through NVML (``nvidia-ml-py``): utilisation, memory, power. Without a GPU or NVML,
+  ``resources.json`` says why, and no GPU columns are written: absent, never zeros.
+
+Per-process CPU comes from cumulative CPU-time deltas over each window, not from psutil's
+``cpu_percent``: its first reading is always 0, and it moves in 10 ms ticks, which a 250 ms
+sample cannot resolve but a one-second window can.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+RESOURCE_COLUMNS_FIXED = (
+    "second",
+    "server_cpu_cores",
+    "server_cpu_util",
+    "server_rss_mb",
+    "server_ctx_switches_per_s",
+    "generator_cpu_cores",
+    "generator_cpu_util",
+    "generator_rss_mb",
+    "loopback_rx_mb_per_s",
+    "loopback_tx_mb_per_s",
+)
+
+
+@dataclass
+class Tree:
+    """One process and its descendants: CPU seconds and context switches so far, per pid."""
+
+    root: psutil.Process
+    cpu: dict[int, float] = field(default_factory=dict)
+    switches: dict[int, int] = field(default_factory=dict)
+    processes: dict[int, psutil.Process] = field(default_factory=dict)
+
+    def read(self) -> tuple[float, int, float, int]:
+        """(CPU seconds, context switches, RSS bytes, processes alive), summed over the tree now."""
+        try:
+            members = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            members = []
+        rss = alive = 0
+        for process in members:
+            known = self.processes.setdefault(process.pid, process)
+            try:
+                with known.oneshot():
+                    times = known.cpu_times()
+                    ctx = known.num_ctx_switches()
+                    rss += known.memory_info().rss
+            except psutil.Error:
+                continue
+            alive += 1
+            self.cpu[process.pid] = times.user + times.system + times.children_user + times.children_system
+            self.switches[process.pid] = ctx.voluntary + ctx.involuntary
+        # Exited processes keep their last reading: a tree's totals never go backwards.
+        return sum(self.cpu.values()), sum(self.switches.values()), rss, alive
+
+    def cores(self) -> list[int]:
+        """The cores the tree may run on (its root's affinity)."""
+        try:
+            return sorted(self.root.cpu_affinity())
+        except (psutil.Error, AttributeError):
+            return list(range(psutil.cpu_count() or 1))
+
+    def allowed_cores(self) -> int:
+        return len(self.cores())
+
+
+def gpu_reader():
+    """(reader, why-absent): reader() gives [(util %, memory MB, power W)] per GPU, or None."""
+    try:
+        import pynvml
+    except ImportError:
+        return None, "nvidia-ml-py is not installed"
+    try:
+        pynvml.nvmlInit()
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    except pynvml.NVMLError as exc:
+        return None, f"NVML unavailable: {exc}"
+    if not handles:
+        return None, "NVML found no GPU"
+
+    def read() -> list[tuple[float, float, float]]:
+        rows = []
+        for handle in handles:
+            util = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20
+            try:
+                power = pynvml.nvmlDeviceGetPowerUsage(handle) / 1000
+            except pynvml.NVMLError:
+                power = float("nan")
+            rows.append((float(util), memory, power))
+        return rows
+
+    names = [pynvml.nvmlDeviceGetName(h) for h in handles]
+    return read, [n.decode() if isinstance(n, bytes) else n for n in names]
+
+
+def _loopback() -> tuple[int, int]:
+    counters = psutil.net_io_counters(pernic=True).get("lo")
+    return (counters.bytes_recv, counters.bytes_sent) if counters else (0, 0)
+
+
+def sample(
+    out: Path, server_pid: int | None, generator_pid: int | None, start_epoch: float, hz: float, window: float
+) -> None:
+    """Sample until SIGTERM/SIGINT or until the generator exits; write ``resources.csv`` as it goes."""
+    server = Tree(psutil.Process(server_pid)) if server_pid else None
+    generator = Tree(psutil.Process(generator_pid)) if generator_pid else None
+    read_gpus, gpu_info = gpu_reader()
+    cores = psutil.cpu_count() or 1
+    columns = list(RESOURCE_COLUMNS_FIXED)
+    columns += [f"core{i}_busy_pct" for i in range(cores)] + [f"core{i}_steal_pct" for i in range(cores)]
+    gpus = len(gpu_info) if read_gpus else 0
+    for i in range(gpus):
+        columns += [f"gpu{i}_util_pct", f"gpu{i}_memory_mb", f"gpu{i}_power_w"]
+    meta = {
+        "start_epoch": start_epoch,  # "second" counts from here
+        "hz": hz,
+        "window_s": window,
+        "cores": cores,
+        "server_pid": server_pid,
+        "server_cores": server.cores() if server else None,
+        "generator_pid": generator_pid,
+        "generator_cores": generator.cores() if generator else None,
+        "gpus": gpu_info if read_gpus else [],
+        "gpu_absent": None if read_gpus else gpu_info,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (out.parent / "resources.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    stop = {"now": False}
+
+    def ask_stop(*_):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, ask_stop)
+    signal.signal(signal.SIGINT, ask_stop)
+    zero = (0.0, 0, 0, 0)
+    last_server = server.read() if server else zero
+    last_generator = generator.read() if generator else zero
+    last_cores = psutil.cpu_times(percpu=True)
+    last_lo, last_time = _loopback(), time.time()
+    gpu_samples: list[list[tuple[float, float, float]]] = []
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        handle.flush()
+        while not stop["now"]:
+            if read_gpus:
+                gpu_samples.append(read_gpus())  # utilisation is sampled at hz; the rest is per window
+            time.sleep(1 / hz)
+            now = time.time()
+            if now - last_time < window and not stop["now"]:
+                continue
+            elapsed = now - last_time
+            s_now = server.read() if server else zero
+            g_now = generator.read() if generator else zero
+            cores_now = psutil.cpu_times(percpu=True)
+            lo_now = _loopback()
+            row = [round(last_time - start_epoch, 3)]
+            for tree, before, after, width in ((server, last_server, s_now, 4), (generator, last_generator, g_now, 3)):
+                if tree is None or not after[3]:  # not watched, or exited: no reading rather than a misleading zero
+                    row += [""] * width
+                    continue
+                used = (after[0] - before[0]) / elapsed
+                row += [round(used, 4), round(used / tree.allowed_cores(), 4), round(after[2] / 2**20, 1)]
+                if width == 4:  # the server's context switches per second
+                    row.append(round((after[1] - before[1]) / elapsed, 1))
+            row += [round((lo_now[i] - last_lo[i]) / elapsed / 2**20, 4) for i in (0, 1)]
+            busy, steal = [], []
+            for before, after in zip(last_cores, cores_now, strict=True):
+                total = sum(after) - sum(before)
+                idle = (after.idle + getattr(after, "iowait", 0)) - (before.idle + getattr(before, "iowait", 0))
+                busy.append(round(100 * (1 - idle / total), 2) if total > 0 else 0.0)
+                stolen = getattr(after, "steal", 0) - getattr(before, "steal", 0)
+                steal.append(round(100 * stolen / total, 2) if total > 0 else 0.0)
+            row += busy + steal
+            for i in range(gpus):
+                readings = [s[i] for s in gpu_samples] or [(float("nan"),) * 3]
+                row += [
+                    round(sum(r[0] for r in readings) / len(readings), 1),
+                    round(readings[-1][1], 1),
+                    round(sum(r[2] for r in readings) / len(readings), 1),
+                ]
+            writer.writerow(row)
+            handle.flush()
+            gpu_samples = []
+            last_server, last_generator, last_cores, last_lo, last_time = s_now, g_now, cores_now, lo_now, now
+            if generator is not None and not generator.root.is_running():
+                break
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.engine.sampler", description=__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="resources.csv to write")
+    parser.add_argument("--server-pid", type=int)
+    parser.add_argument("--generator-pid", type=int)
+    parser.add_argument("--start-epoch", type=float, default=None, help="the run's start time (Unix seconds)")
+    parser.add_argument("--hz", type=float, default=4.0, help="samples per second (default 4)")
+    parser.add_argument("--window", type=float, default=1.0, help="seconds per written row (default 1)")
+    parser.add_argument("--cpus", help="pin the sampler to these cores, e.g. 1")
+    args = parser.parse_args(argv)
+    if args.cpus:
+        os.sched_setaffinity(0, [int(c) for c in args.cpus.split(",")])
+    try:
+        sample(args.out, args.server_pid, args.generator_pid, args.start_epoch or time.time(), args.hz, args.window)
+    except psutil.NoSuchProcess as exc:
+        print(f"sampler: no process {exc.pid}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

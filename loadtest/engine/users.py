@@ -1,0 +1,422 @@
+"""Locust glue: the recording user, the scenario's shape, and the events that move measurements.
+
+Import this module into a locustfile (``loadtest/locustfile.py`` does only that) and Locust runs a
+scenario with our recording: ``ScenarioUser`` sends, ``ScenarioShape`` sets the user count, and
+event listeners carry each worker's histogram deltas to the master (``report_to_master`` and
+``worker_report``), which merges them and writes the results at ``quitting``: by then every
+worker has sent its final report, which is not yet true at ``test_stop``.
+
+Open load: each Locust worker runs one ``ScenarioUser``, whose task is a scheduler. It walks the
+worker's share of the global arrival schedule, sleeps until each intended time (coarse gevent
+sleep, then re-checking the clock, since timers fire early and libev resolves about 1 ms), and
+spawns the request on its own greenlet. If ``max_in_flight`` requests are already outstanding,
+the arrival is counted as dropped, never silently skipped. Closed load: ``ScenarioShape`` sets the
+number of users over time, and each user sends, waits for its answer, thinks, and repeats.
+
+The run configuration arrives as the custom option ``--loadtest-run`` (JSON), which Locust's
+master forwards to every worker in its spawn message, so workers on other hosts need no files.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+import gevent
+from gevent.lock import BoundedSemaphore, Semaphore
+from gevent.pool import Group
+from locust import LoadTestShape, events, runners, task
+from locust.contrib.fasthttp import FastHttpUser, LocustBadStatusCode
+from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+
+from loadtest.engine.collector import Collector, quick_percentiles
+from loadtest.engine.recorder import ALL, OK, TIMEOUT, Recorder
+from loadtest.engine.runconfig import RunConfig, build_messy, build_payloads, build_replay
+from loadtest.messy.kinds import CLASS_PREFIX, CORRECT, WRONG, MessyPool, MessyRequest, verdict
+from loadtest.replay.schedule import Arrival, schedule
+from loadtest.results.directory import replay_target, write_atomic, write_results
+from loadtest.traffic.arrivals import arrival_times, partition
+from loadtest.traffic.payloads import Payload
+from loadtest.traffic.protocols import unchecked
+
+runners.WORKER_REPORT_INTERVAL = 1.0  # deltas every second, so the master's progress is current
+HEADERS = {"Content-Type": "application/json"}
+LATE_SLEEP = 0.002  # below this much time left, stop sleeping coarsely and re-check the clock
+
+
+@dataclass
+class RunState:
+    """Everything one Locust process knows about the run; built once per process."""
+
+    config: RunConfig
+    worker_index: int = 0
+    workers: int = 1  # Locust workers sharing the schedule (--expect-workers; 1 in one process)
+    local: bool = False  # one process: the collector pulls from this process's recorder
+    recorder: Recorder | None = None
+    collector: Collector | None = None
+    done: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    started_epoch: float = field(default_factory=time.time)
+    closed_sent: int = 0
+    complete: bool = False  # the shape ended the run on schedule (not Ctrl-C, not the hard stop)
+    pull_lock: Semaphore = field(default_factory=Semaphore)
+    _payloads: tuple | None = None
+    _target: list[int] | None = None  # a replay's intended sends per second, read once
+    _messy: object = None  # the messy pool, built once per process; False when the scenario has none
+
+    def messy(self) -> MessyPool | None:
+        if self._messy is None:
+            self._messy = build_messy(self.config) or False
+        return self._messy or None
+
+    def target_at(self, t: float) -> float:
+        """The intended rate (or users) at ``t``: the shape's, or a replay's intended sends in that second."""
+        if not self.config.replay:
+            return self.scenario.load.shape.at(t)
+        if self._target is None:
+            self._target = replay_target(self.config.out_dir)
+        second = int(t)
+        return float(self._target[second]) if 0 <= second < len(self._target) else 0.0
+
+    @property
+    def scenario(self):
+        return self.config.scenario
+
+    def payloads(self) -> tuple:
+        """(protocol, payload pool), built once per process and shared by its users."""
+        if self._payloads is None:
+            self._payloads = build_payloads(self.config)
+        return self._payloads
+
+
+_STATE: RunState | None = None
+
+
+def run_state(environment) -> RunState:
+    global _STATE
+    if _STATE is None:
+        raw = getattr(environment.parsed_options, "loadtest_run", None) or os.environ.get("LOADTEST_RUN", "")
+        if not raw:
+            raise RuntimeError("no run configuration: start through `loadtest run`, or pass --loadtest-run")
+        config = RunConfig.from_json(raw)
+        runner = environment.runner
+        state = RunState(config)
+        if isinstance(runner, WorkerRunner | MasterRunner):
+            state.workers = max(1, int(getattr(environment.parsed_options, "expect_workers", 1) or 1))
+        if isinstance(runner, WorkerRunner):
+            state.worker_index = max(0, runner.worker_index)
+        if isinstance(runner, MasterRunner | LocalRunner):
+            state.collector = Collector()
+        state.local = isinstance(runner, LocalRunner)
+        _STATE = state
+    return _STATE
+
+
+def classify(response, valid) -> tuple[str, str | None]:
+    """(kind, Server-Timing header): kind is OK, TIMEOUT or the error's kind; the header only on success."""
+    error = getattr(response, "error", None)
+    if isinstance(error, LocustBadStatusCode):  # a real answer with a status Locust calls bad: judged by its status
+        error = None
+    if error is not None:
+        while getattr(error, "original", None) is not None:  # geventhttpclient wraps the cause (RetriesExceeded)
+            error = error.original
+        if isinstance(error, socket.timeout | TimeoutError | gevent.Timeout):
+            return TIMEOUT, None
+        if isinstance(error, ConnectionError | socket.gaierror):
+            return "connection", None
+        return type(error).__name__, None
+    status = response.status_code
+    if not 200 <= status < 300:
+        return f"http_{status}", None
+    if not valid(response.content or b""):
+        return "invalid_body", None
+    return OK, response.headers.get("server-timing")
+
+
+def messy_payload(request: MessyRequest) -> Payload:
+    return Payload(
+        CLASS_PREFIX + request.kind,
+        request.body,
+        headers={"Content-Type": request.content_type},
+        expect=request.expect,
+        twin=request.twin,
+    )
+
+
+def judge(recorder: Recorder, payload: Payload, intended: float, kind: str, response) -> str:
+    """A messy request's answer judged against its kind's expectation; the kind the recorder gets back.
+
+    A correct answer (a 4xx for garbage, a 200 for edge-case text) is a success of its class, so its
+    latency is recorded and it never counts as an error of the run; a wrong one is an error named
+    ``wrong_<answer>``; a defect keeps its own kind (http_500, timeout, connection).
+    """
+    answer = f"http_{response.status_code}" if kind == OK and response is not None else kind
+    found = verdict(payload.expect, kind)
+    recorder.judged(payload.cls, intended, f"{found}:{payload.expect}:{answer}")
+    if found == CORRECT:
+        return OK
+    return f"wrong_{answer}" if found == WRONG else kind
+
+
+def _yield() -> None:
+    gevent.sleep(0)
+
+
+def sleep_until(deadline: float) -> None:
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return
+        gevent.sleep(left - LATE_SLEEP / 2 if left > LATE_SLEEP else 0)
+
+
+class ScenarioUser(FastHttpUser):
+    """Sends the scenario's requests and records them; works for open and closed load."""
+
+    def __init__(self, environment) -> None:
+        state = run_state(environment)
+        load = state.scenario.load
+        # FastHttpUser builds its connection pool from these in __init__: set them first.
+        self.concurrency = load.pool
+        self.network_timeout = self.connection_timeout = load.timeout
+        super().__init__(environment)
+        self.state, self.load = state, load
+        self.protocol, self.payloads = state.payloads()
+
+    def wait_time(self) -> float:
+        if self.state.done:
+            return 3600.0  # the schedule is sent: wait outside the task, where a stop ends us at once
+        return self.load.think_time
+
+    @task
+    def work(self) -> None:
+        if self.load.model == "open":
+            self.run_schedule()
+        else:
+            self.closed_request()
+
+    def _send(self, recorder: Recorder, payload, intended: float, connections: BoundedSemaphore) -> None:
+        """Send one request of the open-load schedule (closed load sends in ``closed_request``)."""
+        timeout = self.load.timeout
+        if not connections.acquire(timeout=timeout):
+            recorder.unsent(payload.cls, intended, time.perf_counter())
+            return
+        try:
+            actual = time.perf_counter()
+            recorder.sent(payload.cls, intended, actual)
+            # geventhttpclient's timeout is per socket operation; this guard bounds the whole request,
+            # so every request ends within a known time and the drain at the end always completes.
+            response = None
+            path = payload.path or self.protocol.path
+            headers = HEADERS if payload.headers is None else payload.headers  # a replayed request has its own
+            with gevent.Timeout(2 * timeout + 1, False):
+                response = self.client.request(
+                    payload.method, path, data=payload.body, headers=headers, name=payload.cls
+                )
+            done = time.perf_counter()
+        finally:
+            connections.release()
+        # A replayed request to another path than the protocol's (metadata, say) has no body to check.
+        valid = self.protocol.valid if path == self.protocol.path else unchecked
+        kind, timing = (TIMEOUT, None) if response is None else classify(response, valid)
+        if payload.expect is not None:
+            kind = judge(recorder, payload, intended, kind, response)
+        recorder.completed(payload.cls, intended, actual, done, kind, timing)
+
+    def run_schedule(self) -> None:
+        state, load = self.state, self.state.scenario.load
+        arrivals = self.arrivals()
+        first = next(arrivals, None)  # opens a capture and fills its reorder window before the clock starts
+        start = time.perf_counter()
+        recorder = state.recorder = Recorder(start, load.warmup)
+        connections = BoundedSemaphore(load.pool)
+        in_flight = Group()
+        for offset, payload in itertools.chain([first] if first else [], arrivals):
+            intended = start + offset
+            sleep_until(intended)
+            for _ in range(2 if payload.twin else 1):  # a messy duplicate: the same request twice at once
+                recorder.scheduled(payload.cls, intended)
+                if len(in_flight) >= load.max_in_flight:
+                    recorder.dropped(payload.cls, intended)
+                    continue
+                in_flight.spawn(self._send, recorder, payload, intended, connections)
+        in_flight.join(timeout=3 * load.timeout + 2)  # connection wait + request guard, then give up
+        state.done = True  # the shape stops the test once every worker is done
+
+    def arrivals(self):
+        """(intended offset, payload) of this worker's share of the schedule: synthetic, or a capture's."""
+        state, load = self.state, self.load
+        if state.config.replay:
+            spec, requests = build_replay(state.config, self.payloads)
+            for arrival in schedule(spec):
+                if isinstance(arrival, Arrival) and arrival.index % state.workers == state.worker_index:
+                    yield arrival.offset, requests.payload(arrival)
+            return
+        times = arrival_times(load.shape, load.warmup + load.duration, load.arrivals, state.scenario.seed)
+        for index, offset in partition(times, state.worker_index, state.workers):
+            yield offset, self.pick(index)
+
+    def pick(self, index: int) -> Payload:
+        """Arrival ``index``'s payload: a messy one for the scenario's messy share, else a clean one."""
+        messy = self.state.messy()
+        if messy is not None and (request := messy.pick(index)) is not None:
+            return messy_payload(request)
+        return self.payloads.pick(index)
+
+    def closed_request(self) -> None:
+        state = self.state
+        if state.recorder is None:
+            state.recorder = Recorder(state.started, state.scenario.load.warmup)
+        index = state.worker_index + state.workers * state.closed_sent
+        state.closed_sent += 1
+        payload = self.pick(index)
+        if payload.twin:  # a messy duplicate: this user sends it twice at once
+            Group().map(lambda _: self._closed_send(payload), range(2))
+        else:
+            self._closed_send(payload)
+
+    def _closed_send(self, payload: Payload) -> None:
+        # The closed-load path of _send: no connection cap, no guard, the send time is the intended time.
+        recorder = self.state.recorder
+        actual = time.perf_counter()
+        recorder.sent_closed(payload.cls, actual)
+        headers = HEADERS if payload.headers is None else payload.headers
+        response = self.client.request("POST", self.protocol.path, data=payload.body, headers=headers, name=payload.cls)
+        done = time.perf_counter()
+        kind, timing = classify(response, self.protocol.valid)
+        if payload.expect is not None:
+            kind = judge(recorder, payload, actual, kind, response)
+        recorder.completed(payload.cls, actual, actual, done, kind, timing)
+
+
+class ScenarioShape(LoadTestShape):
+    """Users over time: one scheduler per worker for open load, the shape's count for closed load."""
+
+    def tick(self):
+        state = run_state(self.runner.environment)
+        load, t = state.scenario.load, self.get_run_time()
+        hard_stop = state.scenario.total_seconds + load.timeout + 10
+        if load.model == "open":
+            if _all_done(state):
+                state.complete = True
+                return None
+            if t > hard_stop:
+                return None
+            return state.workers, state.workers
+        if t >= state.scenario.total_seconds:
+            state.complete = True
+            return None
+        users = round(load.shape.at(t))
+        return users, max(1, users) * 10
+
+
+def _all_done(state: RunState) -> bool:
+    if state.local:
+        return state.done
+    return state.collector is not None and len(state.collector.done) >= state.workers
+
+
+# -- events ---------------------------------------------------------------------------------------
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser) -> None:
+    parser.add_argument(
+        "--loadtest-run",
+        type=str,
+        default="",
+        include_in_web_ui=False,
+        help="run configuration (JSON) written by `loadtest run`",
+    )
+
+
+@events.test_start.add_listener
+def _on_test_start(environment, **_) -> None:
+    gc.collect()
+    gc.freeze()  # fewer, shorter collector pauses on the send path
+    state = run_state(environment)
+    state.started, state.started_epoch = time.perf_counter(), time.time()
+    if state.collector is not None:
+        gevent.spawn(_progress_loop, state)
+
+
+@events.report_to_master.add_listener
+def _on_report_to_master(client_id, data, **_) -> None:
+    state = _STATE
+    if state is not None and state.recorder is not None:
+        delta = state.recorder.take_delta(time.perf_counter(), pause=_yield)
+        delta["done"] = state.done
+        data["loadtest"] = delta
+
+
+@events.worker_report.add_listener
+def _on_worker_report(client_id, data, **_) -> None:
+    state = _STATE
+    if state is not None and state.collector is not None and "loadtest" in data:
+        state.collector.absorb(data["loadtest"], client_id)  # the master sends nothing: no need to yield
+
+
+def _pull_local(state: RunState, final: bool = False) -> None:
+    if not (state.local and state.collector is not None and state.recorder is not None):
+        return
+    pause = (lambda: None) if final else _yield
+    with state.pull_lock:  # the final pull at quitting waits for one in progress
+        delta = state.recorder.take_delta(time.perf_counter(), final=final, pause=pause)
+        delta["done"] = state.done
+        state.collector.absorb(delta, pause=pause)
+
+
+def _progress_loop(state: RunState) -> None:
+    while True:
+        gevent.sleep(1.0)
+        _pull_local(state)
+        _write_progress(state)
+
+
+def _write_progress(state: RunState) -> None:
+    if not state.config.progress_file:
+        return
+    collector = state.collector
+    elapsed = time.perf_counter() - state.started
+    accounting = collector.accounting()
+    last = max((s for s in collector.timeline if s < int(elapsed)), default=None)
+    recent = collector.timeline.get(last, {}) if last is not None else {}
+    response = quick_percentiles(collector.histogram("response", ALL))
+    progress = {
+        "elapsed": round(elapsed, 2),
+        "total": state.scenario.total_seconds,
+        "target": round(state.target_at(elapsed), 2),
+        "sent_last_second": recent.get("sent", 0),
+        "ok": accounting["ok"],
+        "errors": accounting["errors"],
+        "timeouts": accounting["timeouts"],
+        "dropped": accounting["dropped"],
+        "in_flight": sum(collector.in_flight.values()),
+        "p50_ms": response.get("p50"),
+        "p99_ms": response.get("p99"),
+        "warming_up": elapsed < state.scenario.load.warmup,
+    }
+    write_atomic(state.config.progress_file, json.dumps(progress))
+
+
+@events.quitting.add_listener
+def _on_quitting(environment, **_) -> None:
+    state = _STATE
+    if state is None or state.collector is None:
+        return
+    _pull_local(state, final=True)
+    stats = environment.stats.total
+    meta = state.config.meta_for_summary(
+        started_epoch=state.started_epoch,
+        elapsed=time.perf_counter() - state.started,
+        interrupted=not state.complete,
+        processes=state.workers,
+        locust_requests=stats.num_requests,
+        locust_failures=stats.num_failures,
+    )
+    write_results(state.config.out_dir, state.collector, meta, state.target_at, state.started_epoch)

@@ -1,0 +1,104 @@
+"""Apply a run's gates and record the verdict: ``gates.json``, the summary's ``gates``, JUnit, a table.
+
+Gates are checked before a run starts (``prepare``), so a typo in a threshold or a missing
+baseline costs one clear message and exit 2, not a wasted run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from loadtest.errors import ConfigError
+from loadtest.gates.thresholds import (
+    GateError,
+    GateResult,
+    check_regressions,
+    check_thresholds,
+    junit_xml,
+    parse_regression,
+    parse_threshold,
+)
+from loadtest.results.directory import read_summary, write_atomic
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    thresholds: tuple[str, ...] = ()  # from --threshold
+    baseline: Path | None = None
+    max_regression: tuple[str, ...] = ()
+    junit: Path | None = None
+
+
+@dataclass(frozen=True)
+class Gates:
+    thresholds: tuple  # parsed Threshold objects, the scenario's first
+    regressions: tuple
+    baseline: dict | None
+    baseline_dir: Path | None
+    junit: Path | None
+
+    @property
+    def empty(self) -> bool:
+        return not self.thresholds and not self.regressions
+
+
+def prepare(options: GateOptions, scenario_thresholds: tuple[str, ...] = (), scenario_source: str = "") -> Gates:
+    """Parse every threshold and limit and read the baseline; ConfigError (exit 2) names what is wrong."""
+    thresholds = []
+    for i, text in enumerate(scenario_thresholds):
+        try:
+            thresholds.append(parse_threshold(text))
+        except GateError as exc:
+            raise ConfigError(scenario_source, f"slo.thresholds[{i}]", str(exc)) from None
+    for text in options.thresholds:
+        try:
+            thresholds.append(parse_threshold(text))
+        except GateError as exc:
+            raise ConfigError("--threshold", None, str(exc)) from None
+    regressions = []
+    for text in options.max_regression:
+        try:
+            regressions.append(parse_regression(text))
+        except GateError as exc:
+            raise ConfigError("--max-regression", None, str(exc)) from None
+    if regressions and options.baseline is None:
+        raise ConfigError("--max-regression", None, "needs --baseline DIR, the run to compare with")
+    baseline = read_summary(options.baseline) if options.baseline is not None else None
+    if baseline is not None and not regressions:
+        regressions = [parse_regression("p99=+10%")]  # a baseline alone: the usual guard
+    return Gates(tuple(thresholds), tuple(regressions), baseline, options.baseline, options.junit)
+
+
+def apply(gates: Gates, out_dir: Path, summary: dict, console: Console) -> list[GateResult]:
+    """Check the gates on a finished run, record the verdict beside its results, print it."""
+    results = check_thresholds(summary, list(gates.thresholds))
+    if gates.baseline is not None:
+        results += check_regressions(summary, gates.baseline, list(gates.regressions))
+    verdict = {
+        "passed": all(r.passed for r in results),
+        "baseline": str(gates.baseline_dir) if gates.baseline_dir else None,
+        "results": [asdict(r) for r in results],
+    }
+    write_atomic(out_dir / "gates.json", json.dumps(verdict, indent=2) + "\n")
+    summary["gates"] = verdict
+    write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if gates.junit is not None:
+        gates.junit.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(gates.junit, junit_xml(results, summary.get("scenario", {}).get("name", "run")))
+    console.print(gate_table(results))
+    return results
+
+
+def gate_table(results: list[GateResult]) -> Table:
+    table = Table(title="gates", title_justify="left")
+    table.add_column("gate")
+    table.add_column("result")
+    table.add_column("detail")
+    for r in results:
+        table.add_row(r.name, "[green]pass[/]" if r.passed else "[red bold]FAIL[/]", r.message)
+    return table
