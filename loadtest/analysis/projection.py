@@ -17,7 +17,6 @@ Every input error is a ``ConfigError`` naming the file (or the option) and the k
 from __future__ import annotations
 
 import html
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -43,7 +42,7 @@ from loadtest.config.tomlconf import Table, read_toml
 from loadtest.errors import ConfigError
 from loadtest.report.cost_chart import cost_chart
 from loadtest.report.run import PAGE, _html_table, _md_table
-from loadtest.results.directory import write_atomic
+from loadtest.results.files import write_atomic, write_json
 
 SCHEMA = "loadtest.cost/1"
 MAX_CROSSOVER_ROWS = 30  # in the tables; cost.json lists every one
@@ -486,7 +485,7 @@ def write_projection(data: dict, out_dir: Path) -> tuple[Path, Path, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = out_dir / "cost.json", out_dir / "cost.md", out_dir / "cost.html"
-    write_atomic(paths[0], json.dumps(data, indent=2) + "\n")
+    write_json(paths[0], data)
     write_atomic(paths[1], cost_markdown(data))
     write_atomic(paths[2], cost_html(data))
     return paths

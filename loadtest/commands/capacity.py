@@ -30,7 +30,8 @@ from loadtest.config.tomlconf import Table
 from loadtest.engine.runner import RunOptions, results_root, run
 from loadtest.errors import ConfigError, LoadTestError
 from loadtest.gates.thresholds import figure
-from loadtest.results.directory import read_summary, run_dir_name, write_atomic
+from loadtest.results.directory import read_summary, run_dir_name
+from loadtest.results.files import write_json
 from reference_server.launch import RunningServer, start_server
 
 SCHEMA = "loadtest.capacity/1"
@@ -287,7 +288,7 @@ def find_capacity(options: CapacityOptions, console: Console | None = None) -> t
 
 
 def _save(out: Path, data: dict) -> None:
-    write_atomic(out / "capacity.json", json.dumps(data, indent=2) + "\n")
+    write_json(out / "capacity.json", data)
 
 
 def capacity_file(path: Path) -> Path:

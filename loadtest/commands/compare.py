@@ -17,7 +17,6 @@ request, and a verdict: better, worse, or no significant difference. Given capac
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,8 @@ from loadtest.config.profile import Profile, load_profile
 from loadtest.config.scenario import load_scenario
 from loadtest.engine.runner import RunOptions, results_root, run
 from loadtest.errors import ConfigError
-from loadtest.results.directory import read_summary, read_table, run_dir_name, write_atomic
+from loadtest.results.directory import read_summary, read_table, run_dir_name
+from loadtest.results.files import write_atomic, write_json
 from loadtest.results.intervals import read_interval_counts
 from reference_server.launch import RunningServer, start_server
 
@@ -228,4 +228,4 @@ def compare(options: CompareOptions, console: Console | None = None) -> tuple[Pa
 
 
 def _save(out: Path, data: dict) -> None:
-    write_atomic(out / "compare.json", json.dumps(data, indent=2) + "\n")
+    write_json(out / "compare.json", data)

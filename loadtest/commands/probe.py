@@ -21,7 +21,6 @@ the bytes sent: a custom kind may hold secrets.
 
 from __future__ import annotations
 
-import json
 import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +51,8 @@ from loadtest.messy.kinds import (
     read_custom,
     verdict,
 )
-from loadtest.results.directory import run_dir_name, write_atomic
+from loadtest.results.directory import run_dir_name
+from loadtest.results.files import write_atomic, write_json
 from loadtest.traffic.protocols import Protocol, make_protocol
 from reference_server.launch import RunningServer, start_server
 
@@ -341,7 +341,7 @@ def probe_data(
 
 def write_probe(out_dir: Path, data: dict) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "probe.json", json.dumps(data, indent=1) + "\n")
+    write_json(out_dir / "probe.json", data, indent=1)
     write_atomic(out_dir / "probe.md", probe_markdown(data))
     return out_dir
 

@@ -10,7 +10,6 @@ profile of the capture, which can feed the cost projection and a fitted syntheti
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, replace
@@ -23,7 +22,8 @@ from loadtest.errors import ConfigError
 from loadtest.gates.verdict import GateOptions
 from loadtest.replay.readers import detect_format, read_capture
 from loadtest.replay.schedule import SKIP_REASONS, Arrival, ReplaySpec, schedule
-from loadtest.results.directory import run_dir_name, write_atomic
+from loadtest.results.directory import run_dir_name
+from loadtest.results.files import write_atomic, write_json
 from loadtest.units import format_bytes
 
 LISTED = 100  # line numbers kept per skip reason; the counts are always whole
@@ -171,7 +171,7 @@ def replay(options: ReplayOptions, console: Console) -> RunOutcome | None:
     spec, found = scan(spec, console)
     out_dir = options.out or results_root() / run_dir_name(name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "replay.json", json.dumps(found, indent=1) + "\n")
+    write_json(out_dir / "replay.json", found, indent=1)
     console.print(
         f"capture {spec.capture}: {found['requests_per_pass']:,} requests over "
         f"{found['pass_seconds'] * spec.speed:g} s captured, replayed at x{spec.speed:g}"
@@ -246,7 +246,7 @@ def profile_only(options: ReplayOptions, console: Console) -> dict:
     out_dir = options.out or results_root() / run_dir_name(f"profile-{Path(spec.capture).stem}")
     out_dir.mkdir(parents=True, exist_ok=True)
     data = profile_dict(profile)
-    write_atomic(out_dir / "capture-profile.json", json.dumps(data, indent=1) + "\n")
+    write_json(out_dir / "capture-profile.json", data, indent=1)
     write_atomic(out_dir / "forecast.toml", forecast_toml(profile))
     for line in profile_lines(profile):
         console.print(line, highlight=False)

@@ -29,7 +29,8 @@ from loadtest.engine.runconfig import RunConfig, build_payloads, messy_bodies
 from loadtest.errors import RunError
 from loadtest.gates.verdict import GateOptions, apply, prepare
 from loadtest.report.terminal import accounting_line, summary_table
-from loadtest.results.directory import read_replay, read_table, run_dir_name, write_atomic
+from loadtest.results.directory import read_replay, read_table, run_dir_name
+from loadtest.results.files import write_atomic, write_json
 from reference_server.launch import RunningServer, start_server
 
 # The path only: importing the locustfile would import Locust, which monkey-patches this process.
@@ -245,7 +246,7 @@ def _messy_outcome(options: RunOptions, out_dir: Path, summary: dict, console: C
             "results": str(out_dir / "without-messy"),
             "latency_ms": baseline["latency_ms"]["response"]["all"],
         }
-        write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_json(out_dir / "summary.json", summary)
     for table in rich_tables(summary):
         console.print(table)
     for line in messy_lines(summary):
@@ -308,7 +309,7 @@ def add_analysis(out_dir: Path, summary: dict) -> dict:
         resources["second"] = (resources["second"] + meta["start_epoch"] - run_start).round(3)
         meta["aligned"] = True
         write_atomic(resources_path, resources.to_csv(index=False))
-        write_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
+        write_json(meta_path, meta)
     if timeline is not None and len(timeline):
         warmup = summary["load"].get("warmup_s", 0.0)
         analysis = analyse(timeline, resources, warmup, generator_cores=meta.get("generator_cores"))
@@ -321,7 +322,7 @@ def add_analysis(out_dir: Path, summary: dict) -> dict:
     replayed = read_replay(out_dir)
     if replayed is not None:
         summary["replay"] = replay_summary(replayed, timeline, summary)
-    write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_json(out_dir / "summary.json", summary)
     return summary
 
 

@@ -39,7 +39,8 @@ from loadtest.engine.recorder import ALL, OK, TIMEOUT, Recorder
 from loadtest.engine.runconfig import RunConfig, build_messy, build_payloads, build_replay
 from loadtest.messy.kinds import CLASS_PREFIX, CORRECT, WRONG, MessyPool, MessyRequest, verdict
 from loadtest.replay.schedule import Arrival, schedule
-from loadtest.results.directory import replay_target, write_atomic, write_results
+from loadtest.results.directory import replay_target, write_results
+from loadtest.results.files import write_atomic
 from loadtest.traffic.arrivals import arrival_times, partition
 from loadtest.traffic.payloads import Payload
 from loadtest.traffic.protocols import unchecked

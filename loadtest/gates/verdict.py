@@ -6,7 +6,6 @@ baseline costs one clear message and exit 2, not a wasted run.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from loadtest.gates.thresholds import (
     parse_regression,
     parse_threshold,
 )
-from loadtest.results.directory import read_summary, write_atomic
+from loadtest.results.directory import read_summary
+from loadtest.results.files import write_atomic, write_json
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,9 @@ def apply(gates: Gates, out_dir: Path, summary: dict, console: Console) -> list[
         "baseline": str(gates.baseline_dir) if gates.baseline_dir else None,
         "results": [asdict(r) for r in results],
     }
-    write_atomic(out_dir / "gates.json", json.dumps(verdict, indent=2) + "\n")
+    write_json(out_dir / "gates.json", verdict)
     summary["gates"] = verdict
-    write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_json(out_dir / "summary.json", summary)
     if gates.junit is not None:
         gates.junit.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(gates.junit, junit_xml(results, summary.get("scenario", {}).get("name", "run")))

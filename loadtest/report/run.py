@@ -25,7 +25,8 @@ import pandas as pd
 from hdrh.histogram import HdrHistogram
 
 from loadtest.engine.hdr_bulk import value_at_percentile
-from loadtest.results.directory import read_summary, read_table, write_atomic
+from loadtest.results.directory import read_summary, read_table
+from loadtest.results.files import write_atomic
 
 NINES = (0.0, 50.0, 90.0, 99.0, 99.9, 99.99, 99.999)
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")

@@ -17,7 +17,7 @@ from loadtest.errors import ConfigError
 from loadtest.report.capacity import capacity_lines, capacity_markdown, capacity_section_html
 from loadtest.report.compare import NAMES, compare_markdown, compare_section_html
 from loadtest.report.run import PAGE
-from loadtest.results.directory import write_atomic
+from loadtest.results.files import write_atomic
 
 
 @dataclass

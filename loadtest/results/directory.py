@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from loadtest.engine.collector import Collector, latency_stats, quick_percentile
 from loadtest.engine.recorder import ALL, INTERVAL_METRICS, METRICS, new_histogram
 from loadtest.errors import ConfigError
 from loadtest.messy.kinds import CLASS_PREFIX, summarise
+from loadtest.results.files import write_atomic, write_json
 
 CLEAN = "clean"  # every class but the messy ones, in a run with messy traffic
 MESSY = "messy"  # every messy class together
@@ -50,12 +50,6 @@ def run_dir_name(scenario: str, when: float | None = None) -> str:
     stamp = datetime.fromtimestamp(when or time.time(), UTC).strftime("%Y%m%d-%H%M%S")
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in scenario)
     return f"{stamp}-{safe}"
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def read_summary(directory: Path) -> dict:
@@ -208,6 +202,6 @@ def write_results(out: Path, collector: Collector, meta: dict, target_at, start_
     writer.writerows(timeline_rows(collector, target_at))
     write_atomic(out / "timeline.csv", buffer.getvalue())
     histograms = {key: h.encode().decode() for key, h in sorted(collector.histograms.items())}
-    write_atomic(out / "histograms.json", json.dumps(histograms, indent=1) + "\n")
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_json(out / "histograms.json", histograms, indent=1)
+    write_json(out / "summary.json", summary)
     return summary
