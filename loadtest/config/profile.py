@@ -71,7 +71,7 @@ class Profile:
 
 
 def profiles_dir() -> Path:
-    return Path(__file__).resolve().parents[1] / "profiles"
+    return Path(__file__).resolve().parents[2] / "profiles"
 
 
 def find_profile(name_or_path: str) -> Path:
