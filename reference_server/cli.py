@@ -9,6 +9,7 @@ from pathlib import Path
 from .batcher import BatchingConfig
 from .config import ServerConfig, default_models_dir
 from .errors import ReferenceServerError
+from .manifest import VARIANTS
 from .models import SessionSettings
 
 
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="model to serve: minilm (default) or fraud; repeat for several",
     )
-    serve.add_argument("--variant", choices=("fp32", "int8"), default="fp32")
+    serve.add_argument("--variant", choices=VARIANTS, default="fp32")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
     serve.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     serve.add_argument("--threads", type=_positive, default=1, help="ONNX Runtime intra-op threads (default 1)")
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the server per variant, send real requests, print the answers",
     )
     check.add_argument("--model", default="minilm")
-    check.add_argument("--variant", action="append", dest="variants", choices=("fp32", "int8"))
+    check.add_argument("--variant", action="append", dest="variants", choices=VARIANTS)
     return parser
 
 

@@ -20,8 +20,8 @@ from typing import Literal, Protocol
 import numpy as np
 import onnxruntime as ort
 
-from .build import load_manifest
 from .errors import BadRequest, ModelsMissing
+from .manifest import load_manifest, model_dir
 from .protocol import InputTensor
 
 # The tokenizers crate otherwise starts a thread pool that competes with ORT for the same cores.
@@ -190,7 +190,7 @@ def load_model(
     if f"{variant}.onnx" not in entry["files"]:
         variants = sorted(f.removesuffix(".onnx") for f in entry["files"] if f.endswith(".onnx"))
         raise ModelsMissing(f"model '{name}' has no variant '{variant}'; variants: {', '.join(variants)}")
-    directory = models_dir / name
+    directory = model_dir(models_dir, name)
     if entry["kind"] == "text-embedding":
         return TextEncoder(name, variant, directory, settings, entry["max_tokens"], long_text)
     return TabularClassifier(name, variant, directory, settings, entry["features"], entry["classes"])

@@ -18,28 +18,31 @@ from loadtest.gates.thresholds import (
     parse_regression,
     parse_threshold,
 )
+from loadtest.results.summary import Summary
 from reference_server.launch import running_server
-from tests.test_run import FEATURES, FRAUD, loadtest, scenario
+from tests.helpers import FEATURES, FRAUD, loadtest, scenario
 
 
-def summary(p99: float = 20.0, ok: int = 990, errors: int = 5, timeouts: int = 5, dropped: int = 0) -> dict:
+def summary(p99: float = 20.0, ok: int = 990, errors: int = 5, timeouts: int = 5, dropped: int = 0) -> Summary:
     by_class = {"ok": ok // 2, "errors": errors, "timeouts": timeouts, "dropped": dropped, "scheduled": 0}
-    return {
-        "schema": "loadtest.summary/1",
-        "load": {"duration_s": 10.0},
-        "accounting": {
-            "scheduled": ok + errors + timeouts + dropped,
-            "ok": ok,
-            "errors": errors,
-            "timeouts": timeouts,
-            "dropped": dropped,
-            "by_class": {"long": {**by_class, "scheduled": ok // 2 + errors + timeouts + dropped}},
-        },
-        "latency_ms": {
-            "response": {"all": {"p50": 5.0, "p99": p99, "max": 90.0}, "long": {"p95": 300.0, "p99": 450.0}},
-            "service": {"all": {"p99": 8.0}},
-        },
-    }
+    return Summary.from_dict(
+        {
+            "schema": "loadtest.summary/1",
+            "load": {"duration_s": 10.0},
+            "accounting": {
+                "scheduled": ok + errors + timeouts + dropped,
+                "ok": ok,
+                "errors": errors,
+                "timeouts": timeouts,
+                "dropped": dropped,
+                "by_class": {"long": {**by_class, "scheduled": ok // 2 + errors + timeouts + dropped}},
+            },
+            "latency_ms": {
+                "response": {"all": {"p50": 5.0, "p99": p99, "max": 90.0}, "long": {"p95": 300.0, "p99": 450.0}},
+                "service": {"all": {"p99": 8.0}},
+            },
+        }
+    )
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from loadtest.messy.kinds import (
     REJECT,
     WRONG,
     MessyPool,
-    Shape,
+    RequestForm,
     build,
     build_all,
     kinds_for,
@@ -31,20 +31,20 @@ from loadtest.messy.kinds import (
     verdict,
 )
 
-SHAPES = {
-    "oip text": Shape(),
-    "oip features": Shape(model="fraud", input_name="features", source="features"),
-    "openai": Shape(protocol="openai-embeddings"),
-    "template": Shape(protocol="http-json", template='{"query": "{{text}}", "k": 5}'),
-    "template features": Shape(protocol="http-json", source="features"),
+FORMS = {
+    "oip text": RequestForm(),
+    "oip features": RequestForm(model="fraud", input_name="features", source="features"),
+    "openai": RequestForm(protocol="openai-embeddings"),
+    "template": RequestForm(protocol="http-json", template='{"query": "{{text}}", "k": 5}'),
+    "template features": RequestForm(protocol="http-json", source="features"),
 }
 
 
-@pytest.mark.parametrize("name", SHAPES)
+@pytest.mark.parametrize("name", FORMS)
 def test_the_same_seed_gives_the_same_bytes_for_every_kind(name):
-    shape = SHAPES[name]
-    kinds = kinds_for(shape)
-    first, again, other = build_all(kinds, shape, 11), build_all(kinds, shape, 11), build_all(kinds, shape, 12)
+    form = FORMS[name]
+    kinds = kinds_for(form)
+    first, again, other = build_all(kinds, form, 11), build_all(kinds, form, 11), build_all(kinds, form, 12)
     assert first == again
     # Most kinds draw words, numbers or cut points from the seed: another seed changes their bytes.
     changed = [k for k in kinds if [r.body for r in first[k]] != [r.body for r in other[k]]]
@@ -59,16 +59,16 @@ def _parses(body: bytes) -> bool:
     return True
 
 
-@pytest.mark.parametrize("name", SHAPES)
+@pytest.mark.parametrize("name", FORMS)
 def test_each_kind_is_what_its_name_says(name):
-    shape = SHAPES[name]
-    bodies = {k: build(k, shape, 3).body for k in kinds_for(shape)}
+    form = FORMS[name]
+    bodies = {k: build(k, form, 3).body for k in kinds_for(form)}
     for kind in ("invalid_json", "truncated_body"):
         assert not _parses(bodies[kind]), kind
     for kind in ("missing_input", "null_value", "nested_value", "wrong_datatype", "duplicate"):
         assert _parses(bodies[kind]), kind
-    assert len(bodies["oversized"]) > shape.oversized_bytes and _parses(bodies["oversized"])
-    if shape.source == "text":
+    assert len(bodies["oversized"]) > form.oversized_bytes and _parses(bodies["oversized"])
+    if form.source == "text":
         text_of = {k: bodies[k] for k in ("empty_string", "one_character", "whitespace_only", "mixed_scripts", "emoji")}
         assert all(_parses(b) for b in text_of.values())
         with pytest.raises(UnicodeDecodeError):
@@ -79,30 +79,30 @@ def test_each_kind_is_what_its_name_says(name):
         assert b"NaN" in bodies["nan_infinity"] and not _parses(bodies["nan_infinity"])
         assert b"1e+300" in bodies["huge_values"]
     if "wrong_content_type" in bodies:
-        assert build("wrong_content_type", shape, 3).content_type == "text/plain"
-    assert build("duplicate", shape, 3).twin
+        assert build("wrong_content_type", form, 3).content_type == "text/plain"
+    assert build("duplicate", form, 3).twin
 
 
 def test_oip_kinds_break_exactly_one_rule_of_the_protocol():
-    shape = SHAPES["oip text"]
-    clean = json.loads(build("duplicate", shape, 1).body)["inputs"][0]
+    form = FORMS["oip text"]
+    clean = json.loads(build("duplicate", form, 1).body)["inputs"][0]
     assert set(clean) == {"name", "datatype", "shape", "data"} and clean["datatype"] == "BYTES"
-    assert json.loads(build("missing_input", shape, 1).body) == {"inputs": []}
-    extra = json.loads(build("extra_input", shape, 1).body)["inputs"]
+    assert json.loads(build("missing_input", form, 1).body) == {"inputs": []}
+    extra = json.loads(build("extra_input", form, 1).body)["inputs"]
     assert [i["name"] for i in extra] == ["text", "unexpected_input"]
-    wrong = json.loads(build("wrong_datatype", shape, 1).body)["inputs"][0]
+    wrong = json.loads(build("wrong_datatype", form, 1).body)["inputs"][0]
     assert wrong["datatype"] == "FP32" and all(isinstance(x, float) for x in wrong["data"])
-    mismatch = json.loads(build("shape_mismatch", shape, 1).body)["inputs"][0]
+    mismatch = json.loads(build("shape_mismatch", form, 1).body)["inputs"][0]
     assert mismatch["shape"] == [3] and len(mismatch["data"]) == 2
-    assert json.loads(build("large_batch", shape, 1).body)["inputs"][0]["shape"] == [256]
-    assert json.loads(build("empty_string", shape, 1).body)["inputs"][0]["data"] == [""]
+    assert json.loads(build("large_batch", form, 1).body)["inputs"][0]["shape"] == [256]
+    assert json.loads(build("empty_string", form, 1).body)["inputs"][0]["data"] == [""]
 
 
 def test_kinds_fit_the_protocol_and_payload():
-    assert "shape_mismatch" in kinds_for(SHAPES["oip text"]) and "shape_mismatch" not in kinds_for(SHAPES["openai"])
-    assert "nan_infinity" in kinds_for(SHAPES["oip features"]) and "nan_infinity" not in kinds_for(SHAPES["oip text"])
-    assert "empty_string" not in kinds_for(SHAPES["oip features"])
-    assert set(kinds_for(SHAPES["oip text"])) | set(kinds_for(SHAPES["oip features"])) == set(KINDS) - {"unknown_field"}
+    assert "shape_mismatch" in kinds_for(FORMS["oip text"]) and "shape_mismatch" not in kinds_for(FORMS["openai"])
+    assert "nan_infinity" in kinds_for(FORMS["oip features"]) and "nan_infinity" not in kinds_for(FORMS["oip text"])
+    assert "empty_string" not in kinds_for(FORMS["oip features"])
+    assert set(kinds_for(FORMS["oip text"])) | set(kinds_for(FORMS["oip features"])) == set(KINDS) - {"unknown_field"}
     assert {KINDS[k].expect for k in KINDS} == {REJECT, ACCEPT, EITHER}
 
 
@@ -130,9 +130,9 @@ def test_every_answer_gets_one_verdict(expect, outcome, found):
 
 
 def _pool(share: float, weights: dict[str, float] | None = None, seed: int = 5) -> MessyPool:
-    shape = SHAPES["oip text"]
-    kinds = kinds_for(shape)
-    return MessyPool(build_all(kinds, shape, seed), weights or {k: 1.0 for k in kinds}, share, seed)
+    form = FORMS["oip text"]
+    kinds = kinds_for(form)
+    return MessyPool(build_all(kinds, form, seed), weights or {k: 1.0 for k in kinds}, share, seed)
 
 
 def test_the_messy_share_holds_exactly_and_every_kind_comes_within_one_cycle():
@@ -140,7 +140,7 @@ def test_the_messy_share_holds_exactly_and_every_kind_comes_within_one_cycle():
     picks = [pool.pick(i) for i in range(20_000)]
     messy = [p for p in picks if p is not None]
     assert len(messy) == 1000  # 5% of 20,000, exactly
-    kinds = len(kinds_for(SHAPES["oip text"]))
+    kinds = len(kinds_for(FORMS["oip text"]))
     assert len({p.kind for p in messy[:kinds]}) == kinds  # one cycle: every kind once
     assert set(Counter(p.kind for p in messy).values()) == {1000 // kinds}
     again, other = _pool(0.05), _pool(0.05, seed=6)
@@ -186,7 +186,7 @@ def test_a_messy_table_is_checked_up_front_naming_the_key():
     assert _scenario("share = 0.03").gates == ("messy_defects == 0",)
     assert _scenario("share = 0.03\ngate = false").gates == ()
     for text, message in [
-        ('share = "lots"', "m.toml: messy.share: expected a fraction"),
+        ('share = "lots"', "m.toml: messy.share: expected a share like 5% or 0.05"),
         ("share = 2", "messy.share: must be between 0 and 100%"),
         ('share = 0.1\nkinds = ["nope"]', "messy.kinds: unknown kind 'nope'"),
         ("share = 0.1\nkinds = { invalid_json = -1 }", "messy.kinds.invalid_json: a weight must be a number"),
@@ -199,13 +199,11 @@ def test_a_messy_table_is_checked_up_front_naming_the_key():
 
 
 def test_the_summary_counts_verdicts_by_kind():
-    counts = {
-        "verdict:correct:reject:http_400|messy:invalid_json": 4,
-        "verdict:defect:reject:http_500|messy:invalid_json": 1,
-        "verdict:wrong:accept:http_400|messy:empty_string": 2,
-        "ok|short": 90,
+    verdicts = {
+        "messy:invalid_json": {"correct:reject:http_400": 4, "defect:reject:http_500": 1},
+        "messy:empty_string": {"wrong:accept:http_400": 2},
     }
-    summary = summarise(counts, {"messy:invalid_json": 5, "messy:empty_string": 2, "messy:emoji": 1, "short": 90})
+    summary = summarise(verdicts, {"messy:invalid_json": 5, "messy:empty_string": 2, "messy:emoji": 1, "short": 90})
     assert summary["requests"] == 8 and (summary["correct"], summary["wrong"], summary["defects"]) == (4, 2, 1)
     invalid = summary["kinds"]["invalid_json"]
     assert invalid["answers"] == {"http_400": 4, "http_500": 1} and invalid["expect"] == REJECT

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from loadtest.messy.kinds import Shape, kinds_for
+from loadtest.messy.kinds import RequestForm, kinds_for
+from tests.helpers import loadtest, scenario
 from tests.servers import fragile
-from tests.test_run import loadtest, scenario
 
 TEXT = (
     'source = "text"\nclasses = [{ name = "short", weight = 80, min_tokens = 4, max_tokens = 16 }, '
@@ -28,7 +28,7 @@ def test_five_percent_messy_traffic_against_the_reference_server(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     messy = summary["messy"]
     # Every kind that fits OIP v2 text was sent and judged; the reference server has no defect.
-    assert set(messy["kinds"]) == set(kinds_for(Shape())), messy["kinds"].keys()
+    assert set(messy["kinds"]) == set(kinds_for(RequestForm())), messy["kinds"].keys()
     assert all(k["scheduled"] > 0 and k["correct"] == k["scheduled"] for k in messy["kinds"].values()), messy
     assert messy["defects"] == 0 and messy["wrong"] == 0 and messy["correct"] == messy["requests"]
     assert messy["kinds"]["invalid_json"]["answers"] == {"http_400": messy["kinds"]["invalid_json"]["scheduled"]}

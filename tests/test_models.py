@@ -11,9 +11,10 @@ import onnxruntime as ort
 import pytest
 
 from reference_server import weights
-from reference_server.build import build_models, load_manifest
+from reference_server.build import build_models
 from reference_server.errors import BuildError
 from reference_server.fraud_model import synthetic_transactions
+from reference_server.manifest import load_manifest
 from reference_server.models import SessionSettings, TabularClassifier, TextEncoder, load_model
 
 

@@ -9,9 +9,9 @@ from xml.etree import ElementTree as ET
 import httpx
 import pytest
 
-from loadtest.messy.kinds import Shape, kinds_for
+from loadtest.messy.kinds import RequestForm, kinds_for
+from tests.helpers import FEATURES, FRAUD, loadtest, scenario
 from tests.servers import fragile, recording
-from tests.test_run import FEATURES, FRAUD, loadtest, scenario
 
 
 def probe(out: Path, *args: str):
@@ -29,10 +29,10 @@ def by_kind(data: dict) -> dict[str, dict]:
 def test_the_reference_server_answers_every_text_kind_soundly(server, tmp_path):
     code, output, data = probe(tmp_path / "out", "--target", server.url)
     assert code == 0, output
-    assert [k["kind"] for k in data["kinds"]] == kinds_for(Shape())
+    assert [k["kind"] for k in data["kinds"]] == kinds_for(RequestForm())
     assert data["counts"] == {
-        "kinds": len(kinds_for(Shape())),
-        "correct": len(kinds_for(Shape())),
+        "kinds": len(kinds_for(RequestForm())),
+        "correct": len(kinds_for(RequestForm())),
         "wrong": 0,
         "defect": 0,
     }
@@ -50,7 +50,7 @@ def test_the_reference_server_answers_every_features_kind_soundly(server, tmp_pa
     path = scenario(tmp_path, 'duration = "1s"', FRAUD, FEATURES, name="fraud")
     code, output, data = probe(tmp_path / "out", server.url, "--scenario", str(path))
     assert code == 0, output
-    expected = kinds_for(Shape(model="fraud", input_name="features", source="features"))
+    expected = kinds_for(RequestForm(model="fraud", input_name="features", source="features"))
     assert [k["kind"] for k in data["kinds"]] == expected and "nan_infinity" in expected
     assert data["counts"]["wrong"] == data["counts"]["defect"] == 0
     assert data["path"] == "/v2/models/fraud/infer" and data["scenario"] == "fraud"
@@ -74,7 +74,7 @@ def test_a_fragile_endpoint_fails_on_its_defects_even_with_allow_wrong(tmp_path)
     # One test case per kind; with --allow-wrong only the defects fail.
     suite = ET.parse(junit).getroot().find("testsuite")
     cases = {case.get("name"): case.find("failure") is not None for case in suite.iter("testcase")}
-    assert list(cases) == kinds_for(Shape())
+    assert list(cases) == kinds_for(RequestForm())
     assert sorted(name for name, failed in cases.items() if failed) == defects
     assert suite.get("failures") == "4"
 
@@ -91,7 +91,7 @@ def test_wrong_verdicts_fail_the_probe_unless_allowed(tmp_path):
     assert "wrong verdicts (--allow-wrong)" in lenient_output
     # Sent sequentially, the exact bytes with the kind's content type; the duplicate twice.
     posts = [headers["content-type"] for method, _, headers, _ in seen if method == "POST"]
-    assert len(posts) == 2 * (1 + len(kinds_for(Shape())) + 1)  # a clean request, each kind, the duplicate's twin
+    assert len(posts) == 2 * (1 + len(kinds_for(RequestForm())) + 1)  # a clean request, each kind, the duplicate's twin
     assert "text/plain" in posts
 
 
@@ -103,7 +103,7 @@ def test_a_custom_kind_is_probed_and_reported_without_its_body(server, tmp_path)
     path = scenario(tmp_path, 'duration = "1s"\n[messy]\ncustom = "kinds.jsonl"')
     code, output, data = probe(tmp_path / "out", server.url, "--scenario", str(path))
     assert code == 0, output
-    assert [k["kind"] for k in data["kinds"]] == [*kinds_for(Shape()), "my_kind", "with_secret"]
+    assert [k["kind"] for k in data["kinds"]] == [*kinds_for(RequestForm()), "my_kind", "with_secret"]
     mine = by_kind(data)["my_kind"]
     assert mine["category"] == "custom" and mine["expect"] == "reject"
     assert 400 <= mine["status"] < 500 and mine["verdict"] == "correct"
@@ -128,7 +128,7 @@ def test_an_unknown_kind_stops_with_exit_2_naming_the_known_ones(tmp_path):
     code, output, data = probe(tmp_path / "out", "http://127.0.0.1:9", "--kind", "nope")
     assert code == 2 and data is None
     assert "unknown kind 'nope'" in output and "Traceback" not in output
-    assert all(kind in output for kind in kinds_for(Shape()))
+    assert all(kind in output for kind in kinds_for(RequestForm()))
     code, output, _ = probe(tmp_path / "out", "http://127.0.0.1:9", "--kind", "nan_infinity")
     assert code == 2 and "does not apply to oip-v2 with text payloads" in output
 

@@ -17,15 +17,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from loadtest.analysis.projection import (
-    cost_markdown,
-    cost_section_html,
-    load_forecast,
-    print_projection,
-    project,
-    write_projection,
-)
+from loadtest.analysis.cost_inputs import load_forecast, project
 from loadtest.errors import ConfigError
+from loadtest.report.cost import cost_markdown, cost_section_html, print_projection, write_projection
 
 FIXTURES = Path(__file__).parent / "fixtures" / "capacity"
 HAND_100 = FIXTURES / "hand-100"

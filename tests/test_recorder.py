@@ -8,8 +8,8 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
 from loadtest.engine.collector import Collector, latency_stats
+from loadtest.engine.measurements import hlog_text
 from loadtest.engine.recorder import HIGHEST_US, OK, TIMEOUT, Recorder, parse_server_timing
-from loadtest.results.directory import hlog_text
 
 
 def record_latencies(recorder: Recorder, latencies: np.ndarray, cls: str = "short", start: float = 0.0) -> None:
@@ -29,12 +29,12 @@ def test_percentiles_match_a_direct_computation_within_a_tenth_of_a_percent():
     collector = Collector()
     collector.absorb(recorder.take_delta(now=100.0, final=True))
     stats = latency_stats(collector.histogram("response"))
-    assert stats["count"] == len(latencies)
+    assert stats.count == len(latencies)
     micros = np.floor(latencies * 1e6)  # what the recorder stores
     for p in (50, 90, 95, 99, 99.9):
         direct = np.percentile(micros, p, method="inverted_cdf") / 1000
-        assert stats[f"p{p:g}"] == pytest.approx(direct, rel=1e-3), p
-    assert stats["max"] == pytest.approx(micros.max() / 1000, rel=1e-3)
+        assert stats.get(f"p{p:g}") == pytest.approx(direct, rel=1e-3), p
+    assert stats.max == pytest.approx(micros.max() / 1000, rel=1e-3)
 
 
 def test_every_arrival_ends_in_exactly_one_bucket():
@@ -50,7 +50,7 @@ def test_every_arrival_ends_in_exactly_one_bucket():
     collector = Collector()
     collector.absorb(recorder.take_delta(1.0, final=True))
     accounting = collector.accounting()
-    assert accounting == {
+    assert accounting.as_dict() == {
         "scheduled": 10,
         "ok": 3,
         "errors": 2,
@@ -67,7 +67,7 @@ def test_warmup_is_sent_but_kept_out_of_histograms_and_accounting():
     record_latencies(recorder, np.full(2000, 0.002))  # 2 s of requests, 1 ms apart
     collector = Collector()
     collector.absorb(recorder.take_delta(10.0, final=True))
-    assert collector.accounting()["scheduled"] == 1000
+    assert collector.accounting().scheduled == 1000
     assert collector.histogram("response").get_total_count() == 1000
     assert sum(counts["warmup"] for counts in collector.timeline.values()) == 1000
 
@@ -80,7 +80,7 @@ def test_out_of_range_values_are_clamped_and_counted_not_lost():
     histogram = collector.histogram("response")
     assert histogram.get_total_count() == 2
     assert histogram.get_max_value() >= HIGHEST_US * 0.999
-    assert collector.counts["clamped|all"] == 2  # response and service
+    assert collector.clamped == 2  # response and service
 
 
 def test_deltas_from_several_recorders_merge_to_the_same_histogram_as_one():
@@ -115,7 +115,7 @@ def test_server_timing_splits_service_into_queue_compute_and_overhead():
     collector = Collector()
     collector.absorb(recorder.take_delta(5.0, final=True))
     ms = {
-        m: latency_stats(collector.histogram(m))["p50"]
+        m: latency_stats(collector.histogram(m)).p50
         for m in ("response", "service", "server_queue", "server_compute", "overhead", "lateness")
     }
     assert ms == pytest.approx(
@@ -195,7 +195,7 @@ def test_values_recorded_while_a_delta_is_being_taken_are_not_lost():
     collector.absorb(recorder.take_delta(10.0, final=True))
     assert len(extras) >= 2
     assert collector.histogram("response").get_total_count() == 10 + len(extras)
-    assert collector.accounting()["ok"] == 10 + len(extras) and collector.accounting()["unfinished"] == 0
+    assert collector.accounting().ok == 10 + len(extras) and collector.accounting().unfinished == 0
 
 
 def test_server_timing_in_bulk_matches_one_by_one():
@@ -220,7 +220,7 @@ def test_closed_load_sends_count_as_scheduled_and_sent_in_one_call():
     collector = Collector()
     collector.absorb(recorder.take_delta(5.0, final=True))
     accounting = collector.accounting()
-    assert accounting["scheduled"] == accounting["ok"] == 10 and accounting["unfinished"] == 0
+    assert accounting.scheduled == accounting.ok == 10 and accounting.unfinished == 0
     assert collector.timeline[0]["scheduled"] == collector.timeline[0]["sent"] == 10
     assert collector.timeline[1]["sent"] == 10
     assert collector.histogram("lateness") is None  # closed load is on time by definition

@@ -269,10 +269,10 @@ def test_a_capture_path_is_checked_before_anything_runs(tmp_path):
 
 def test_the_shipped_capture_is_a_real_poisson_day_of_minilm_traffic():
     """The shipped capture: what `serve --capture` recorded of `loadtest run scenarios/diurnal.toml`."""
-    from loadtest.replay.describe import profile_capture
+    from loadtest.replay.describe import describe_capture
 
     capture = Path(__file__).resolve().parents[1] / "scenarios" / "captures" / "diurnal-minilm.jsonl"
-    profile = profile_capture(read_capture(capture), 10.0)
-    assert profile.requests == 1057 and profile.bad_lines == 0
-    assert 0.9 <= profile.cv_rescaled <= 1.1 < profile.cv_interarrival  # Poisson under a daily cycle
-    assert 1.5 < profile.peak_to_mean < 2.5  # 2 to 16 req/s: 16 / 9 = 1.78, with Poisson noise in 10 s buckets
+    description = describe_capture(read_capture(capture), 10.0)
+    assert description.requests == 1057 and description.bad_lines == 0
+    assert 0.9 <= description.cv_rescaled <= 1.1 < description.cv_interarrival  # Poisson under a daily cycle
+    assert 1.5 < description.peak_to_mean < 2.5  # 2 to 16 req/s: 16 / 9 = 1.78, with Poisson noise in 10 s buckets

@@ -17,8 +17,8 @@ from tests.captures import (
     times_for,
     write_jsonl,
 )
+from tests.helpers import loadtest
 from tests.servers import recording
-from tests.test_run import loadtest
 
 # A compressed day with a spike: 40 s from 40 to 120 req/s and back, 200 req/s in seconds 28-29.
 RATES = diurnal_with_spike(40, 40, 120, 200, 28, 2)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_run import FEATURES, FRAUD, loadtest, scenario
+from tests.helpers import FEATURES, FRAUD, chromium, loadtest, scenario
 
 PLOTS = ("latency-over-time", "distribution", "rates", "failures", "resources", "server-timing")
 
@@ -27,10 +27,6 @@ def run_dir(server, tmp_path_factory) -> Path:
     result = loadtest("run", str(path), "--out", str(tmp / "out"), "--threshold", "p99 < 5s")
     assert result.returncode == 0, result.stdout + result.stderr
     return tmp / "out"
-
-
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 def test_every_run_writes_both_reports(run_dir):

@@ -8,37 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.helpers import FEATURES, FRAUD, JSON_ENDPOINT, REPO, loadtest, run_ok, scenario
 from tests.servers import fixed_delay, periodic_stall, serve
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def loadtest(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "loadtest", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
-    )
-
-
-def scenario(tmp_path: Path, load: str, target: str = "", payload: str = "", name: str = "test") -> Path:
-    path = tmp_path / f"{name}.toml"
-    path.write_text(f'name = "{name}"\nseed = 3\n[target]\n{target}\n[payload]\n{payload}\n[load]\n{load}\n')
-    return path
-
-
-FRAUD = 'protocol = "oip-v2"\nmodel = "fraud"\ninput_name = "features"'
-FEATURES = 'source = "features"\nwidth = 8'
-JSON_ENDPOINT = 'protocol = "http-json"\npath = "/"'
-
-
-def run_ok(path: Path, out: Path, *extra: str) -> dict:
-    result = loadtest("run", str(path), "--out", str(out), *extra)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return json.loads((out / "summary.json").read_text())
 
 
 def test_open_load_counts_add_up_and_agree_with_locust(server, tmp_path):

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from loadtest.analysis.saturation import analyse, samples_needed, sufficiency
-from tests.test_run import FEATURES, FRAUD, loadtest, scenario
+from tests.helpers import FEATURES, FRAUD, loadtest, scenario
 
 
 def timeline(seconds: int, knee: int | None = None, lag_from: int | None = None) -> pd.DataFrame:

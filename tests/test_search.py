@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from loadtest.analysis.search import SearchSettings, Slo, Step, judge, knee, parse_slo, search, step_duration
+from loadtest.analysis.search import SearchSettings, Slo, Step, judge_step, knee, parse_slo, search, step_duration
 from loadtest.gates.thresholds import GateError
 
 
@@ -26,7 +26,7 @@ def mm1_server(service_rate: float, calls: list[float] | None = None, shed_above
         if shed_above is not None and rate > shed_above:
             errors = scheduled // 10
             ok = scheduled - errors
-        return judge(Step(rate, scheduled, ok, errors, p99, p99 / 4, p99, duration), Slo("p99", 100.0))
+        return judge_step(Step(rate, scheduled, ok, errors, p99, p99 / 4, p99, duration), Slo("p99", 100.0))
 
     return measure
 
@@ -81,11 +81,11 @@ def test_the_step_limit_ends_the_search_with_what_it_found():
 
 def test_a_step_that_falls_behind_or_lacks_samples_fails_with_each_reason():
     slo = Slo("p99", 100.0)
-    behind = judge(Step(100.0, 1000, 900, 0, 50.0, 10.0, 50.0, 10.0), slo)
+    behind = judge_step(Step(100.0, 1000, 900, 0, 50.0, 10.0, 50.0, 10.0), slo)
     assert not behind.passed and any("achieved 90.0%" in r for r in behind.reasons)
-    thin = judge(Step(10.0, 500, 500, 0, 50.0, 10.0, 50.0, 50.0), slo)
+    thin = judge_step(Step(10.0, 500, 500, 0, 50.0, 10.0, 50.0, 50.0), slo)
     assert not thin.passed and any("needs 662" in r for r in thin.reasons)
-    good = judge(Step(100.0, 1000, 990, 0, 50.0, 10.0, 50.0, 10.0), slo)
+    good = judge_step(Step(100.0, 1000, 990, 0, 50.0, 10.0, 50.0, 10.0), slo)
     assert good.passed and good.reasons == ()
 
 

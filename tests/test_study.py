@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_report import chromium
-from tests.test_run import loadtest
+from tests.helpers import REPO, chromium, loadtest
 
-REPO = Path(__file__).resolve().parents[1]
 SCENARIO = str(REPO / "scenarios" / "queries.toml")
 
 

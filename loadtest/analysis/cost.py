@@ -22,12 +22,16 @@ import math
 import re
 from dataclasses import dataclass
 
+from loadtest.errors import ExitCode, LoadTestError
+
 HOURS_PER_MONTH = 730.0
 SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600
 
 
-class ForecastError(ValueError):
-    """A forecast string that cannot be understood; the message says which part and why."""
+class ForecastError(LoadTestError, ValueError):
+    """A forecast string that cannot be understood; the message says which part and why (an input error)."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ Pure analysis over two per-second tables of a results directory: the latency tim
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import pandas as pd
+
+from loadtest.results.summary import Saturation
 
 SUFFICIENCY_RISK = 0.0013  # q**n at or below this: MLPerf's 662 samples for p99
 GENERATOR_LIMIT = 0.85
@@ -46,22 +47,6 @@ def sufficiency(counts: dict[str, int], percentiles=(50.0, 90.0, 95.0, 99.0, 99.
     return rows
 
 
-@dataclass(frozen=True)
-class Saturation:
-    server_saturated_at: float | None  # seconds since the start of the run
-    server_peak_util: float | None  # share of the server's allowed cores, at the busiest second
-    gpu_saturated_at: float | None
-    knee_at: float | None
-    knee_reason: str
-    generator_peak_util: float | None
-    generator_overloaded_seconds: list[float]
-    trustworthy: bool
-    lines: list[str]  # what a person reads
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
 def _first_held(mask: pd.Series, seconds: pd.Series, hold: int) -> float | None:
     run = 0
     for value, second in zip(mask.tolist(), seconds.tolist(), strict=True):
@@ -80,46 +65,91 @@ def analyse(
     hold: int = 2,
     generator_cores: list[int] | None = None,
 ) -> Saturation:
-    lines: list[str] = []
-    server_at = gpu_at = None
-    server_peak = generator_peak = None
+    """Where the server saturated, where latency bent, and whether the generator kept up, with the lines to read."""
+    server_at = gpu_at = server_peak = generator_peak = None
     overloaded: list[float] = []
     if resources is not None and len(resources):
         r = resources.sort_values("second")
-        seconds = r["second"].round()
-        if r["server_cpu_util"].notna().any():
-            server_peak = float(r["server_cpu_util"].max())
-            server_at = _first_held(r["server_cpu_util"] >= busy, seconds, hold)
-        gpu_columns = [c for c in r.columns if c.startswith("gpu") and c.endswith("_util_pct")]
-        if gpu_columns:
-            gpu_at = _first_held((r[gpu_columns] >= busy * 100).any(axis=1), seconds, hold)
-        # The generator is judged over the measured seconds only: its start-up (imports, spawning users)
-        # and the warm-up are busy by nature and are not in the figures.
-        m = r[r["second"] >= warmup]
-        starved = pd.Series(False, index=m.index)
-        busy_columns = [f"core{i}_busy_pct" for i in generator_cores or [] if f"core{i}_busy_pct" in m.columns]
-        if busy_columns:
-            starved = m[busy_columns].mean(axis=1) > CORES_BUSY_LIMIT
-        if m["generator_cpu_util"].notna().any():
-            generator_peak = float(m["generator_cpu_util"].max())
-            starved |= m["generator_cpu_util"] > GENERATOR_LIMIT
-        overloaded = [float(s) for s in m["second"].round()[starved]]
+        server_at, server_peak, gpu_at = _server_onsets(r, busy, hold)
+        generator_peak, overloaded = _generator_overload(r, warmup, generator_cores)
+    knee_at, knee_reason = _knee(timeline, warmup, knee_factor, hold)
+    lines = _server_lines(server_at, server_peak, gpu_at, knee_at, knee_reason, busy)
+    if overloaded:
+        lines.append(
+            f"RESULTS NOT TRUSTWORTHY: for {len(overloaded)} s the load generator used over "
+            f"{GENERATOR_LIMIT:.0%} of its cores, or they were over {CORES_BUSY_LIMIT:.0f}% busy "
+            f"(its peak: {generator_peak or 0:.0%}); its own queueing is in the latencies"
+        )
+    return Saturation(
+        server_at, server_peak, gpu_at, knee_at, knee_reason, generator_peak, overloaded, not overloaded, lines
+    )
+
+
+def _server_onsets(r: pd.DataFrame, busy: float, hold: int) -> tuple[float | None, float | None, float | None]:
+    """The second the server's CPU saturated, its peak share of its cores, and the second a GPU saturated."""
+    seconds = r["second"].round()
+    server_at = server_peak = gpu_at = None
+    if r["server_cpu_util"].notna().any():
+        server_peak = float(r["server_cpu_util"].max())
+        server_at = _first_held(r["server_cpu_util"] >= busy, seconds, hold)
+    gpu_columns = [c for c in r.columns if c.startswith("gpu") and c.endswith("_util_pct")]
+    if gpu_columns:
+        gpu_at = _first_held((r[gpu_columns] >= busy * 100).any(axis=1), seconds, hold)
+    return server_at, server_peak, gpu_at
+
+
+def _generator_overload(
+    r: pd.DataFrame, warmup: float, generator_cores: list[int] | None
+) -> tuple[float | None, list[float]]:
+    """The generator's peak share of its cores, and the measured seconds in which it was overloaded or starved.
+
+    The generator is judged over the measured seconds only: its start-up (imports, spawning users)
+    and the warm-up are busy by nature and are not in the figures.
+    """
+    m = r[r["second"] >= warmup]
+    generator_peak = None
+    starved = pd.Series(False, index=m.index)
+    busy_columns = [f"core{i}_busy_pct" for i in generator_cores or [] if f"core{i}_busy_pct" in m.columns]
+    if busy_columns:
+        starved = m[busy_columns].mean(axis=1) > CORES_BUSY_LIMIT
+    if m["generator_cpu_util"].notna().any():
+        generator_peak = float(m["generator_cpu_util"].max())
+        starved |= m["generator_cpu_util"] > GENERATOR_LIMIT
+    return generator_peak, [float(s) for s in m["second"].round()[starved]]
+
+
+def _knee(timeline: pd.DataFrame, warmup: float, knee_factor: float, hold: int) -> tuple[float | None, str]:
+    """The first measured second from which p99 stayed high or the rate fell behind, and which of the two."""
     measured = timeline[timeline["second"] >= warmup].sort_values("second")
     knee_at, knee_reason = None, ""
-    if len(measured) >= 4:
-        # A 3 s rolling median: one slow batch in one second is not a knee.
-        p99 = measured["response_p99_ms"].rolling(3, min_periods=1, center=True).median()
-        early = measured["response_p99_ms"].iloc[: max(2, len(measured) // 4)].median()
-        # Behind by more than 5% and by more than Poisson noise (3 standard deviations) could explain.
-        shortfall = measured["target"] - measured["sent"]
-        behind = (shortfall > 0.05 * measured["target"]) & (shortfall > 3 * measured["target"].clip(lower=1) ** 0.5)
-        if pd.notna(early) and early > 0:
-            knee_at = _first_held(p99 > knee_factor * early, measured["second"], hold)
-            if knee_at is not None:
-                knee_reason = f"response p99 above {knee_factor:g}x its early {early:.2f} ms"
-        lagging = _first_held(behind, measured["second"], hold)
-        if lagging is not None and (knee_at is None or lagging < knee_at):
-            knee_at, knee_reason = lagging, "achieved rate below 95% of the target"
+    if len(measured) < 4:
+        return knee_at, knee_reason
+    # A 3 s rolling median: one slow batch in one second is not a knee.
+    p99 = measured["response_p99_ms"].rolling(3, min_periods=1, center=True).median()
+    early = measured["response_p99_ms"].iloc[: max(2, len(measured) // 4)].median()
+    # Behind by more than 5% and by more than Poisson noise (3 standard deviations) could explain.
+    shortfall = measured["target"] - measured["sent"]
+    behind = (shortfall > 0.05 * measured["target"]) & (shortfall > 3 * measured["target"].clip(lower=1) ** 0.5)
+    if pd.notna(early) and early > 0:
+        knee_at = _first_held(p99 > knee_factor * early, measured["second"], hold)
+        if knee_at is not None:
+            knee_reason = f"response p99 above {knee_factor:g}x its early {early:.2f} ms"
+    lagging = _first_held(behind, measured["second"], hold)
+    if lagging is not None and (knee_at is None or lagging < knee_at):
+        knee_at, knee_reason = lagging, "achieved rate below 95% of the target"
+    return knee_at, knee_reason
+
+
+def _server_lines(
+    server_at: float | None,
+    server_peak: float | None,
+    gpu_at: float | None,
+    knee_at: float | None,
+    knee_reason: str,
+    busy: float,
+) -> list[str]:
+    """What a person reads about the server's saturation and the latency knee."""
+    lines = []
     if server_at is not None:
         lines.append(f"server CPU saturated from second {server_at:g} (>= {busy:.0%} of its cores)")
     elif server_peak is not None:
@@ -133,13 +163,4 @@ def analyse(
         lines.append(where)
     else:
         lines.append("no latency knee: p99 held and the rate kept up")
-    trustworthy = not overloaded
-    if overloaded:
-        lines.append(
-            f"RESULTS NOT TRUSTWORTHY: for {len(overloaded)} s the load generator used over "
-            f"{GENERATOR_LIMIT:.0%} of its cores, or they were over {CORES_BUSY_LIMIT:.0f}% busy "
-            f"(its peak: {generator_peak or 0:.0%}); its own queueing is in the latencies"
-        )
-    return Saturation(
-        server_at, server_peak, gpu_at, knee_at, knee_reason, generator_peak, overloaded, trustworthy, lines
-    )
+    return lines

@@ -98,7 +98,7 @@ class Step:
         }
 
 
-def judge(step: Step, slo: Slo) -> Step:
+def judge_step(step: Step, slo: Slo) -> Step:
     """The step with its verdict and, when it fails, every reason why."""
     reasons = []
     needed = samples_needed(slo.percentile)

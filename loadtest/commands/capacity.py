@@ -16,32 +16,43 @@ drifts toward it needs that many instances, and the cost projection says what th
 
 from __future__ import annotations
 
-import json
-import time
+import argparse
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
 
-from loadtest.analysis.search import SearchResult, SearchSettings, Slo, Step, judge, search, step_duration
+from loadtest.analysis.search import (
+    SearchResult,
+    SearchSettings,
+    Slo,
+    Step,
+    judge_step,
+    parse_slo,
+    search,
+    step_duration,
+)
+from loadtest.commands.options import duration, fraction
 from loadtest.config.profile import Profile, load_profile
 from loadtest.config.scenario import Scenario, load_scenario
-from loadtest.config.tomlconf import Table
-from loadtest.engine.runner import RunOptions, results_root, run
-from loadtest.errors import ConfigError, LoadTestError
+from loadtest.engine.runner import RunOptions, run
+from loadtest.engine.target import embedded_server
+from loadtest.errors import ExitCode, LoadTestError
 from loadtest.gates.thresholds import figure
-from loadtest.results.directory import read_summary, run_dir_name
-from loadtest.results.files import write_json
-from reference_server.launch import RunningServer, start_server
+from loadtest.report.capacity import capacity_lines
+from loadtest.results.capacity_file import SCHEMA, write_capacity
+from loadtest.results.directory import results_root, run_dir_name
+from loadtest.results.summary import ALL, Summary, read_summary
+from reference_server.launch import RunningServer
 
-SCHEMA = "loadtest.capacity/1"
 PROBE_USERS = 32
 PROBE_SECONDS = 4.0
 START_SHARE = 0.5  # of the probe's rate
 RAMP_FACTOR = 1.5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CapacityOptions:
     scenario: Path
     slo: Slo
@@ -65,12 +76,12 @@ class Searcher:
         self.count = 0
         self.quiet = Console(quiet=True)
 
-    def _run(self, label: str, only_class: str | None, **load) -> tuple[dict, Path]:
+    def _run(self, label: str, only_class: str | None, **load) -> tuple[Summary, Path]:
         self.count += 1
         out = self.out / "steps" / f"{self.count:02d}-{label}"
         outcome = run(
             RunOptions(
-                self.options.scenario,
+                scenario=self.options.scenario,
                 target=self.options.target,
                 profile=self.options.profile,
                 out=out,
@@ -104,17 +115,17 @@ class Searcher:
         duration = step_duration(rate, slo.percentile, self.options.min_step_s, self.options.max_step_s)
         label = f"{only_class + '-' if only_class else ''}{rate:.1f}rps"
         summary, out = self._run(label, only_class, rate=rate, duration=duration)
-        accounting = summary["accounting"]
-        step = judge(
+        accounting = summary.accounting.total
+        step = judge_step(
             Step(
                 target_rps=round(rate, 3),
-                scheduled=accounting["scheduled"],
-                ok=accounting["ok"],
-                errors=accounting["errors"] + accounting["timeouts"],
+                scheduled=accounting.scheduled,
+                ok=accounting.ok,
+                errors=accounting.errors + accounting.timeouts,
                 latency_ms=figure(summary, slo.stat, metric=slo.metric),
                 p50_ms=figure(summary, "p50"),
                 p99_ms=figure(summary, "p99"),
-                duration_s=summary["load"]["duration_s"],
+                duration_s=summary.duration_s,
                 out_dir=str(out.relative_to(self.out)),
             ),
             slo,
@@ -145,9 +156,7 @@ def most_expensive_class(steps_dir: Path, result: SearchResult) -> tuple[str | N
     lightest = min(candidates, key=lambda s: s.target_rps)
     summary = read_summary(steps_dir / lightest.out_dir)
     medians = {
-        cls: stats["p50"]
-        for cls, stats in summary["latency_ms"]["response"].items()
-        if cls != "all" and stats.get("p50") is not None
+        cls: stats.p50 for cls, stats in summary.latency_ms["response"].items() if cls != ALL and stats.p50 is not None
     }
     if len(medians) < 2:
         return None, medians
@@ -157,46 +166,20 @@ def most_expensive_class(steps_dir: Path, result: SearchResult) -> tuple[str | N
 def raw_ort_rps(profile: Profile, texts: list[str], seconds: float = 2.0, batch: int = 32) -> float | None:
     """Rows per second of ONNX Runtime alone on the scenario's texts, on the server's cores: the ceiling.
 
-    Tokenised rows are sorted by length and cut into batches of 32, so padding is the least any
-    batcher could achieve, and batch 1 (no padding at all) is measured too; the better of the two
-    is the ceiling. Padding and ``session.run`` only: no HTTP, no queue, no tokeniser on the clock
-    (``benchmarks/server_throughput.py`` measures it the same way). Capacity above it would be a
-    broken measurement. None for models other than the text embedder, or payloads without texts.
+    Capacity above it would be a broken measurement; see ``reference_server.ceiling``. Imported
+    here, not at the top, so the command loads ONNX Runtime only when it measures.
     """
-    import numpy as np
-    import psutil
+    from reference_server.ceiling import ort_ceiling_rps
 
-    from reference_server.config import default_models_dir
-    from reference_server.models import SessionSettings, load_model
-
-    if profile.model != "minilm" or not texts:
-        return None
-    me = psutil.Process()
-    before = me.cpu_affinity()
-    if profile.server.cpus:
-        me.cpu_affinity(list(profile.server.cpus))
-    try:
-        settings = SessionSettings(intra_op_threads=profile.server.threads)
-        model = load_model(default_models_dir(), profile.model, profile.variant, settings)
-        rows = model.prepare_texts(texts).rows
-        order = np.argsort([len(r) for r in rows], kind="stable")
-        ordered = [rows[i] for i in order]
-        grouped = [ordered[i : i + batch] for i in range(0, len(ordered), batch)]
-        return round(
-            max(_rows_per_second(model, grouped, seconds), _rows_per_second(model, [[r] for r in rows], seconds)), 1
-        )
-    finally:
-        me.cpu_affinity(before)
-
-
-def _rows_per_second(model, batches: list[list], seconds: float) -> float:
-    model.infer(batches[0])
-    done, n, started = 0, 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        chunk = batches[n % len(batches)]
-        model.infer(chunk)
-        done, n = done + len(chunk), n + 1
-    return done / (time.perf_counter() - started)
+    return ort_ceiling_rps(
+        profile.model,
+        profile.variant,
+        texts,
+        threads=profile.server.threads,
+        cpus=profile.server.cpus,
+        seconds=seconds,
+        batch=batch,
+    )
 
 
 def scenario_texts(scenario: Scenario, only_class: str | None = None, n: int = 2048) -> list[str]:
@@ -249,7 +232,6 @@ def find_capacity(options: CapacityOptions, console: Console | None = None) -> t
         "slo": {**asdict(options.slo), "percentile": options.slo.percentile, "text": options.slo.text},
         "resolution": options.resolution,
     }
-    server = None
     if profile is not None:
         data["raw_ort_rps"] = raw_ort_rps(profile, scenario_texts(scenario))
         if data["raw_ort_rps"]:
@@ -257,9 +239,7 @@ def find_capacity(options: CapacityOptions, console: Console | None = None) -> t
                 f"ONNX Runtime alone on these texts: {data['raw_ort_rps']:.1f} rows/s (length-sorted batches of 32 "
                 f"or batch 1, cores {list(profile.server.cpus) or 'any'}): the ceiling"
             )
-        console.print(f"starting the reference server: profile {profile.name} ({profile.model} {profile.variant})")
-        server = start_server(profile.server_args())
-    try:
+    with embedded_server(profile, console) if profile is not None else nullcontext() as server:
         searcher = Searcher(options, out, server, console)
         console.print(
             f"searching the capacity of {profile.name if profile else scenario.target.url} "
@@ -268,7 +248,7 @@ def find_capacity(options: CapacityOptions, console: Console | None = None) -> t
         )
         result = searcher.find(None, options.resolution)
         data.update(_search_dict(result))
-        _save(out, data)
+        write_capacity(out, data)
         cls, medians = most_expensive_class(out, result)
         data["most_expensive_class"] = cls
         data["class_medians_ms"] = medians
@@ -280,33 +260,51 @@ def find_capacity(options: CapacityOptions, console: Console | None = None) -> t
             if profile is not None:
                 server.stop()  # the ceiling is measured on the server's cores, with nothing else on them
                 data["classes"][cls]["raw_ort_rps"] = raw_ort_rps(profile, scenario_texts(scenario, cls))
-    finally:
-        if server is not None:
-            server.stop()
-    _save(out, data)
+    write_capacity(out, data)
     return out, data
 
 
-def _save(out: Path, data: dict) -> None:
-    write_json(out / "capacity.json", data)
+# -- the command line -----------------------------------------------------------------------------
 
 
-def capacity_file(path: Path) -> Path:
-    return path / "capacity.json" if path.is_dir() else path
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("capacity", help="find the highest rate a profile carries within a latency SLO")
+    parser.add_argument("scenario", type=Path, help="scenario TOML: its payloads and seed (its shape is replaced)")
+    parser.add_argument("--profile", help="deployment profile for the embedded server (default: the scenario's)")
+    parser.add_argument("--target", help="search an endpoint that is already running instead (loopback only)")
+    parser.add_argument("--slo", default="p99<100ms", help="latency percentile under a budget (default p99<100ms)")
+    parser.add_argument("--max-error", type=fraction, default=0.01, help="error budget, e.g. 1%% (default 1%%)")
+    parser.add_argument("--start", type=float, help="first rate to try, req/s (default: half of a closed-loop probe)")
+    parser.add_argument("--resolution", type=fraction, default=0.05, help="stop within this of the capacity (5%%)")
+    parser.add_argument(
+        "--class-resolution", type=fraction, help="the same for the most expensive class (default: --resolution)"
+    )
+    parser.add_argument("--min-step", type=duration, default=5.0, help="shortest step (default 5s)")
+    parser.add_argument("--max-step", type=duration, default=120.0, help="longest step (default 2m)")
+    parser.add_argument("--max-steps", type=int, default=12, help="steps per search at most (default 12)")
+    parser.add_argument("--no-class", action="store_true", help="skip the capacity of the most expensive class")
+    parser.add_argument("--out", type=Path, help="results directory (default results/<time>-capacity-<profile>)")
+    parser.set_defaults(func=handle)
 
 
-def read_capacity(path: Path) -> dict:
-    """A capacity directory's ``capacity.json`` (or that file), its schema checked; errors name the file and key."""
-    file = capacity_file(path)
-    if not path.exists():
-        raise ConfigError(str(path), None, "not found")
-    if not file.exists():
-        raise ConfigError(str(path), None, "not a capacity directory: it has no capacity.json")
-    try:
-        data = json.loads(file.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(str(file), None, f"not valid JSON: {exc}") from None
-    schema = Table(data, str(file)).get("schema", str, required=True)
-    if schema != SCHEMA:
-        raise ConfigError(str(file), "schema", f"expected {SCHEMA!r} (the output of a capacity search), got {schema!r}")
-    return data
+def handle(args: argparse.Namespace, console: Console) -> int:
+    """The search, its lines in the terminal; a bad --slo or --max-error is an input error (GateError, exit 2)."""
+    options = CapacityOptions(
+        scenario=args.scenario,
+        slo=parse_slo(args.slo, args.max_error),
+        profile=args.profile,
+        target=args.target,
+        start_rps=args.start,
+        resolution=args.resolution,
+        class_resolution=args.class_resolution,
+        min_step_s=args.min_step,
+        max_step_s=args.max_step,
+        per_class=not args.no_class,
+        max_steps=args.max_steps,
+        out=args.out,
+    )
+    out, data = find_capacity(options, console)
+    for line in capacity_lines(data):
+        console.print(line, highlight=False)
+    console.print(f"results: {out}")
+    return ExitCode.PASSED

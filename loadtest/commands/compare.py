@@ -17,6 +17,8 @@ request, and a verdict: better, worse, or no significant difference. Given capac
 
 from __future__ import annotations
 
+import argparse
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,21 +26,24 @@ import numpy as np
 from rich.console import Console
 
 from loadtest.analysis.bootstrap import PerSecond, compare_percentiles, compare_ratio
-from loadtest.commands.capacity import read_capacity
+from loadtest.commands.options import duration
 from loadtest.config.profile import Profile, load_profile
 from loadtest.config.scenario import load_scenario
-from loadtest.engine.runner import RunOptions, results_root, run
-from loadtest.errors import ConfigError
-from loadtest.results.directory import read_summary, read_table, run_dir_name
+from loadtest.engine.runner import RunOptions, run
+from loadtest.engine.target import embedded_server
+from loadtest.errors import ConfigError, ExitCode
+from loadtest.report.compare import compare_markdown, print_comparison
+from loadtest.results.capacity_file import read_capacity
+from loadtest.results.directory import read_table, results_root, run_dir_name
 from loadtest.results.files import write_atomic, write_json
 from loadtest.results.intervals import read_interval_counts
-from reference_server.launch import RunningServer, start_server
+from loadtest.results.summary import read_summary
 
 SCHEMA = "loadtest.compare/1"
 LOWER_IS_BETTER = {"throughput_per_s": False}  # every other metric: latency or cost, lower is better
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CompareOptions:
     scenario: Path
     profiles: tuple[str, ...]
@@ -53,18 +58,16 @@ class CompareOptions:
 
 def run_rounds(options: CompareOptions, profiles: list[Profile], out: Path, console: Console) -> dict[str, list[Path]]:
     """A B A B ...: each round one run of the scenario; every server stays up, pinned, until the end."""
-    servers: dict[str, RunningServer] = {}
     rounds: dict[str, list[Path]] = {p.name: [] for p in profiles}
     quiet = Console(quiet=True)
-    try:
-        for p in profiles:
-            servers[p.name] = start_server(p.server_args())
+    with ExitStack() as running:
+        servers = {p.name: running.enter_context(embedded_server(p)) for p in profiles}
         for r in range(1, options.rounds + 1):
             for p in profiles:
                 round_dir = out / "rounds" / f"{r}-{p.name}"
                 outcome = run(
                     RunOptions(
-                        options.scenario,
+                        scenario=options.scenario,
                         profile=p.source,
                         rate=options.rate,
                         duration=options.duration,
@@ -77,24 +80,20 @@ def run_rounds(options: CompareOptions, profiles: list[Profile], out: Path, cons
                 if outcome.interrupted:
                     raise KeyboardInterrupt
                 s = outcome.summary
-                lat = s["latency_ms"]["response"]["all"]
+                lat = s.percentiles()
                 console.print(
-                    f"  round {r}/{options.rounds} {p.name:>14}: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, "
-                    f"{s['throughput']['ok_per_s']:.1f} ok/s",
+                    f"  round {r}/{options.rounds} {p.name:>14}: p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms, "
+                    f"{s.throughput.ok_per_s:.1f} ok/s",
                     highlight=False,
                 )
                 rounds[p.name].append(round_dir)
-    finally:
-        for server in servers.values():
-            server.stop()
     return rounds
 
 
 def measured_seconds(round_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Per measured second of a round: successful responses and server CPU-seconds."""
     summary = read_summary(round_dir)
-    warmup = summary["load"].get("warmup_s", 0.0)
-    duration = summary["load"]["duration_s"]
+    warmup, duration = summary.warmup_s, summary.duration_s
     timeline = read_table(round_dir / "timeline.csv")
     if timeline is None:
         raise ConfigError(str(round_dir / "timeline.csv"), None, "missing or empty: the round measured nothing")
@@ -221,11 +220,46 @@ def compare(options: CompareOptions, console: Console | None = None) -> tuple[Pa
             )
             entry["agreement"] = measure_agreement(profiles[0], p, options.scenario, options.agreement_n)
             _save(out, data)
-    from loadtest.report.compare import compare_markdown
-
     write_atomic(out / "compare.md", compare_markdown(data))
     return out, data
 
 
 def _save(out: Path, data: dict) -> None:
     write_json(out / "compare.json", data)
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("compare", help="the same traffic against two or more profiles, with 95%% intervals")
+    parser.add_argument("profiles", nargs="+", help="profiles (names in profiles/ or paths); the first is the baseline")
+    parser.add_argument("--scenario", type=Path, required=True, help="scenario TOML: schedule, payloads and seed")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per profile (default 3)")
+    parser.add_argument("--rate", type=float, help="constant open load (req/s) instead of the scenario's shape")
+    parser.add_argument("--duration", type=duration, help="measured duration of each round, e.g. 15s")
+    parser.add_argument(
+        "--agreement", type=int, default=256, metavar="N", help="inputs for output agreement (default 256; 0 skips)"
+    )
+    parser.add_argument(
+        "--capacity", type=Path, nargs="+", default=[], metavar="DIR", help="capacity results, one per profile"
+    )
+    parser.add_argument("--out", type=Path, help="results directory (default results/<time>-compare-...)")
+    parser.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace, console: Console) -> int:
+    options = CompareOptions(
+        scenario=args.scenario,
+        profiles=tuple(args.profiles),
+        rounds=args.rounds,
+        rate=args.rate,
+        duration=args.duration,
+        agreement_n=args.agreement,
+        capacity=tuple(args.capacity),
+        out=args.out,
+    )
+    out, data = compare(options, console)
+    print_comparison(data, console)
+    console.print(f"results: {out}")
+    return ExitCode.PASSED

@@ -21,9 +21,11 @@ the bytes sent: a custom kind may hold secrets.
 
 from __future__ import annotations
 
+import argparse
 import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,12 +34,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from loadtest.commands.options import add_allow_remote, duration
 from loadtest.config.profile import load_profile
 from loadtest.config.scenario import Scenario, check_payload_fits, load_scenario, scenario_from_dict
 from loadtest.engine.preflight import check_loopback
-from loadtest.engine.runconfig import messy_shape
-from loadtest.engine.runner import results_root
-from loadtest.errors import ConfigError, PreflightError
+from loadtest.engine.runconfig import request_form
+from loadtest.engine.target import embedded_server
+from loadtest.errors import ConfigError, ExitCode, PreflightError
 from loadtest.gates.thresholds import GateResult, junit_xml
 from loadtest.messy.kinds import (
     CORRECT,
@@ -51,10 +54,9 @@ from loadtest.messy.kinds import (
     read_custom,
     verdict,
 )
-from loadtest.results.directory import run_dir_name
+from loadtest.results.directory import results_root, run_dir_name
 from loadtest.results.files import write_atomic, write_json
 from loadtest.traffic.protocols import Protocol, make_protocol
-from reference_server.launch import RunningServer, start_server
 
 SCHEMA = "loadtest.probe/1"
 DEFAULT_SCENARIO = """name = "probe"
@@ -76,7 +78,7 @@ _RANK = {CORRECT: 0, WRONG: 1, DEFECT: 2}
 _COLOUR = {CORRECT: "green", WRONG: "yellow", DEFECT: "bold red"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ProbeOptions:
     target: str | None = None  # None: the scenario's url, else the embedded server of its profile
     scenario: Path | None = None  # None: DEFAULT_SCENARIO
@@ -124,17 +126,12 @@ def probe(options: ProbeOptions, console: Console) -> int:
     requests = select(scenario, options.kinds)
     t = scenario.target
     protocol = make_protocol(t.protocol, t.model, t.input_name, t.path, t.template, t.validate)
-    url, profile_name, server = t.url, None, None
-    if url is not None:
-        check_loopback(url, options.allow_remote)
-    try:
-        if url is None:
-            profile = load_profile(t.profile)
-            profile_name = profile.name
-            console.print(f"starting the reference server: profile {profile.name} ({profile.model} {profile.variant})")
-            server = start_server(profile.server_args())
-            url = server.url
-        clean = clean_body(messy_shape(scenario), np.random.default_rng(scenario.seed))
+    if t.url is not None:
+        check_loopback(t.url, options.allow_remote)
+    profile = load_profile(t.profile) if t.url is None else None
+    with embedded_server(profile, console) if profile is not None else nullcontext() as server:
+        url = server.url if server is not None else t.url
+        clean = clean_body(request_form(scenario), np.random.default_rng(scenario.seed))
         # No keep-alive: each request on a fresh connection, so one kind's broken connection
         # cannot be blamed on the next; one client, so its setup is not in any latency.
         with httpx.Client(base_url=url, timeout=options.timeout, limits=httpx.Limits(max_keepalive_connections=0)) as c:
@@ -143,11 +140,10 @@ def probe(options: ProbeOptions, console: Console) -> int:
                 f"probing {url}{protocol.path}: {len(requests)} kinds, one request each, {options.timeout:g}s timeout"
             )
             probed = [probe_kind(c, protocol, category, request) for category, request in requests]
-    finally:
-        _stop(server)
     console.print(probe_table(probed))
     failing = [p for p in probed if p.verdict == DEFECT or (p.verdict == WRONG and not options.allow_wrong)]
     console.print(summary_line(probed), highlight=False)
+    profile_name = profile.name if profile is not None else None
     data = probe_data(probed, url, profile_name, scenario, protocol, options, passed=not failing)
     out_dir = write_probe(options.out or results_root() / run_dir_name("probe"), data)
     if options.junit:
@@ -160,7 +156,7 @@ def probe(options: ProbeOptions, console: Console) -> int:
     elif any(p.verdict == WRONG for p in probed):
         console.print("[yellow]probe passed with wrong verdicts (--allow-wrong)[/]")
     console.print(f"results: {out_dir}")
-    return 1 if failing else 0
+    return ExitCode.GATE_FAILED if failing else ExitCode.PASSED
 
 
 def probe_scenario(path: Path | None) -> Scenario:
@@ -179,21 +175,21 @@ def select(scenario: Scenario, names: tuple[str, ...]) -> list[tuple[str, MessyR
     Variant 0 of each: a probe judges kinds, not bodies. ``[messy] kinds`` weights a run's mix and
     is ignored here; a built-in kind is built only when chosen (``oversized`` is megabytes).
     """
-    shape = messy_shape(scenario)
-    fitting = kinds_for(shape)
+    form = request_form(scenario)
+    fitting = kinds_for(form)
     custom = read_custom(scenario.messy.custom) if scenario.messy.custom else {}
     known = fitting + list(custom)
     for name in names:
         if name not in known:
             why = (
-                f"{name!r} does not apply to {shape.protocol} with {shape.source} payloads"
+                f"{name!r} does not apply to {form.protocol} with {form.source} payloads"
                 if name in KINDS
                 else f"unknown kind {name!r}"
             )
             raise ConfigError("--kind", None, f"{why}; the kinds here are {', '.join(known)}")
     chosen = [k for k in known if k in names] if names else known
     return [
-        (KINDS[k].category, build(k, shape, scenario.seed, 0)) if k in KINDS else ("custom", custom[k][0])
+        (KINDS[k].category, build(k, form, scenario.seed, 0)) if k in KINDS else ("custom", custom[k][0])
         for k in chosen
     ]
 
@@ -237,11 +233,6 @@ def send(client: httpx.Client, protocol: Protocol, request: MessyRequest) -> Ans
         outcome = type(exc).__name__
     latency_ms = (time.perf_counter() - start) * 1000
     return Answer(status, outcome, round(latency_ms, 2), verdict(request.expect, outcome))
-
-
-def _stop(server: RunningServer | None) -> None:
-    if server is not None:
-        server.stop()
 
 
 # -- what the probe found -------------------------------------------------------------------------
@@ -375,3 +366,63 @@ def probe_junit(probed: list[Probed], allow_wrong: bool) -> str:
         message = f"expected {p.expect}, got {_joined(p, status_text)}: {p.verdict}{note}"
         results.append(GateResult(p.kind, not failed, a.latency_ms, p.expect, message))
     return junit_xml(results, "probe")
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+DESCRIPTION = """\
+Send every messy kind once, one request at a time and without load: the malformed, edge-case and
+hostile requests built for the scenario's protocol and payload, and its [messy] custom kinds. Each
+answer gets a verdict: correct; wrong (a 200 for garbage, a 4xx for valid text); or defect (a 5xx,
+a timeout, a broken connection). Writes probe.json and probe.md, never the bodies sent.
+
+Exit codes: 0 every kind correct (or only wrong ones, with --allow-wrong); 1 a defect, or a wrong
+verdict without --allow-wrong; 2 a usage or configuration error, an unreachable target, or a clean
+request that fails."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "probe",
+        help="send every messy kind once, without load, and judge each answer (a CI gate)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,
+    )
+    parser.add_argument(
+        "target",
+        nargs="?",
+        help="endpoint base URL; omitted: the scenario's url, else the reference server started with the profile",
+    )
+    parser.add_argument(
+        "--target", dest="target_option", metavar="URL", help="the same as TARGET, as in run and replay"
+    )
+    parser.add_argument(
+        "--scenario", type=Path, help="scenario TOML: protocol, model, payload, [messy] (default: OIP v2, minilm, text)"
+    )
+    parser.add_argument("--profile", help="deployment profile for the embedded server (default: the scenario's)")
+    parser.add_argument("--timeout", type=duration, default=5.0, help="per request, e.g. 2s (default 5s)")
+    parser.add_argument(
+        "--kind", action="append", default=[], metavar="KIND", help="probe only this kind (repeatable; default: all)"
+    )
+    parser.add_argument("--allow-wrong", action="store_true", help="fail on defects only, not on wrong verdicts")
+    add_allow_remote(parser)
+    parser.add_argument("--junit", type=Path, help="write one JUnit test case per kind to this file")
+    parser.add_argument("--out", type=Path, help="results directory (default results/<time>-probe)")
+    parser.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace, console: Console) -> int:
+    if args.target and args.target_option and args.target != args.target_option:
+        raise ConfigError("--target", None, f"two targets given: {args.target} and {args.target_option}")
+    options = ProbeOptions(
+        target=args.target or args.target_option,
+        scenario=args.scenario,
+        profile=args.profile,
+        timeout=args.timeout,
+        kinds=tuple(args.kind),
+        allow_wrong=args.allow_wrong,
+        allow_remote=args.allow_remote,
+        junit=args.junit,
+        out=args.out,
+    )
+    return probe(options, console)

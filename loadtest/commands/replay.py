@@ -5,24 +5,33 @@ and length, counts what will be skipped and why, and writes ``replay.json``, so 
 process replays the same schedule and the report knows what was intended. Then ``run.run`` does
 the rest as for any scenario: the embedded server or a target, Locust (``--processes N``), the
 recording, the results directory, the report and the gates. ``--profile-only`` stops after the
-profile of the capture, which can feed the cost projection and a fitted synthetic scenario.
+description of the capture, which can feed the cost projection and a fitted synthetic scenario.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
 
-from loadtest.engine.runner import RunOptions, RunOutcome, results_root, run
-from loadtest.errors import ConfigError
+from loadtest.commands.options import (
+    EMBEDDED_PROFILE_HELP,
+    EMBEDDED_TARGET_HELP,
+    add_gate_options,
+    add_load_generator_options,
+    duration,
+    gate_options,
+)
+from loadtest.engine.runner import RunOptions, RunOutcome, run
+from loadtest.errors import ConfigError, ExitCode, outcome_code
 from loadtest.gates.verdict import GateOptions
 from loadtest.replay.readers import detect_format, read_capture
 from loadtest.replay.schedule import SKIP_REASONS, Arrival, ReplaySpec, schedule
-from loadtest.results.directory import run_dir_name
+from loadtest.results.directory import results_root, run_dir_name
 from loadtest.results.files import write_atomic, write_json
 from loadtest.units import format_bytes
 
@@ -30,7 +39,7 @@ LISTED = 100  # line numbers kept per skip reason; the counts are always whole
 REPLAY_SCHEMA = "loadtest.replay/1"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReplayOptions:
     spec: ReplaySpec
     scenario: Path | None = None  # target, protocol, payloads, timeouts and SLOs; the capture sets the timing
@@ -43,7 +52,7 @@ class ReplayOptions:
     sample_hz: float = 4.0
     profile_only: bool = False
     fit_scenario: Path | None = None
-    resolution: float = 1.0  # the profile's bucket length, seconds
+    resolution: float = 1.0  # the capture description's bucket length, seconds
 
 
 def parse_window(text: str) -> tuple[float | None, float | None]:
@@ -166,7 +175,7 @@ def replay(options: ReplayOptions, console: Console) -> RunOutcome | None:
         spec = replace(spec, format=detect_format(Path(spec.capture)))
     name = f"replay-{Path(spec.capture).stem}"
     if options.profile_only:
-        profile_only(replace(options, spec=spec), console)
+        describe_only(replace(options, spec=spec), console)
         return None
     spec, found = scan(spec, console)
     out_dir = options.out or results_root() / run_dir_name(name)
@@ -186,7 +195,7 @@ def replay(options: ReplayOptions, console: Console) -> RunOutcome | None:
         write_atomic(scenario, DEFAULT_SCENARIO.format(name=name, capture=spec.capture.replace('"', "'")))
     return run(
         RunOptions(
-            scenario,
+            scenario=scenario,
             target=options.target,
             profile=options.profile,
             duration=max(found["duration_s"], 0.001),
@@ -195,7 +204,7 @@ def replay(options: ReplayOptions, console: Console) -> RunOutcome | None:
             allow_remote=options.allow_remote,
             gates=options.gates,
             sample_hz=options.sample_hz,
-            replay=asdict(spec),
+            replay=spec,
         ),
         console,
     )
@@ -227,32 +236,38 @@ def _read_base(path: Path) -> str:
     return path.read_text()
 
 
-def profile_only(options: ReplayOptions, console: Console) -> dict:
-    """The capture's profile: rate over time, burstiness, sizes, mix; a forecast and a fitted scenario."""
-    from loadtest.replay.describe import fit_scenario, forecast_toml, profile_capture, profile_dict, profile_lines
+def describe_only(options: ReplayOptions, console: Console) -> dict:
+    """The capture's description: rate over time, burstiness, sizes, mix; a forecast and a fitted scenario."""
+    from loadtest.replay.describe import (
+        describe_capture,
+        description_dict,
+        description_lines,
+        fit_scenario,
+        forecast_toml,
+    )
 
     spec = options.spec
     with console.status(f"profiling {spec.capture}..."):
         if options.resolution <= 0:
             raise ConfigError("--resolution", None, "must be above 0")
         items = read_capture(spec.capture, spec.format, spec.log_time)
-        profile = profile_capture(items, options.resolution, source=spec.capture)
+        description = describe_capture(items, options.resolution, source=spec.capture)
     if spec.format == "combined":
         # A log's clock has whole seconds and the reader spreads each second's requests evenly: the
         # gaps inside a second are made up, so the capture says nothing of burstiness below a second.
-        profile = replace(profile, cv_interarrival=None, cv_rescaled=None)
-    if not profile.requests:
-        raise ConfigError(spec.capture, None, f"holds no readable request ({profile.bad_lines:,} bad lines)")
+        description = replace(description, cv_interarrival=None, cv_rescaled=None)
+    if not description.requests:
+        raise ConfigError(spec.capture, None, f"holds no readable request ({description.bad_lines:,} bad lines)")
     out_dir = options.out or results_root() / run_dir_name(f"profile-{Path(spec.capture).stem}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = profile_dict(profile)
+    data = description_dict(description)
     write_json(out_dir / "capture-profile.json", data, indent=1)
-    write_atomic(out_dir / "forecast.toml", forecast_toml(profile))
-    for line in profile_lines(profile):
+    write_atomic(out_dir / "forecast.toml", forecast_toml(description))
+    for line in description_lines(description):
         console.print(line, highlight=False)
     if options.fit_scenario is not None:
         base = _read_base(options.scenario) if options.scenario else None
-        text = fit_scenario(profile, f"fitted-{Path(spec.capture).stem}", base)
+        text = fit_scenario(description, f"fitted-{Path(spec.capture).stem}", base)
         options.fit_scenario.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(options.fit_scenario, text)
         console.print(f"wrote the fitted scenario {options.fit_scenario}")
@@ -261,3 +276,130 @@ def profile_only(options: ReplayOptions, console: Console) -> dict:
         f"(use it as `loadtest cost ... --forecast {out_dir / 'forecast.toml'}`)"
     )
     return data
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "replay", help="replay captured traffic at its own timing (JSONL, combined logs, HAR)"
+    )
+    parser.add_argument("capture", type=Path, help="capture file: JSONL, nginx/Apache combined log, or HAR")
+    parser.add_argument(
+        "--format", choices=("auto", "jsonl", "combined", "har"), default="auto", help="default: detect"
+    )
+    parser.add_argument("--scenario", type=Path, help="scenario TOML for the target, payload pools, timeouts and SLOs")
+    parser.add_argument("--target", help=EMBEDDED_TARGET_HELP)
+    parser.add_argument("--profile", help=EMBEDDED_PROFILE_HELP)
+    _add_timing_options(parser)
+    _add_body_options(parser)
+    add_load_generator_options(parser, out_default="results/<time>-replay-<capture>")
+    parser.add_argument(
+        "--profile-only", action="store_true", help="profile the capture (rate, burstiness, mix); send nothing"
+    )
+    parser.add_argument(
+        "--resolution", type=duration, default=1.0, help="with --profile-only: the rate's bucket length (default 1s)"
+    )
+    parser.add_argument(
+        "--fit-scenario",
+        type=Path,
+        metavar="OUT.toml",
+        help="with --profile-only: write a synthetic scenario whose shape and mix match the capture",
+    )
+    add_gate_options(parser)
+    parser.set_defaults(func=handle)
+
+
+def _add_timing_options(parser: argparse.ArgumentParser) -> None:
+    """When each captured request is sent: speed, loops, a window, a rate cap, reordering, the log's clock."""
+    parser.add_argument("--speed", type=float, default=1.0, help="divide the captured inter-arrival times by this")
+    parser.add_argument("--loop", type=int, default=1, help="replay the capture this many times, back to back")
+    parser.add_argument(
+        "--window", help="only this part of the capture, from its first request: START..END, e.g. 1m..5m"
+    )
+    parser.add_argument(
+        "--max-rate", type=float, help="cap the send rate (req/s, after --speed); the excess is skipped"
+    )
+    parser.add_argument(
+        "--reorder-window", type=duration, default=5.0, help="put out-of-order requests back in order within this"
+    )
+    parser.add_argument(
+        "--log-time",
+        choices=("end", "start"),
+        default="end",
+        help="combined logs: the logged time is when the "
+        "request ended (nginx, default; the request time is subtracted) or started (Apache %%t)",
+    )
+
+
+def _add_body_options(parser: argparse.ArgumentParser) -> None:
+    """What each request carries: pooled bodies for captures without them, and which secrets are kept out."""
+    parser.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="PATH=FILE",
+        help="bodies for requests captured without "
+        "one (logs): a JSONL file of bodies for this path (repeatable; default: the scenario's payloads)",
+    )
+    parser.add_argument(
+        "--redact",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another header, query parameter or body field that holds secrets (repeatable)",
+    )
+    parser.add_argument(
+        "--send-secrets",
+        action="store_true",
+        help="send Authorization, Cookie, API-key-like headers and secret fields to the target (default: stripped)",
+    )
+
+
+def handle(args: argparse.Namespace, console: Console) -> int:
+    if args.fit_scenario and not args.profile_only:
+        raise ConfigError("--fit-scenario", None, "goes with --profile-only")
+    options = ReplayOptions(
+        spec=replay_spec(args),
+        scenario=args.scenario,
+        target=args.target,
+        profile=args.profile,
+        processes=args.processes,
+        out=args.out,
+        allow_remote=args.allow_remote,
+        gates=gate_options(args),
+        sample_hz=args.sample_hz,
+        profile_only=args.profile_only,
+        fit_scenario=args.fit_scenario,
+        resolution=args.resolution,
+    )
+    outcome = replay(options, console)
+    if outcome is None:  # --profile-only: nothing was sent, nothing gated
+        return ExitCode.PASSED
+    return outcome_code(outcome.interrupted, outcome.gates_failed)
+
+
+def replay_spec(args: argparse.Namespace) -> ReplaySpec:
+    """What to replay and how, from the command line; ``--window`` and ``--pool`` checked here."""
+    start, end = parse_window(args.window) if args.window else (None, None)
+    pools = []
+    for entry in args.pool:
+        path, sep, file = entry.partition("=")
+        if not sep:
+            raise ConfigError("--pool", None, f"expected PATH=FILE, got {entry!r}")
+        pools.append((path, file))
+    return ReplaySpec(
+        capture=str(args.capture),
+        format=args.format,
+        speed=args.speed,
+        loops=args.loop,
+        window_start=start,
+        window_end=end,
+        max_rate=args.max_rate,
+        reorder_window=args.reorder_window,
+        send_secrets=args.send_secrets,
+        redact=tuple(args.redact),
+        pools=tuple(pools),
+        log_time=args.log_time,
+    )

@@ -17,6 +17,7 @@ from loadtest.traffic.arrivals import PROCESSES
 from loadtest.traffic.payloads import PayloadClass
 from loadtest.traffic.protocols import PROTOCOLS
 from loadtest.traffic.shapes import Shape
+from loadtest.units import parse_share
 
 MESSY_GATE = "messy_defects == 0"
 DEFAULT_CLASSES = (
@@ -257,13 +258,9 @@ def scenario_from_dict(data: dict, source: str, base: Path) -> Scenario:
 def _messy(t: Table, base: Path) -> MessySpec:
     raw_share = t.get("share", (int, float, str), 0.0)
     try:
-        share = (
-            float(raw_share[:-1]) / 100 if isinstance(raw_share, str) and raw_share.endswith("%") else float(raw_share)
-        )
-    except ValueError:
-        raise t.error("share", f"expected a fraction like 0.05 or '5%', got {raw_share!r}") from None
-    if not 0 <= share <= 1:
-        raise t.error("share", f"must be between 0 and 100%, got {raw_share!r}")
+        share = parse_share(raw_share)
+    except ValueError as exc:
+        raise t.error("share", str(exc)) from None
     raw_kinds = t.get("kinds", (list, dict), [])
     pairs = list(raw_kinds.items()) if isinstance(raw_kinds, dict) else [(k, 1.0) for k in raw_kinds]
     custom = t.get("custom", str)

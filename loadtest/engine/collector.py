@@ -14,34 +14,45 @@ from hdrh.histogram import HdrHistogram
 
 from loadtest.engine.hdr_bulk import mean_value, value_at_percentile
 from loadtest.engine.recorder import ALL, new_histogram
+from loadtest.results.summary import Counts, Percentiles
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 
 
+Key = tuple[str, str]  # (metric, request class)
+
+
 class Collector:
     def __init__(self) -> None:
-        self.histograms: dict[str, HdrHistogram] = {}
-        self.intervals: defaultdict[int, defaultdict[str, list[bytes]]] = defaultdict(lambda: defaultdict(list))
-        self.counts: Counter[str] = Counter()
+        self.histograms: dict[Key, HdrHistogram] = {}
+        self.intervals: defaultdict[int, defaultdict[Key, list[bytes]]] = defaultdict(lambda: defaultdict(list))
+        self.counts: defaultdict[str, Counter[str]] = defaultdict(Counter)  # class -> outcome -> count
+        self.verdicts: defaultdict[str, Counter[str]] = defaultdict(Counter)  # messy class -> verdict key -> count
+        self.clamped = 0
         self.timeline: defaultdict[int, Counter[str]] = defaultdict(Counter)
         self.in_flight: dict[str, int] = {}
         self.done: set[str] = set()
 
     def absorb(self, delta: dict, worker: str = "local", pause: Callable[[], None] = lambda: None) -> None:
         """Add one process's delta; ``pause`` is called between histograms (see ``Recorder.take_delta``)."""
-        for key, encoded in delta["histograms"].items():
-            pause()
-            part = HdrHistogram.decode(encoded)
-            metric = key.split("|", 1)[0]
-            for target in (key, f"{metric}|{ALL}"):
-                histogram = self.histograms.get(target)
-                if histogram is None:
-                    histogram = self.histograms[target] = new_histogram()
-                histogram.add(part)
+        for metric, by_class in delta["histograms"].items():
+            for cls, encoded in by_class.items():
+                pause()
+                part = HdrHistogram.decode(encoded)
+                for target in ((metric, cls), (metric, ALL)):
+                    histogram = self.histograms.get(target)
+                    if histogram is None:
+                        histogram = self.histograms[target] = new_histogram()
+                    histogram.add(part)
         for second, encoded in delta["intervals"]:
-            for key, payload in encoded.items():
-                self.intervals[int(second)][key].append(payload)
-        self.counts.update(delta["counts"])
+            for metric, by_class in encoded.items():
+                for cls, payload in by_class.items():
+                    self.intervals[int(second)][(metric, cls)].append(payload)
+        for cls, counts in delta["counts"].items():
+            self.counts[cls].update(counts)
+        for cls, verdicts in delta.get("verdicts", {}).items():
+            self.verdicts[cls].update(verdicts)
+        self.clamped += delta.get("clamped", 0)
         for second, counts in delta["timeline"].items():
             self.timeline[int(second)].update(counts)
         self.in_flight[worker] = delta["in_flight"]
@@ -49,46 +60,47 @@ class Collector:
             self.done.add(worker)
 
     def histogram(self, metric: str, cls: str = ALL) -> HdrHistogram | None:
-        return self.histograms.get(f"{metric}|{cls}")
+        return self.histograms.get((metric, cls))
 
     def classes(self) -> list[str]:
-        names = {key.split("|", 1)[1] for key in self.counts if not key.startswith("clamped")}
-        names |= {key.split("|", 1)[1] for key in self.histograms}
+        names = set(self.counts) | {cls for _, cls in self.histograms}
         names.discard(ALL)
         return sorted(names)
 
-    def accounting(self, cls: str | None = None) -> dict:
+    def accounting(self, cls: str | None = None) -> Counts:
         """scheduled = ok + errors + timeouts + dropped (+ unfinished, only if a run was cut short)."""
         totals: Counter[str] = Counter()
         errors: Counter[str] = Counter()
-        for key, count in self.counts.items():
-            outcome, name = key.split("|", 1)
+        for name, counts in self.counts.items():
             if cls is not None and name != cls:
                 continue
-            if outcome.startswith("error:"):
-                errors[outcome.removeprefix("error:")] += count
-                totals["errors"] += count
-            elif outcome != "clamped":
-                totals[outcome] += count
+            for outcome, count in counts.items():
+                if outcome.startswith("error:"):
+                    errors[outcome.removeprefix("error:")] += count
+                    totals["errors"] += count
+                else:
+                    totals[outcome] += count
         finished = totals["ok"] + totals["errors"] + totals["timeout"] + totals["dropped"]
-        return {
-            "scheduled": totals["scheduled"],
-            "ok": totals["ok"],
-            "errors": totals["errors"],
-            "errors_by_kind": dict(sorted(errors.items())),
-            "timeouts": totals["timeout"],
-            "dropped": totals["dropped"],
-            "unfinished": totals["scheduled"] - finished,
-        }
+        return Counts(
+            scheduled=totals["scheduled"],
+            ok=totals["ok"],
+            errors=totals["errors"],
+            errors_by_kind=dict(sorted(errors.items())),
+            timeouts=totals["timeout"],
+            dropped=totals["dropped"],
+            unfinished=totals["scheduled"] - finished,
+        )
 
-    def interval_histogram(self, second: int, key: str) -> HdrHistogram | None:
-        """One second's histogram of ``metric|class``; ``metric|all`` adds up every class."""
-        metric, cls = key.split("|", 1)
+    def interval_classes(self, second: int, metric: str) -> list[str]:
+        return sorted({cls for m, cls in self.intervals.get(second, {}) if m == metric})
+
+    def interval_histogram(self, second: int, metric: str, cls: str = ALL) -> HdrHistogram | None:
+        """One second's histogram of ``metric`` for one class; ``ALL`` adds up every class."""
         parts = self.intervals.get(second, {})
         if cls == ALL:
-            encoded = [p for k, payloads in parts.items() if k.startswith(metric + "|") for p in payloads]
+            encoded = [p for (m, _), payloads in parts.items() if m == metric for p in payloads]
         else:
-            encoded = parts.get(key)
+            encoded = parts.get((metric, cls))
         if not encoded:
             return None
         histogram = new_histogram()
@@ -104,17 +116,15 @@ def quick_percentiles(histogram: HdrHistogram | None) -> dict:
     return {"p50": value_at_percentile(histogram, 50.0) / 1000, "p99": value_at_percentile(histogram, 99.0) / 1000}
 
 
-def latency_stats(histogram: HdrHistogram | None) -> dict:
+def latency_stats(histogram: HdrHistogram | None) -> Percentiles:
     """Count, mean, min, max and percentiles of a histogram of microseconds, in milliseconds."""
     if histogram is None or histogram.get_total_count() == 0:
-        return {"count": 0}
+        return Percentiles(0)
     ms = 1000.0
-    stats = {
-        "count": histogram.get_total_count(),
-        "min": histogram.get_min_value() / ms,
-        "mean": round(mean_value(histogram) / ms, 4),
-        "max": histogram.get_max_value() / ms,
-    }
-    for p in PERCENTILES:
-        stats[f"p{p:g}"] = value_at_percentile(histogram, p) / ms
-    return stats
+    return Percentiles(
+        count=histogram.get_total_count(),
+        min=histogram.get_min_value() / ms,
+        mean=round(mean_value(histogram) / ms, 4),
+        max=histogram.get_max_value() / ms,
+        by_percentile={f"p{p:g}": value_at_percentile(histogram, p) / ms for p in PERCENTILES},
+    )

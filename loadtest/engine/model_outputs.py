@@ -34,11 +34,10 @@ from loadtest.analysis.agreement import agreement, metric_for
 from loadtest.config.profile import Profile, load_profile
 from loadtest.config.scenario import load_scenario
 from loadtest.engine.runconfig import RunConfig, build_payloads
+from loadtest.engine.target import embedded_server
 from loadtest.errors import ConfigError, RunError
 from loadtest.traffic.payloads import Payload, PayloadPool
 from loadtest.traffic.protocols import Protocol
-from reference_server.errors import ReferenceServerError
-from reference_server.launch import RunningServer, start_server
 
 READABLE = ("oip-v2", "openai-embeddings")  # protocols whose answers hold output tensors
 _BATCH = re.compile(r"(?:^|,)\s*batch;desc=\"?(\d+)")
@@ -181,24 +180,13 @@ class _Variant:
     under_load: Collected
 
 
-def _start(profile: Profile) -> RunningServer:
-    try:
-        return start_server(profile.server_args())
-    except ReferenceServerError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RunError(f"profile {profile.name}: the reference server did not start: {first}") from None
-
-
 def _measure(
     profile: Profile, protocol: Protocol, model: str, payloads: list[Payload], concurrency: int, timeout: float
 ) -> _Variant:
-    server = _start(profile)
-    try:
+    with embedded_server(profile) as server:
         kind = model_kind(server.url, protocol, model, timeout)
         batch1 = collect_sequential(server.url, protocol, payloads, timeout)
         under_load = collect_concurrent(server.url, protocol, payloads, concurrency, timeout)
-    finally:
-        server.stop()
     return _Variant(profile, kind, batch1, under_load)
 
 

@@ -138,7 +138,9 @@ class Recorder:
         )
         self._codes = _Codes()
         self._scratch = new_histogram()
-        self._counts: Counter[str] = Counter()
+        self._counts: defaultdict[str, Counter[str]] = defaultdict(Counter)  # class -> outcome -> count
+        self._verdicts: defaultdict[str, Counter[str]] = defaultdict(Counter)  # messy class -> verdict key -> count
+        self._clamped = 0
         self._timeline: defaultdict[int, Counter[str]] = defaultdict(Counter)
         self.in_flight = 0
 
@@ -190,13 +192,12 @@ class Recorder:
     def _count(self, outcome: str, classes: np.ndarray) -> None:
         for code, count in enumerate(np.bincount(classes).tolist()):
             if count:
-                self._counts[f"{outcome}|{self._codes.names[code]}"] += count
+                self._counts[self._codes.names[code]][outcome] += count
 
     def _record(self, metric: str, classes: np.ndarray, seconds: np.ndarray) -> None:
         values = _micros(seconds)
         clamped = int(np.count_nonzero(values == HIGHEST_US))
-        if clamped:
-            self._counts["clamped|all"] += clamped
+        self._clamped += clamped
         for code in np.unique(classes).tolist():
             self._delta[(metric, self._codes.names[code])].append(values[classes == code])
 
@@ -263,7 +264,7 @@ class Recorder:
             outcome = "timeout" if kind == TIMEOUT else "error"
             self._timeline[int(seconds[at])][outcome] += 1
             if measured[at]:
-                self._counts[f"{outcome if kind == TIMEOUT else 'error:' + kind}|{cls}"] += 1
+                self._counts[cls][outcome if kind == TIMEOUT else "error:" + kind] += 1
         # Interval logs: every success, warm-up included, by the second it completed in.
         for second in np.unique(seconds[ok]).tolist():
             in_second = ok & (seconds == second)
@@ -284,19 +285,26 @@ class Recorder:
             self._record("server_compute", classes[timed], compute)
             self._record("overhead", classes[timed], np.maximum(0.0, service[timed] - queue - compute))
 
-    def _encode(self, buffers: dict[tuple[str, str], list[np.ndarray]], pause: Callable[[], None]) -> dict[str, bytes]:
-        encoded = {}
+    def _encode(
+        self, buffers: dict[tuple[str, str], list[np.ndarray]], pause: Callable[[], None]
+    ) -> dict[str, dict[str, bytes]]:
+        """Encoded histograms by metric, then class."""
+        encoded: dict[str, dict[str, bytes]] = {}
         for (metric, cls), parts in buffers.items():
             values = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
             if len(values):
                 record_many(self._scratch, values)
-                encoded[f"{metric}|{cls}"] = self._scratch.encode()
+                encoded.setdefault(metric, {})[cls] = self._scratch.encode()
                 reset(self._scratch)
                 pause()
         return encoded
 
     def take_delta(self, now: float, final: bool = False, pause: Callable[[], None] = lambda: None) -> dict:
         """Everything recorded since the last call, as plain data (str keys, bytes, ints).
+
+        Histograms are keyed by metric, then class; counts by class, then outcome (``scheduled``,
+        ``ok``, ``timeout``, ``dropped``, ``error:<kind>``); messy verdicts by class, then
+        ``verdict:expect:answer``.
 
         Interval logs are handed out for each whole second before ``now`` (every second, if
         ``final``). ``pause`` is called between slices of ``CHUNK`` requests and between
@@ -317,7 +325,7 @@ class Recorder:
         judged, self._judged = self._judged, []
         for cls, intended, key in judged:  # a few per cent of the traffic at most: one by one
             if intended - self.start >= self.warmup:
-                self._counts[f"verdict:{key}|{cls}"] += 1
+                self._verdicts[cls][key] += 1
         for kind, rows in taken.items():
             if not rows:
                 continue
@@ -341,13 +349,17 @@ class Recorder:
         closed = sorted(s for s in self._intervals if final or s < current)
         finished = [(second, self._intervals.pop(second)) for second in closed]
         buffers, self._delta = self._delta, defaultdict(list)
-        counts, self._counts = self._counts, Counter()
+        counts, self._counts = self._counts, defaultdict(Counter)
+        verdicts, self._verdicts = self._verdicts, defaultdict(Counter)
+        clamped, self._clamped = self._clamped, 0
         timeline, self._timeline = self._timeline, defaultdict(Counter)
         in_flight = self.in_flight
         return {
             "histograms": self._encode(buffers, pause),
             "intervals": [(second, self._encode(interval, pause)) for second, interval in finished],
-            "counts": dict(counts),
+            "counts": {cls: dict(c) for cls, c in counts.items()},
+            "verdicts": {cls: dict(c) for cls, c in verdicts.items()},
+            "clamped": clamped,
             "timeline": {str(s): dict(c) for s, c in timeline.items()},
             "in_flight": in_flight,
         }

@@ -13,8 +13,17 @@ from pathlib import Path
 
 from loadtest.config.scenario import Scenario, scenario_from_dict
 from loadtest.errors import ConfigError
-from loadtest.messy.kinds import KINDS, VARIANTS, MessyPool, MessyRequest, build_all, kinds_for, read_custom
-from loadtest.messy.kinds import Shape as MessyShape
+from loadtest.messy.kinds import (
+    KINDS,
+    VARIANTS,
+    MessyPool,
+    MessyRequest,
+    RequestForm,
+    build_all,
+    kinds_for,
+    read_custom,
+)
+from loadtest.replay.schedule import ReplaySpec
 from loadtest.traffic.payloads import PayloadPool, features_pool, jsonl_pool, text_pool
 from loadtest.traffic.protocols import Protocol, make_protocol
 
@@ -30,7 +39,7 @@ class RunConfig:
     progress_file: Path | None = None
     overrides: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)  # target and profile description, for the summary
-    replay: dict = field(default_factory=dict)  # a ReplaySpec as a dict: the capture replaces the shape
+    replay: ReplaySpec | None = None  # a capture that replaces the scenario's shape
 
     @property
     def scenario(self) -> Scenario:
@@ -42,17 +51,23 @@ class RunConfig:
             object.__setattr__(self, "_scenario", cached)
         return cached
 
-    def to_json(self) -> str:
+    def as_dict(self) -> dict:
+        """JSON-able: what ``run.json`` holds and what crosses to every Locust process."""
         data = asdict(self)
         data["out_dir"] = str(self.out_dir)
         data["progress_file"] = str(self.progress_file) if self.progress_file else None
-        return json.dumps(data)
+        data["replay"] = data["replay"] or {}
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict())
 
     @classmethod
     def from_json(cls, raw: str) -> RunConfig:
         data = json.loads(raw)
         data["out_dir"] = Path(data["out_dir"])
         data["progress_file"] = Path(data["progress_file"]) if data.get("progress_file") else None
+        data["replay"] = ReplaySpec.from_dict(data["replay"]) if data.get("replay") else None
         return cls(**data)
 
     def meta_for_summary(self, **run: object) -> dict:
@@ -64,7 +79,7 @@ class RunConfig:
             **({"stages": [asdict(st) for st in load.shape.stages]} if load.shape.stages else {}),
         }
         if self.replay:
-            shape = {"kind": "replay", **{k: v for k, v in self.replay.items() if k in REPLAY_SHAPE_KEYS}}
+            shape = {"kind": "replay", **{k: v for k, v in asdict(self.replay).items() if k in REPLAY_SHAPE_KEYS}}
         return {
             "scenario": {"name": s.name, "source": s.source, "description": s.description, "seed": s.seed},
             "target": {
@@ -107,18 +122,18 @@ def build_payloads(config: RunConfig) -> tuple[Protocol, PayloadPool]:
 
 def build_replay(config: RunConfig, pool: PayloadPool):
     """The replay's request builder: captured requests to payloads, bodies from pools where none was captured."""
-    from loadtest.replay.schedule import ReplaySpec, Requests
+    from loadtest.replay.schedule import Requests
 
-    spec = ReplaySpec.from_dict(config.replay)
+    spec = config.replay
     seed = config.scenario.seed
     pools = {path: jsonl_pool(Path(file), seed) for path, file in spec.pools}
     return spec, Requests(spec, pool, pools)
 
 
-def messy_shape(scenario: Scenario) -> MessyShape:
+def request_form(scenario: Scenario) -> RequestForm:
     """What the scenario's clean requests look like, for building its messy kinds."""
     t, p = scenario.target, scenario.payload
-    return MessyShape(t.protocol, t.model, t.input_name, t.template, p.source, p.width, scenario.messy.oversized_bytes)
+    return RequestForm(t.protocol, t.model, t.input_name, t.template, p.source, p.width, scenario.messy.oversized_bytes)
 
 
 def messy_bodies(
@@ -126,8 +141,8 @@ def messy_bodies(
 ) -> tuple[dict[str, list[MessyRequest]], dict[str, float]]:
     """Every messy kind's bodies and weights: built-in kinds that fit, and the user's own."""
     spec = scenario.messy
-    shape = messy_shape(scenario)
-    fitting = kinds_for(shape)
+    form = request_form(scenario)
+    fitting = kinds_for(form)
     custom = read_custom(spec.custom) if spec.custom else {}
     weights = dict(spec.kinds) if spec.kinds else {**{k: 1.0 for k in fitting}, **{k: 1.0 for k in custom}}
     for name in weights:
@@ -139,10 +154,10 @@ def messy_bodies(
             raise ConfigError(
                 scenario.source,
                 "messy.kinds",
-                f"{name!r} does not apply to {shape.protocol} with {shape.source} payloads; "
+                f"{name!r} does not apply to {form.protocol} with {form.source} payloads; "
                 f"these do: {', '.join(fitting)}",
             )
-    bodies = build_all([k for k in weights if k in KINDS], shape, scenario.seed, variants)
+    bodies = build_all([k for k in weights if k in KINDS], form, scenario.seed, variants)
     bodies.update({k: v for k, v in custom.items() if k in weights})
     return bodies, weights
 

@@ -35,11 +35,12 @@ from locust.contrib.fasthttp import FastHttpUser, LocustBadStatusCode
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from loadtest.engine.collector import Collector, quick_percentiles
+from loadtest.engine.measurements import write_results
 from loadtest.engine.recorder import ALL, OK, TIMEOUT, Recorder
 from loadtest.engine.runconfig import RunConfig, build_messy, build_payloads, build_replay
 from loadtest.messy.kinds import CLASS_PREFIX, CORRECT, WRONG, MessyPool, MessyRequest, verdict
 from loadtest.replay.schedule import Arrival, schedule
-from loadtest.results.directory import replay_target, write_results
+from loadtest.results.directory import replay_target
 from loadtest.results.files import write_atomic
 from loadtest.traffic.arrivals import arrival_times, partition
 from loadtest.traffic.payloads import Payload
@@ -149,7 +150,7 @@ def messy_payload(request: MessyRequest) -> Payload:
     )
 
 
-def judge(recorder: Recorder, payload: Payload, intended: float, kind: str, response) -> str:
+def judge_answer(recorder: Recorder, payload: Payload, intended: float, kind: str, response) -> str:
     """A messy request's answer judged against its kind's expectation; the kind the recorder gets back.
 
     A correct answer (a 4xx for garbage, a 200 for edge-case text) is a success of its class, so its
@@ -226,7 +227,7 @@ class ScenarioUser(FastHttpUser):
         valid = self.protocol.valid if path == self.protocol.path else unchecked
         kind, timing = (TIMEOUT, None) if response is None else classify(response, valid)
         if payload.expect is not None:
-            kind = judge(recorder, payload, intended, kind, response)
+            kind = judge_answer(recorder, payload, intended, kind, response)
         recorder.completed(payload.cls, intended, actual, done, kind, timing)
 
     def run_schedule(self) -> None:
@@ -291,7 +292,7 @@ class ScenarioUser(FastHttpUser):
         done = time.perf_counter()
         kind, timing = classify(response, self.protocol.valid)
         if payload.expect is not None:
-            kind = judge(recorder, payload, actual, kind, response)
+            kind = judge_answer(recorder, payload, actual, kind, response)
         recorder.completed(payload.cls, actual, actual, done, kind, timing)
 
 
@@ -393,10 +394,10 @@ def _write_progress(state: RunState) -> None:
         "total": state.scenario.total_seconds,
         "target": round(state.target_at(elapsed), 2),
         "sent_last_second": recent.get("sent", 0),
-        "ok": accounting["ok"],
-        "errors": accounting["errors"],
-        "timeouts": accounting["timeouts"],
-        "dropped": accounting["dropped"],
+        "ok": accounting.ok,
+        "errors": accounting.errors,
+        "timeouts": accounting.timeouts,
+        "dropped": accounting.dropped,
         "in_flight": sum(collector.in_flight.values()),
         "p50_ms": response.get("p50"),
         "p99_ms": response.get("p99"),

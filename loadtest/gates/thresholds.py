@@ -1,6 +1,6 @@
 """Pass/fail gates on a run's summary: SLO thresholds and regression against a baseline run.
 
-Pure logic over ``summary.json`` data, so CI gates can be checked again later, without a run.
+Pure logic over a run's ``Summary``, so CI gates can be checked again later, without a run.
 
 Thresholds are k6-like strings, from the scenario's ``[slo] thresholds`` or ``--threshold``::
 
@@ -25,6 +25,9 @@ import operator
 import re
 from dataclasses import dataclass
 
+from loadtest.errors import ExitCode, LoadTestError
+from loadtest.results.summary import ALL, CLEAN, GateResult, Summary
+
 LATENCY_STATS = ("p50", "p90", "p95", "p99", "p99.9", "mean", "max", "min")
 LATENCY_METRICS = ("response", "service", "server_queue", "server_compute", "overhead", "lateness")
 RATES = ("error_rate", "drop_rate")
@@ -40,8 +43,10 @@ _THRESHOLD = re.compile(
 _REGRESSION = re.compile(r"^\s*(?P<stat>[a-z_][a-z0-9_.]*)\s*=\s*(?P<sign>[+-])(?P<number>[0-9]+(?:\.[0-9]+)?)%\s*$")
 
 
-class GateError(ValueError):
-    """A threshold or regression limit that cannot be understood; the message says why."""
+class GateError(LoadTestError, ValueError):
+    """A threshold or regression limit that cannot be understood; the message says why (an input error)."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)
@@ -59,15 +64,6 @@ class RegressionLimit:
     text: str
     stat: str
     allowed: float  # fraction: +0.10 lets a latency grow 10%; -0.05 lets throughput fall 5%
-
-
-@dataclass(frozen=True)
-class GateResult:
-    name: str
-    passed: bool
-    actual: float | None
-    limit: str
-    message: str
 
 
 def parse_threshold(text: str) -> Threshold:
@@ -126,28 +122,28 @@ def parse_regression(text: str) -> RegressionLimit:
     return RegressionLimit(text, stat, allowed)
 
 
-def figure(summary: dict, stat: str, cls: str = "all", metric: str = "response") -> float | None:
+def figure(summary: Summary, stat: str, cls: str = ALL, metric: str = "response") -> float | None:
     """One figure of a summary, in the unit thresholds use; None when the run has no such figure."""
-    if cls == "clean" and "messy" not in summary:
-        cls = "all"  # without messy traffic, all of it is clean (the paired run of --messy-baseline)
+    if cls == CLEAN and not summary.has_messy:
+        cls = ALL  # without messy traffic, all of it is clean (the paired run of --messy-baseline)
     if stat in LATENCY_STATS:
-        value = summary.get("latency_ms", {}).get(metric, {}).get(cls, {}).get(stat)
+        stats = summary.percentiles(metric, cls)
+        value = None if stats is None else stats.get(stat)
         return None if value is None else float(value)
     if stat in MESSY_COUNTS:
-        messy = summary.get("messy")
-        return None if messy is None else float(messy[MESSY_COUNTS[stat]])
-    accounting = summary["accounting"] if cls == "all" else summary["accounting"]["by_class"].get(cls)
-    if accounting is None:
+        return None if summary.messy is None else float(summary.messy[MESSY_COUNTS[stat]])
+    counts = summary.accounting.of(cls)
+    if counts is None:
         return None
     if stat == "throughput":
-        seconds = summary["load"]["duration_s"]
-        return accounting["ok"] / seconds if seconds else None
+        seconds = summary.duration_s
+        return counts.ok / seconds if seconds else None
     if stat == "error_rate":
-        finished = accounting["ok"] + accounting["errors"] + accounting["timeouts"]
-        return (accounting["errors"] + accounting["timeouts"]) / finished if finished else None
+        finished = counts.ok + counts.errors + counts.timeouts
+        return (counts.errors + counts.timeouts) / finished if finished else None
     if stat == "drop_rate":
-        return accounting["dropped"] / accounting["scheduled"] if accounting["scheduled"] else None
-    return float(accounting[stat])
+        return counts.dropped / counts.scheduled if counts.scheduled else None
+    return float(getattr(counts, stat))
 
 
 def _shown(stat: str, value: float | None) -> str:
@@ -162,7 +158,7 @@ def _shown(stat: str, value: float | None) -> str:
     return f"{value:g}"
 
 
-def check_thresholds(summary: dict, thresholds: list[Threshold]) -> list[GateResult]:
+def check_thresholds(summary: Summary, thresholds: list[Threshold]) -> list[GateResult]:
     results = []
     for t in thresholds:
         actual = figure(summary, t.stat, t.cls, t.metric)
@@ -179,7 +175,7 @@ def check_thresholds(summary: dict, thresholds: list[Threshold]) -> list[GateRes
     return results
 
 
-def check_regressions(summary: dict, baseline: dict, limits: list[RegressionLimit]) -> list[GateResult]:
+def check_regressions(summary: Summary, baseline: Summary, limits: list[RegressionLimit]) -> list[GateResult]:
     results = []
     for limit in limits:
         now, before = figure(summary, limit.stat), figure(baseline, limit.stat)

@@ -6,7 +6,7 @@ baseline costs one clear message and exit 2, not a wasted run.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -15,15 +15,14 @@ from rich.table import Table
 from loadtest.errors import ConfigError
 from loadtest.gates.thresholds import (
     GateError,
-    GateResult,
     check_regressions,
     check_thresholds,
     junit_xml,
     parse_regression,
     parse_threshold,
 )
-from loadtest.results.directory import read_summary
 from loadtest.results.files import write_atomic, write_json
+from loadtest.results.summary import GateResult, GateResults, Summary, read_summary
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class GateOptions:
 class Gates:
     thresholds: tuple  # parsed Threshold objects, the scenario's first
     regressions: tuple
-    baseline: dict | None
+    baseline: Summary | None
     baseline_dir: Path | None
     junit: Path | None
 
@@ -74,24 +73,25 @@ def prepare(options: GateOptions, scenario_thresholds: tuple[str, ...] = (), sce
     return Gates(tuple(thresholds), tuple(regressions), baseline, options.baseline, options.junit)
 
 
-def apply(gates: Gates, out_dir: Path, summary: dict, console: Console) -> list[GateResult]:
-    """Check the gates on a finished run, record the verdict beside its results, print it."""
+def apply(gates: Gates, out_dir: Path, summary: Summary, console: Console) -> GateResults:
+    """Check the gates on a finished run, write ``gates.json`` (and JUnit) beside its results, print the table.
+
+    The verdict goes into the summary too; the caller writes that, once, with everything else.
+    """
     results = check_thresholds(summary, list(gates.thresholds))
     if gates.baseline is not None:
         results += check_regressions(summary, gates.baseline, list(gates.regressions))
-    verdict = {
-        "passed": all(r.passed for r in results),
-        "baseline": str(gates.baseline_dir) if gates.baseline_dir else None,
-        "results": [asdict(r) for r in results],
-    }
-    write_json(out_dir / "gates.json", verdict)
-    summary["gates"] = verdict
-    write_json(out_dir / "summary.json", summary)
+    verdict = GateResults(
+        passed=all(r.passed for r in results),
+        baseline=str(gates.baseline_dir) if gates.baseline_dir else None,
+        results=tuple(results),
+    )
+    write_json(out_dir / "gates.json", verdict.as_dict())
     if gates.junit is not None:
         gates.junit.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(gates.junit, junit_xml(results, summary.get("scenario", {}).get("name", "run")))
+        write_atomic(gates.junit, junit_xml(results, summary.name))
     console.print(gate_table(results))
-    return results
+    return verdict
 
 
 def gate_table(results: list[GateResult]) -> Table:

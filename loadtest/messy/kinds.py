@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +61,7 @@ class MessyRequest:
 
 
 @dataclass(frozen=True)
-class Shape:
+class RequestForm:
     """What a clean request of the scenario looks like, so each kind can be built for it."""
 
     protocol: str = "oip-v2"
@@ -111,10 +111,10 @@ EMOJI = ("🚀", "🔥", "👍🏽", "👩‍💻", "🇯🇵", "😀", "🧪", 
 CONTROL = ("\x00", "\x07", "\x1b[31m", "\x08", "\x0c", "\x7f", "\u200b", "\u202e")
 
 
-def kinds_for(shape: Shape) -> list[str]:
+def kinds_for(form: RequestForm) -> list[str]:
     """The kinds that make sense for this protocol and payload, in the order of ``KINDS``."""
-    source = "text" if shape.source == "jsonl" else shape.source
-    return [k.name for k in KINDS.values() if shape.protocol in k.protocols and source in k.sources]
+    source = "text" if form.source == "jsonl" else form.source
+    return [k.name for k in KINDS.values() if form.protocol in k.protocols and source in k.sources]
 
 
 # -- building bodies ------------------------------------------------------------------------------
@@ -132,130 +132,128 @@ def _oip(name: str, datatype: str, shape: list[int], data: object) -> dict:
     return {"inputs": [{"name": name, "datatype": datatype, "shape": shape, "data": data}]}
 
 
-def _value_body(shape: Shape, value: object, datatype: str | None = None, dims: list[int] | None = None) -> bytes:
+def _value_body(form: RequestForm, value: object, datatype: str | None = None, dims: list[int] | None = None) -> bytes:
     """A body of the scenario's protocol with ``value`` where the input goes (any JSON value)."""
-    if shape.protocol == OIP:
+    if form.protocol == OIP:
         if datatype is None:
-            datatype = "FP32" if shape.source == "features" else "BYTES"
+            datatype = "FP32" if form.source == "features" else "BYTES"
         flat = value if isinstance(value, list) else [value]
-        return orjson.dumps(_oip(shape.input_name, datatype, dims or [len(flat)], flat))
-    if shape.protocol == OPENAI:
-        return orjson.dumps({"model": shape.model, "input": value})
-    template = shape.template or '{"text": "{{text}}"}'
+        return orjson.dumps(_oip(form.input_name, datatype, dims or [len(flat)], flat))
+    if form.protocol == OPENAI:
+        return orjson.dumps({"model": form.model, "input": value})
+    template = form.template or '{"text": "{{text}}"}'
     return template.replace('"{{text}}"', orjson.dumps(value).decode()).encode()
 
 
-def clean_body(shape: Shape, rng: np.random.Generator) -> bytes:
-    if shape.source == "features":
-        row = _row(rng, shape.width)
-        return _value_body(shape, row, dims=[1, shape.width]) if shape.protocol == OIP else _value_body(shape, row)
-    return _value_body(shape, _text(rng, int(rng.integers(4, 16))))
+def clean_body(form: RequestForm, rng: np.random.Generator) -> bytes:
+    if form.source == "features":
+        row = _row(rng, form.width)
+        return _value_body(form, row, dims=[1, form.width]) if form.protocol == OIP else _value_body(form, row)
+    return _value_body(form, _text(rng, int(rng.integers(4, 16))))
 
 
-def _invalid_json(shape: Shape, rng) -> bytes:
-    return clean_body(shape, rng).replace(b'"', b"'", 2)
+def _invalid_json(form: RequestForm, rng) -> bytes:
+    return clean_body(form, rng).replace(b'"', b"'", 2)
 
 
-def _truncated(shape: Shape, rng) -> bytes:
-    body = clean_body(shape, rng)
+def _truncated(form: RequestForm, rng) -> bytes:
+    body = clean_body(form, rng)
     return body[: max(1, int(len(body) * rng.uniform(0.3, 0.9)))]
 
 
-def _missing(shape: Shape, rng) -> bytes:
-    if shape.protocol == OIP:
+def _missing(form: RequestForm, rng) -> bytes:
+    if form.protocol == OIP:
         return orjson.dumps({"inputs": []})
-    if shape.protocol == OPENAI:
-        return orjson.dumps({"model": shape.model})
+    if form.protocol == OPENAI:
+        return orjson.dumps({"model": form.model})
     return b"{}"
 
 
-def _extra_input(shape: Shape, rng) -> bytes:
-    doc = orjson.loads(clean_body(shape, rng))
+def _extra_input(form: RequestForm, rng) -> bytes:
+    doc = orjson.loads(clean_body(form, rng))
     doc["inputs"].append({"name": "unexpected_input", "datatype": "FP32", "shape": [1], "data": [1.0]})
     return orjson.dumps(doc)
 
 
-def _unknown_field(shape: Shape, rng) -> bytes:
-    doc = orjson.loads(clean_body(shape, rng))
+def _unknown_field(form: RequestForm, rng) -> bytes:
+    doc = orjson.loads(clean_body(form, rng))
     if not isinstance(doc, dict):
         return orjson.dumps({"unexpected_field": True, "value": doc})
     doc["unexpected_field"] = {"nested": [1, 2, 3]}
     return orjson.dumps(doc)
 
 
-def _wrong_datatype(shape: Shape, rng) -> bytes:
-    if shape.source == "features":
-        strings = [_text(rng, 1) for _ in range(shape.width)]
+def _wrong_datatype(form: RequestForm, rng) -> bytes:
+    if form.source == "features":
+        strings = [_text(rng, 1) for _ in range(form.width)]
         return (
-            _value_body(shape, strings, "FP32", [1, shape.width])
-            if shape.protocol == OIP
-            else _value_body(shape, strings)
+            _value_body(form, strings, "FP32", [1, form.width]) if form.protocol == OIP else _value_body(form, strings)
         )
     numbers = _row(rng, 2)
-    return _value_body(shape, numbers, "FP32") if shape.protocol == OIP else _value_body(shape, numbers)
+    return _value_body(form, numbers, "FP32") if form.protocol == OIP else _value_body(form, numbers)
 
 
-def _shape_mismatch(shape: Shape, rng) -> bytes:
-    if shape.source == "features":
-        return _value_body(shape, _row(rng, shape.width), dims=[1, shape.width + 3])
-    return _value_body(shape, [_text(rng, 3), _text(rng, 3)], dims=[3])
+def _shape_mismatch(form: RequestForm, rng) -> bytes:
+    if form.source == "features":
+        return _value_body(form, _row(rng, form.width), dims=[1, form.width + 3])
+    return _value_body(form, [_text(rng, 3), _text(rng, 3)], dims=[3])
 
 
-def _null(shape: Shape, rng) -> bytes:
-    return _value_body(shape, [None] if shape.protocol == OIP else None)
+def _null(form: RequestForm, rng) -> bytes:
+    return _value_body(form, [None] if form.protocol == OIP else None)
 
 
-def _nested(shape: Shape, rng) -> bytes:
-    if shape.protocol == OIP:
-        return _value_body(shape, [[_text(rng, 2), [_text(rng, 2)]]], dims=[1])
-    if shape.protocol == OPENAI:
-        return _value_body(shape, [[_text(rng, 2)], {"text": _text(rng, 2)}])
-    return _value_body(shape, {"nested": {"text": _text(rng, 3)}})
+def _nested(form: RequestForm, rng) -> bytes:
+    if form.protocol == OIP:
+        return _value_body(form, [[_text(rng, 2), [_text(rng, 2)]]], dims=[1])
+    if form.protocol == OPENAI:
+        return _value_body(form, [[_text(rng, 2)], {"text": _text(rng, 2)}])
+    return _value_body(form, {"nested": {"text": _text(rng, 3)}})
 
 
-def _features(shape: Shape, values: list[float]) -> bytes:
-    return _value_body(shape, values, dims=[1, shape.width]) if shape.protocol == OIP else _value_body(shape, values)
+def _features(form: RequestForm, values: list[float]) -> bytes:
+    return _value_body(form, values, dims=[1, form.width]) if form.protocol == OIP else _value_body(form, values)
 
 
-def _negative(shape: Shape, rng) -> bytes:
-    return _features(shape, (-rng.uniform(1e3, 1e6, size=shape.width)).round(1).tolist())
+def _negative(form: RequestForm, rng) -> bytes:
+    return _features(form, (-rng.uniform(1e3, 1e6, size=form.width)).round(1).tolist())
 
 
-def _huge(shape: Shape, rng) -> bytes:
-    return _features(shape, [1e300 * float(rng.choice([1, -1]))] * shape.width)
+def _huge(form: RequestForm, rng) -> bytes:
+    return _features(form, [1e300 * float(rng.choice([1, -1]))] * form.width)
 
 
-def _nan(shape: Shape, rng) -> bytes:
-    body = _features(shape, [float(i + 1) for i in range(shape.width)])
+def _nan(form: RequestForm, rng) -> bytes:
+    body = _features(form, [float(i + 1) for i in range(form.width)])
     # orjson writes NaN as null; the literal tokens are what careless producers (Python's json) send.
     return body.replace(b"1.0", b"NaN", 1).replace(b"2.0", b"Infinity", 1).replace(b"3.0", b"-Infinity", 1)
 
 
 def _text_kind(make: Callable[[np.random.Generator], str]):
-    return lambda shape, rng: _value_body(shape, make(rng))
+    return lambda form, rng: _value_body(form, make(rng))
 
 
-def _large_batch(shape: Shape, rng) -> bytes:
+def _large_batch(form: RequestForm, rng) -> bytes:
     texts = [_text(rng, int(rng.integers(3, 12))) for _ in range(256)]
-    return _value_body(shape, texts)
+    return _value_body(form, texts)
 
 
-def _invalid_utf8(shape: Shape, rng) -> bytes:
+def _invalid_utf8(form: RequestForm, rng) -> bytes:
     marker = "INVALIDUTF8MARK"
-    body = _value_body(shape, f"{_text(rng, 3)} {marker} {_text(rng, 2)}")
+    body = _value_body(form, f"{_text(rng, 3)} {marker} {_text(rng, 2)}")
     bad = bytes(rng.choice([0xFF, 0xFE, 0xC3, 0x80, 0xED], size=4).tolist())
     return body.replace(marker.encode(), b"bad " + bad + b" bytes")
 
 
-def _oversized(shape: Shape, rng) -> bytes:
-    body = clean_body(shape, rng)
-    pad = max(0, shape.oversized_bytes - len(body) + 16)
+def _oversized(form: RequestForm, rng) -> bytes:
+    body = clean_body(form, rng)
+    pad = max(0, form.oversized_bytes - len(body) + 16)
     if body.startswith(b"{"):
         return b'{"padding": "' + b"x" * pad + b'", ' + body[1:]
     return body + b" " * pad
 
 
-BUILDERS: dict[str, Callable[[Shape, np.random.Generator], bytes]] = {
+BUILDERS: dict[str, Callable[[RequestForm, np.random.Generator], bytes]] = {
     "invalid_json": _invalid_json,
     "truncated_body": _truncated,
     "wrong_content_type": clean_body,
@@ -283,18 +281,20 @@ BUILDERS: dict[str, Callable[[Shape, np.random.Generator], bytes]] = {
 }
 
 
-def build(kind: str, shape: Shape, seed: int, variant: int = 0) -> MessyRequest:
-    """One body of one kind: the same (kind, shape, seed, variant) gives the same bytes."""
+def build(kind: str, form: RequestForm, seed: int, variant: int = 0) -> MessyRequest:
+    """One body of one kind: the same (kind, form, seed, variant) gives the same bytes."""
     spec = KINDS[kind]
     rng = np.random.default_rng([seed, list(KINDS).index(kind), variant])
-    body = BUILDERS[kind](shape, rng)
+    body = BUILDERS[kind](form, rng)
     content_type = "text/plain" if kind == "wrong_content_type" else "application/json"
     return MessyRequest(kind, spec.expect, body, content_type, twin=kind == "duplicate")
 
 
-def build_all(kinds: list[str], shape: Shape, seed: int, variants: int = VARIANTS) -> dict[str, list[MessyRequest]]:
+def build_all(
+    kinds: list[str], form: RequestForm, seed: int, variants: int = VARIANTS
+) -> dict[str, list[MessyRequest]]:
     """Every kind's bodies; an oversized body is built once (it is megabytes)."""
-    return {k: [build(k, shape, seed, v) for v in range(1 if k == "oversized" else variants)] for k in kinds}
+    return {k: [build(k, form, seed, v) for v in range(1 if k == "oversized" else variants)] for k in kinds}
 
 
 # -- custom kinds -----------------------------------------------------------------------------------
@@ -403,21 +403,19 @@ class MessyPool:
 # -- the summary ----------------------------------------------------------------------------------
 
 
-def summarise(counts: dict[str, int], scheduled: dict[str, int]) -> dict:
-    """Verdicts by kind from the recorder's ``verdict:<verdict>:<expect>:<answer>|<class>`` counts.
+def summarise(verdicts: Mapping[str, Mapping[str, int]], scheduled: Mapping[str, int]) -> dict:
+    """Verdicts by kind from the recorder's counts: messy class -> ``<verdict>:<expect>:<answer>`` -> count.
 
     ``scheduled`` is each messy class's scheduled arrivals (a duplicate counts twice), so a kind
     whose requests were dropped or never answered still shows how many were meant.
     """
     kinds: dict[str, dict] = {}
-    for key, count in counts.items():
-        if not key.startswith("verdict:"):
-            continue
-        label, cls = key.removeprefix("verdict:").split("|", 1)
-        found, expect, answer = label.split(":", 2)
-        entry = _entry(kinds, cls, expect)
-        entry[found] += count
-        entry["answers"][answer] = entry["answers"].get(answer, 0) + count
+    for cls, labels in verdicts.items():
+        for label, count in labels.items():
+            found, expect, answer = label.split(":", 2)
+            entry = _entry(kinds, cls, expect)
+            entry[found] += count
+            entry["answers"][answer] = entry["answers"].get(answer, 0) + count
     for cls, n in scheduled.items():
         if cls.startswith(CLASS_PREFIX):
             _entry(kinds, cls, None)["scheduled"] = n

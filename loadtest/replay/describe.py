@@ -1,14 +1,14 @@
-"""Capture profile: what a captured stream of requests looks like, measured in one pass.
+"""Capture description: what a captured stream of requests looks like, measured in one pass.
 
-``profile_capture`` reads the reader's stream (``CapturedRequest`` and ``BadLine`` items from
-``capture.py``) once and keeps running figures only: counts, Welford moments and HDR histograms.
+``describe_capture`` reads the reader's stream (``CapturedRequest`` and ``BadLine`` items from
+``readers.py``) once and keeps running figures only: counts, Welford moments and HDR histograms.
 Memory does not grow with the number of requests. The one exception is the per-bucket count array
 (requests per ``resolution`` seconds), which grows with the capture's time span, not its size: a day
 at one-second buckets is 86,400 integers (under 1 MB), whatever the request rate. (The gaps of the
 bucket being read also wait for its rate, see ``_RescaledGaps``: one bucket's worth, not the capture's.)
 
-From the profile come three things: a JSON-able record and terminal lines (``profile_dict``,
-``profile_lines``), a traffic forecast for ``loadtest cost --forecast`` (``forecast_toml``), and a
+From the description come three things: a JSON-able record and terminal lines (``description_dict``,
+``description_lines``), a traffic forecast for ``loadtest cost --forecast`` (``forecast_toml``), and a
 synthetic scenario whose rate curve, burstiness and text mix match the capture (``fit_scenario``).
 
 Definitions the figures rest on:
@@ -70,7 +70,7 @@ class TextLengths:
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: ``counts`` is an array, which has no single truth value
-class CaptureProfile:
+class CaptureDescription:
     """What a capture holds, measured on its stream; rates are requests per second."""
 
     source: str
@@ -324,7 +324,7 @@ class _TextLengths:
         return lengths
 
 
-# --- the profile --------------------------------------------------------------------------------
+# --- the description ----------------------------------------------------------------------------
 
 
 class _Timing:
@@ -403,10 +403,10 @@ class _Content:
         }
 
 
-def profile_capture(
+def describe_capture(
     items: Iterable[CapturedRequest | BadLine], resolution: float = 1.0, *, source: str = ""
-) -> CaptureProfile:
-    """Profile a capture's stream in one pass; ``source`` names the capture in what is written from it."""
+) -> CaptureDescription:
+    """Describe a capture's stream in one pass; ``source`` names the capture in what is written from it."""
     if not resolution > 0:
         raise ValueError(f"resolution must be above 0 seconds, got {resolution}")
     timing, content = _Timing(resolution), _Content()
@@ -421,7 +421,7 @@ def profile_capture(
         good += 1
         timing.add(item.time)
         content.add(item)
-    return CaptureProfile(
+    return CaptureDescription(
         source=source,
         resolution=resolution,
         requests=good,
@@ -433,9 +433,9 @@ def profile_capture(
     )
 
 
-def profile_dict(profile: CaptureProfile) -> dict:
-    """The profile as JSON-able data (``capture-profile.json``, the report); counts as a list."""
-    p = profile
+def description_dict(description: CaptureDescription) -> dict:
+    """The description as JSON-able data (``capture-profile.json``, the report); counts as a list."""
+    p = description
     return {
         "source": p.source,
         "requests": p.requests,
@@ -479,9 +479,9 @@ def _mix(counter: dict[str, int], total: int, top: int = 5) -> str:
     return ", ".join(parts)
 
 
-def profile_lines(profile: CaptureProfile) -> list[str]:
+def description_lines(description: CaptureDescription) -> list[str]:
     """A few lines for the terminal: volume, rate, burstiness, sizes, mix, text lengths, bad lines."""
-    p = profile
+    p = description
     name = p.source or "capture"
     lines = [
         f"{name}: {p.requests:,} requests over {p.span_s:g}s ({p.resolution:g}s buckets), "
@@ -506,7 +506,7 @@ def profile_lines(profile: CaptureProfile) -> list[str]:
     return lines + _bad_lines(p)
 
 
-def _bad_lines(p: CaptureProfile, shown: int = 3) -> list[str]:
+def _bad_lines(p: CaptureDescription, shown: int = 3) -> list[str]:
     return [f"bad line {line}: {reason}" for line, reason in p.first_bad[:shown]]
 
 
@@ -553,22 +553,22 @@ def _toml_table(name: str, table: dict) -> list[str]:
     return lines
 
 
-def _need_requests(profile: CaptureProfile, what: str) -> None:
-    if not profile.requests:
-        raise ValueError(f"{profile.source or 'the capture'} holds no readable requests to {what} from")
+def _need_requests(description: CaptureDescription, what: str) -> None:
+    if not description.requests:
+        raise ValueError(f"{description.source or 'the capture'} holds no readable requests to {what} from")
 
 
-def forecast_toml(profile: CaptureProfile, growth: Iterable[float] = (1, 10, 100)) -> str:
+def forecast_toml(description: CaptureDescription, growth: Iterable[float] = (1, 10, 100)) -> str:
     """A ``[forecast]`` table (mean rate, peak factor, growth) that ``loadtest cost --forecast`` reads."""
-    _need_requests(profile, "forecast")
+    _need_requests(description, "forecast")
     multiples = [float(g) for g in growth]
     if not multiples or any(g <= 0 for g in multiples):
         raise ValueError(f"growth must be traffic multiples above 0, got {multiples}")
     header = (
-        f"# Forecast measured on {profile.source or 'a capture'} at {profile.resolution:g}s resolution: "
-        f"{profile.requests:,} requests over {profile.span_s:g}s; the peak is the busiest bucket."
+        f"# Forecast measured on {description.source or 'a capture'} at {description.resolution:g}s resolution: "
+        f"{description.requests:,} requests over {description.span_s:g}s; the peak is the busiest bucket."
     )
-    table = {"mean_rps": profile.rate_mean, "peak_factor": max(1.0, profile.peak_to_mean), "growth": multiples}
+    table = {"mean_rps": description.rate_mean, "peak_factor": max(1.0, description.peak_to_mean), "growth": multiples}
     return "\n".join([header, *_toml_table("forecast", table)]) + "\n"
 
 
@@ -597,10 +597,10 @@ def fitted_burstiness(cv_rescaled: float | None) -> float | None:
 LENGTH_BANDS = (("short", 0.5, "min", "p50"), ("medium", 0.4, "p50", "p90"), ("long", 0.1, "p90", "max"))
 
 
-def _text_classes(profile: CaptureProfile) -> list[dict]:
-    total = sum(t.requests for t in profile.text_tokens.values())
+def _text_classes(description: CaptureDescription) -> list[dict]:
+    total = sum(t.requests for t in description.text_tokens.values())
     classes = []
-    for label, t in profile.text_tokens.items():
+    for label, t in description.text_tokens.items():
         share = 100 * t.requests / total
         if label == UNLABELLED and t.p50 and t.p90:
             classes += _length_bands(t, share)
@@ -622,18 +622,18 @@ def _length_bands(t: TextLengths, share: float) -> list[dict]:
     return bands
 
 
-def _load_table(profile: CaptureProfile, max_stages: int) -> tuple[dict, dict, str]:
+def _load_table(description: CaptureDescription, max_stages: int) -> tuple[dict, dict, str]:
     """``[load]`` and its stages shape: each stage ramps to its slice's mean rate, from the first's.
 
     Ramping to a slice's mean lags the capture by half a stage, and its integral differs from the
     capture's count by half a stage's worth of the difference between the first and last slice's rate
     (``length * (first - last) / 2``): small at 60 stages, and nil for a capture that ends at the rate
     it began (a whole day)."""
-    segments = min(max_stages, len(profile.counts))
-    rates = segment_rates(profile.counts, profile.resolution, segments)
-    length = profile.span_s / segments
-    k = fitted_burstiness(profile.cv_rescaled)
-    load = {"model": "open", "duration": profile.span_s, "arrivals": "poisson" if k is None else "gamma"}
+    segments = min(max_stages, len(description.counts))
+    rates = segment_rates(description.counts, description.resolution, segments)
+    length = description.span_s / segments
+    k = fitted_burstiness(description.cv_rescaled)
+    load = {"model": "open", "duration": description.span_s, "arrivals": "poisson" if k is None else "gamma"}
     shape: dict = {"kind": "stages", "start": round(float(rates[0]), 6)}
     if k is not None:
         shape["burstiness"] = round(k, 4)
@@ -646,17 +646,17 @@ def _load_table(profile: CaptureProfile, max_stages: int) -> tuple[dict, dict, s
     return load, shape, note
 
 
-def fit_scenario(profile: CaptureProfile, name: str, base_toml: str | None = None, max_stages: int = 60) -> str:
+def fit_scenario(description: CaptureDescription, name: str, base_toml: str | None = None, max_stages: int = 60) -> str:
     """Scenario TOML whose rate curve, burstiness and text mix follow the capture.
 
     ``[target]`` (and ``[payload]`` when the capture held no inference text) come from ``base_toml``
     when given; without it the target is the default OIP v2 minilm and the payload the default mix.
     """
-    _need_requests(profile, "fit a scenario")
+    _need_requests(description, "fit a scenario")
     if max_stages < 1:
         raise ValueError(f"max_stages must be at least 1, got {max_stages}")
     base = tomllib.loads(base_toml) if base_toml is not None else {}
-    p = profile
+    p = description
     source = p.source or "a capture"
     lines = [
         f"# Fitted to {source}: {p.requests:,} requests over {p.span_s:g}s, peak-to-mean {p.peak_to_mean:.2f}, "

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import html
+
+from loadtest.report.kit import COLOURS, figure, html_table, md_table, no_data, svg
+
 
 def _rate(value: float | None) -> str:
     return "none" if value is None else f"{value:.1f} req/s"
@@ -36,11 +40,9 @@ def capacity_lines(data: dict) -> list[str]:
 
 def plot_capacity(found: list[dict]) -> str:
     """The throughput–latency curve of each search: SLO percentile against target rate, passes filled."""
-    from loadtest.report.run import COLOURS, _figure, _no_data, _svg
-
     if not any(d.get("steps") for d in found):
-        return _no_data("no capacity steps measured")
-    fig, ax = _figure(8.0, 3.6)
+        return no_data("no capacity steps measured")
+    fig, ax = figure(8.0, 3.6)
     budget = None
     for i, data in enumerate(found):
         colour = COLOURS[i % len(COLOURS)]
@@ -77,7 +79,7 @@ def plot_capacity(found: list[dict]) -> str:
         yscale="log",
     )
     ax.legend(fontsize=7)
-    return _svg(fig)
+    return svg(fig)
 
 
 CAPACITY_HEADER = ["profile", "capacity", "first failing", "knee", "raw ORT ceiling", "most expensive class", "steps"]
@@ -113,21 +115,15 @@ def capacity_intro(found: list[dict]) -> str:
 
 
 def capacity_section_html(found: list[dict]) -> str:
-    import html
-
-    from loadtest.report.run import _html_table
-
     return (
         f"<h2>Capacity under the SLO</h2><p>{html.escape(capacity_intro(found))}</p>"
         f'<figure data-plot="capacity">{plot_capacity(found)}</figure>'
-        f"{_html_table(CAPACITY_HEADER, capacity_rows(found))}"
+        f"{html_table(CAPACITY_HEADER, capacity_rows(found))}"
     )
 
 
 def capacity_markdown(found: list[dict]) -> str:
-    from loadtest.report.run import _md_table
-
     lines = ["# Capacity under the SLO", "", capacity_intro(found), ""]
     for data in found:
         lines += [f"- {line}" for line in capacity_lines(data)]
-    return "\n".join([*lines, "", _md_table(CAPACITY_HEADER, capacity_rows(found)), ""])
+    return "\n".join([*lines, "", md_table(CAPACITY_HEADER, capacity_rows(found)), ""])

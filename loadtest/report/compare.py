@@ -7,7 +7,7 @@ import html
 from rich.console import Console
 from rich.table import Table
 
-from loadtest.report.run import _html_table, _md_table
+from loadtest.report.kit import html_table, md_table
 
 NAMES = {
     "throughput_per_s": "throughput",
@@ -155,17 +155,17 @@ def _intro(data: dict, entry: dict) -> str:
 def compare_markdown(data: dict) -> str:
     parts = ["# Comparison", ""]
     for entry in data["comparisons"]:
-        parts += [_intro(data, entry), "", _md_table(HEADER, difference_rows(entry)), ""]
+        parts += [_intro(data, entry), "", md_table(HEADER, difference_rows(entry)), ""]
         if "agreement" in entry:
             header, rows = agreement_rows(entry["agreement"])
-            parts += [f"Output agreement on {entry['agreement']['n']} inputs:", "", _md_table(header, rows), ""]
+            parts += [f"Output agreement on {entry['agreement']['n']} inputs:", "", md_table(header, rows), ""]
     return "\n".join(parts)
 
 
 def compare_section_html(data: dict) -> str:
     parts = ["<h2>Comparison</h2>"]
     for entry in data["comparisons"]:
-        parts += [f"<p>{html.escape(_intro(data, entry))}</p>", _html_table(HEADER, difference_rows(entry))]
+        parts += [f"<p>{html.escape(_intro(data, entry))}</p>", html_table(HEADER, difference_rows(entry))]
         if "agreement" in entry:
             header, rows = agreement_rows(entry["agreement"])
             parts += [
@@ -173,6 +173,6 @@ def compare_section_html(data: dict) -> str:
                 "<p>The same inputs to each variant, one at a time (batch 1) and all at once (batched as load "
                 "batches them). Dynamic int8 quantisation scales activations per batch, so its answers move "
                 "with what they are batched with.</p>",
-                _html_table(header, rows),
+                html_table(header, rows),
             ]
     return "\n".join(parts)

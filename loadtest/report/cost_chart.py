@@ -1,7 +1,7 @@
 """The cost chart: cost per 1M predictions against mean traffic, every option on one log-log plot.
 
-Drawn from a projection (``projection.project``'s dict) alone, as inline SVG in the report's look.
-A per-request price is a flat line. An instance price is a sawtooth: on the floor of
+Drawn from a projection (``projection.price_options``'s dict, as in ``cost.json``) alone, as inline
+SVG in the report's look. A per-request price is a flat line. An instance price is a sawtooth: on the floor of
 ``min_instances`` the cost per prediction falls as 1 / traffic, then each added instance is a small
 jump up and another fall, flattening toward price / usable capacity. The most expensive request
 class alone is the same option's dashed line. Dots mark the forecast's growth multiples; vertical
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from loadtest.analysis.cost import Option, Price, per_million, step_rates
-from loadtest.report.run import COLOURS, _figure, _no_data, _svg
+from loadtest.report.kit import COLOURS, figure, no_data, svg
 
 MAX_TEETH = 400  # past this many instances a step changes the cost by under 0.25%: not drawn
 LABELLED_CROSSOVERS = 8  # more than this many are drawn without their rate written beside them
@@ -24,10 +24,10 @@ LABELLED_CROSSOVERS = 8  # more than this many are drawn without their rate writ
 def cost_chart(data: dict) -> str:
     """SVG of cost per 1M predictions (log y, USD) against mean traffic (log x, req/s) for every option."""
     if not data["options"]:
-        return _no_data("no options to price")
+        return no_data("no options to price")
     low, high = data["range_rps"]
     shape = (data["forecast"]["peak_factor"], *_provisioning(data))
-    fig, ax = _figure(8.0, 4.2)
+    fig, ax = figure(8.0, 4.2)
     for i, record in enumerate(data["options"]):
         colour = COLOURS[i % len(COLOURS)]
         price = Price(record["price"]["per_hour"], record["price"]["per_request"])
@@ -67,7 +67,7 @@ def cost_chart(data: dict) -> str:
     ax.xaxis.set_major_formatter(lambda value, _: f"{value:g}")
     ax.yaxis.set_major_formatter(lambda value, _: f"${value:g}")
     ax.legend(fontsize=7, loc="best")
-    return _svg(fig)
+    return svg(fig)
 
 
 def _provisioning(data: dict) -> tuple[float, int]:

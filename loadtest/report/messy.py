@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from loadtest.results.summary import CLEAN, Summary
+
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
 KIND_HEADER = ["kind", "category", "expected", "sent", "correct", "wrong", "defect", "answers"]
 CLEAN_HEADER = ["clean traffic", "with messy", "without", "change"]
 
 
-def messy_lines(summary: dict) -> list[str]:
-    messy = summary.get("messy")
+def messy_lines(summary: Summary) -> list[str]:
+    messy = summary.messy
     if not messy:
         return []
     kinds = messy.get("kinds", {})
@@ -36,9 +38,9 @@ def _answers(entry: dict) -> str:
     return ", ".join(f"{answer} x{n}" for answer, n in sorted(entry["answers"].items()))
 
 
-def kind_rows(summary: dict) -> list[list[str]]:
+def kind_rows(summary: Summary) -> list[list[str]]:
     rows = []
-    for kind, v in (summary.get("messy") or {}).get("kinds", {}).items():
+    for kind, v in (summary.messy or {}).get("kinds", {}).items():
         rows.append(
             [
                 kind,
@@ -54,12 +56,12 @@ def kind_rows(summary: dict) -> list[list[str]]:
     return [[str(c) for c in row] for row in rows]
 
 
-def clean_rows(summary: dict) -> list[list[str]]:
+def clean_rows(summary: Summary) -> list[list[str]]:
     """Clean-class response percentiles with the messy share (this run) and without it (the paired run)."""
-    messy = summary.get("messy") or {}
+    messy = summary.messy or {}
     without = (messy.get("without") or {}).get("latency_ms")
-    with_ = summary.get("latency_ms", {}).get("response", {}).get("clean")
-    if not without or not with_:
+    with_ = summary.percentiles("response", CLEAN)
+    if not without or not with_ or not with_.count:
         return []
     rows = []
     for p in PERCENTILES:
@@ -71,7 +73,7 @@ def clean_rows(summary: dict) -> list[list[str]]:
     return rows
 
 
-def messy_tables(summary: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
+def messy_tables(summary: Summary) -> dict[str, tuple[list[str], list[list[str]]]]:
     tables = {}
     rows = kind_rows(summary)
     if rows:
@@ -82,7 +84,7 @@ def messy_tables(summary: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     return tables
 
 
-def rich_tables(summary: dict) -> list[Table]:
+def rich_tables(summary: Summary) -> list[Table]:
     out = []
     for title, (header, rows) in messy_tables(summary).items():
         table = Table(title=title, title_justify="left")

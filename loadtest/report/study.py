@@ -16,7 +16,8 @@ from pathlib import Path
 from loadtest.errors import ConfigError
 from loadtest.report.capacity import capacity_lines, capacity_markdown, capacity_section_html
 from loadtest.report.compare import NAMES, compare_markdown, compare_section_html
-from loadtest.report.run import PAGE
+from loadtest.report.cost import cost_markdown, cost_section_html
+from loadtest.report.kit import PAGE, headline_html
 from loadtest.results.files import write_atomic
 
 
@@ -94,10 +95,8 @@ def build_html(study: Study) -> str:
     if study.compare:
         body.append(compare_section_html(study.compare))
     if study.cost:
-        from loadtest.analysis.projection import cost_section_html
-
         body.append(cost_section_html(study.cost))
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in headline(study))
+    items = headline_html(headline(study))
     return PAGE.format(title=f"Study: {html.escape(study.directory.name)}", headline=items, body="\n".join(body))
 
 
@@ -108,8 +107,6 @@ def build_markdown(study: Study) -> str:
     if study.compare:
         parts.append(compare_markdown(study.compare))
     if study.cost:
-        from loadtest.analysis.projection import cost_markdown
-
         parts.append(cost_markdown(study.cost))
     return "\n".join(parts)
 

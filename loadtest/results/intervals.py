@@ -26,7 +26,7 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from loadtest.errors import ConfigError
-from loadtest.results.directory import read_summary
+from loadtest.results.summary import read_summary
 
 Config = tuple[int, int, int]  # hdrh's lowest and highest trackable value, significant digits
 
@@ -150,7 +150,7 @@ def _parse(path: Path, text: str, cls: str | None) -> tuple[list[int], list[str]
 def read_interval_counts(run_dir: Path, cls: str | None = None, metric: str = "response") -> IntervalCounts:
     """The measured seconds of ``<metric>.hlog`` in a results directory, for one class (None: all classes)."""
     path = Path(run_dir) / f"{metric}.hlog"
-    warmup = float(read_summary(Path(run_dir)).get("load", {}).get("warmup_s") or 0.0)
+    warmup = read_summary(Path(run_dir)).warmup_s
     try:
         text = path.read_text()
     except FileNotFoundError:

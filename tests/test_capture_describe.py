@@ -1,4 +1,4 @@
-"""A capture's profile: its rate curve, burstiness, sizes and mix, measured on the reader's stream,
+"""A capture's description: its rate curve, burstiness, sizes and mix, measured on the reader's stream,
 and the forecast and synthetic scenario fitted from it. Pure: hand-made requests, no servers."""
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadtest.analysis.projection import load_forecast
+from loadtest.analysis.cost_inputs import load_forecast
 from loadtest.config.scenario import scenario_from_dict
 from loadtest.errors import ConfigError
 from loadtest.replay.describe import (
     FIRST_BAD,
     MAX_LABELS,
+    describe_capture,
+    description_dict,
+    description_lines,
     fit_scenario,
     forecast_toml,
-    profile_capture,
-    profile_dict,
-    profile_lines,
 )
 from loadtest.replay.readers import BadLine, CapturedRequest
 from loadtest.traffic.arrivals import arrival_times, expected_count
@@ -73,29 +73,29 @@ def fitted(text: str):
 
 def test_a_compressed_day_with_a_spike_gives_its_count_mean_and_peak_to_mean():
     rates = day_with_a_spike()
-    profile = profile_capture(captured(evenly(rates)))
+    description = describe_capture(captured(evenly(rates)))
     known_mean = sum(rates) / len(rates)
-    assert profile.requests == sum(rates) == 8534
-    assert list(profile.counts) == rates
-    assert profile.span_s == 60 and profile.start == EPOCH
-    assert profile.rate_mean == pytest.approx(known_mean, rel=1e-12)
-    assert profile.rate_peak == 500
-    assert profile.peak_to_mean == pytest.approx(500 / known_mean, rel=0.05)  # 3.52x
+    assert description.requests == sum(rates) == 8534
+    assert list(description.counts) == rates
+    assert description.span_s == 60 and description.start == EPOCH
+    assert description.rate_mean == pytest.approx(known_mean, rel=1e-12)
+    assert description.rate_peak == 500
+    assert description.peak_to_mean == pytest.approx(500 / known_mean, rel=0.05)  # 3.52x
 
 
 def test_a_coarser_resolution_counts_per_bucket_and_keeps_the_mean():
-    profile = profile_capture(captured(evenly(day_with_a_spike())), resolution=5.0)
-    assert len(profile.counts) == 12 and profile.counts.sum() == 8534
-    assert profile.rate_mean == pytest.approx(8534 / 60)
-    assert profile.rate_peak == max(profile.counts) / 5
+    description = describe_capture(captured(evenly(day_with_a_spike())), resolution=5.0)
+    assert len(description.counts) == 12 and description.counts.sum() == 8534
+    assert description.rate_mean == pytest.approx(8534 / 60)
+    assert description.rate_peak == max(description.counts) / 5
 
 
 def test_a_request_out_of_order_counts_in_its_bucket_with_a_zero_gap():
-    profile = profile_capture(captured([0.0, 1.0, 0.9, 2.0]))
-    assert profile.start == EPOCH and profile.end == EPOCH + 2.0
-    assert list(profile.counts) == [2, 1, 1]
+    description = describe_capture(captured([0.0, 1.0, 0.9, 2.0]))
+    assert description.start == EPOCH and description.end == EPOCH + 2.0
+    assert list(description.counts) == [2, 1, 1]
     # Gaps run from the latest time so far: 1, 0 (not -0.1), 1; their CV is sqrt(1/2).
-    assert profile.cv_interarrival == pytest.approx(math.sqrt(0.5))
+    assert description.cv_interarrival == pytest.approx(math.sqrt(0.5))
 
 
 # --- burstiness ---------------------------------------------------------------------------------
@@ -103,9 +103,9 @@ def test_a_request_out_of_order_counts_in_its_bucket_with_a_zero_gap():
 
 def test_poisson_arrivals_at_a_constant_rate_have_a_cv_of_one():
     rng = np.random.default_rng(11)
-    profile = profile_capture(captured(np.cumsum(rng.exponential(1 / 200, 40_000))))
-    assert 0.9 <= profile.cv_interarrival <= 1.1
-    assert 0.9 <= profile.cv_rescaled <= 1.1
+    description = describe_capture(captured(np.cumsum(rng.exponential(1 / 200, 40_000))))
+    assert 0.9 <= description.cv_interarrival <= 1.1
+    assert 0.9 <= description.cv_rescaled <= 1.1
 
 
 def test_a_daily_cycle_inflates_the_raw_cv_but_the_rescaled_cv_stays_poisson():
@@ -113,20 +113,20 @@ def test_a_daily_cycle_inflates_the_raw_cv_but_the_rescaled_cv_stays_poisson():
         return 20 + 380 * (1 - np.cos(2 * np.pi * t / 600)) / 2
 
     times = poisson(day, 600, np.random.default_rng(12), peak=400)
-    profile = profile_capture(captured(times))
-    assert profile.cv_interarrival > 1.1  # about 1.9: quiet and busy hours mix long and short gaps
-    assert 0.9 <= profile.cv_rescaled <= 1.15
+    description = describe_capture(captured(times))
+    assert description.cv_interarrival > 1.1  # about 1.9: quiet and busy hours mix long and short gaps
+    assert 0.9 <= description.cv_rescaled <= 1.15
 
 
 def test_gamma_gaps_with_shape_a_quarter_have_a_cv_of_two():
-    profile = profile_capture(captured(gamma_gaps(0.25, 200, 40_000, seed=13)))
-    assert profile.cv_interarrival == pytest.approx(2.0, rel=0.1)
-    assert profile.cv_rescaled == pytest.approx(2.0, rel=0.1)
+    description = describe_capture(captured(gamma_gaps(0.25, 200, 40_000, seed=13)))
+    assert description.cv_interarrival == pytest.approx(2.0, rel=0.1)
+    assert description.cv_rescaled == pytest.approx(2.0, rel=0.1)
 
 
 def test_evenly_spread_requests_are_regular_not_poisson():
-    profile = profile_capture(captured(evenly([100] * 20)))
-    assert profile.cv_rescaled < 0.05
+    description = describe_capture(captured(evenly([100] * 20)))
+    assert description.cv_rescaled < 0.05
 
 
 # --- bad lines, sizes, mix, text ----------------------------------------------------------------
@@ -136,12 +136,12 @@ def test_bad_lines_are_counted_the_share_is_exact_and_the_first_hundred_kept_in_
     stream = []
     for i in range(1, 1001):
         stream.append(BadLine(i, f"not JSON ({i})") if i % 4 == 0 else next(captured([i / 100])))
-    profile = profile_capture(stream)
-    assert (profile.requests, profile.bad_lines) == (750, 250)
-    assert profile.malformed_share == 0.25
-    assert len(profile.first_bad) == FIRST_BAD == 100
-    assert profile.first_bad[0] == (4, "not JSON (4)") and profile.first_bad[-1] == (400, "not JSON (400)")
-    assert profile_dict(profile)["first_bad"][1] == {"line": 8, "reason": "not JSON (8)"}
+    description = describe_capture(stream)
+    assert (description.requests, description.bad_lines) == (750, 250)
+    assert description.malformed_share == 0.25
+    assert len(description.first_bad) == FIRST_BAD == 100
+    assert description.first_bad[0] == (4, "not JSON (4)") and description.first_bad[-1] == (400, "not JSON (400)")
+    assert description_dict(description)["first_bad"][1] == {"line": 8, "reason": "not JSON (8)"}
 
 
 def small_capture() -> list[CapturedRequest]:
@@ -156,25 +156,26 @@ def small_capture() -> list[CapturedRequest]:
 
 
 def test_class_route_mix_and_body_size_percentiles_of_a_small_capture():
-    profile = profile_capture(small_capture())
-    assert profile.classes == {"short": 6, "long": 3, "unlabelled": 1}
-    assert profile.routes == {"POST /v2/models/minilm/infer": 8, "POST /v1/embeddings": 2}
-    assert profile.sized_requests == 10
-    assert (profile.size_p50, profile.size_max) == (100, 5000)
-    assert profile.size_p95 == pytest.approx(5000, rel=1e-3) and profile.size_p99 == pytest.approx(5000, rel=1e-3)
-    assert profile.size_mean == 7100 / 10
+    description = describe_capture(small_capture())
+    assert description.classes == {"short": 6, "long": 3, "unlabelled": 1}
+    assert description.routes == {"POST /v2/models/minilm/infer": 8, "POST /v1/embeddings": 2}
+    assert description.sized_requests == 10
+    assert (description.size_p50, description.size_max) == (100, 5000)
+    assert description.size_p95 == pytest.approx(5000, rel=1e-3)
+    assert description.size_p99 == pytest.approx(5000, rel=1e-3)
+    assert description.size_mean == 7100 / 10
 
 
 def test_requests_without_a_captured_body_are_left_out_of_the_sizes():
-    profile = profile_capture(captured([0, 1, 2]))  # an access log: no bodies
-    assert profile.sized_requests == 0 and profile.size_p50 == 0 and profile.size_mean == 0
+    description = describe_capture(captured([0, 1, 2]))  # an access log: no bodies
+    assert description.sized_requests == 0 and description.size_p50 == 0 and description.size_mean == 0
 
 
 def test_past_fifty_distinct_routes_the_rest_count_as_other():
     stream = [CapturedRequest(line=i, time=EPOCH + i, method="GET", path=f"/item/{i}") for i in range(80)]
-    profile = profile_capture(stream)
-    assert len(profile.routes) == MAX_LABELS + 1 and profile.routes["other"] == 30
-    assert sum(profile.routes.values()) == 80
+    description = describe_capture(stream)
+    assert len(description.routes) == MAX_LABELS + 1 and description.routes["other"] == 30
+    assert sum(description.routes.values()) == 80
 
 
 def oip(*texts: str) -> dict:
@@ -197,20 +198,20 @@ def text_capture() -> list[CapturedRequest]:
 
 
 def test_text_lengths_per_class_from_oip_and_openai_bodies():
-    profile = profile_capture(text_capture())
-    short, long = profile.text_tokens["short"], profile.text_tokens["long"]
-    assert set(profile.text_tokens) == {"short", "long"}  # the FP32 tensor holds no text
+    description = describe_capture(text_capture())
+    short, long = description.text_tokens["short"], description.text_tokens["long"]
+    assert set(description.text_tokens) == {"short", "long"}  # the FP32 tensor holds no text
     assert (short.requests, short.texts, short.min, short.max) == (2, 3, 4, 8)
     assert (long.requests, long.texts, long.min, long.max) == (2, 3, 32, 52)
     assert (short.p5, short.p95) == (4, 8) and (long.p5, long.p95) == (32, 52)
 
 
-def test_the_profile_is_json_and_reads_in_a_few_lines():
-    profile = profile_capture([*text_capture(), BadLine(9, "truncated")], source="prod.jsonl")
-    data = json.loads(json.dumps(profile_dict(profile)))
+def test_the_description_is_json_and_reads_in_a_few_lines():
+    description = describe_capture([*text_capture(), BadLine(9, "truncated")], source="prod.jsonl")
+    data = json.loads(json.dumps(description_dict(description)))
     assert data["requests"] == 5 and data["rate"]["counts"] == [1, 1, 1, 1, 1]
     assert data["text_tokens"]["long"]["max"] == 52
-    lines = profile_lines(profile)
+    lines = description_lines(description)
     assert lines[0].startswith("prod.jsonl: 5 requests over 5s") and "16.67% malformed" in lines[0]
     assert any(line.startswith("tokens per text, short") for line in lines)
     assert lines[-1] == "bad line 9: truncated"
@@ -220,20 +221,20 @@ def test_the_profile_is_json_and_reads_in_a_few_lines():
 
 
 def test_the_forecast_reads_back_through_loadtest_cost_with_the_same_numbers(tmp_path):
-    profile = profile_capture(captured(evenly(day_with_a_spike())), source="prod.jsonl")
-    text = forecast_toml(profile, growth=(1, 2.5, 10))
+    description = describe_capture(captured(evenly(day_with_a_spike())), source="prod.jsonl")
+    text = forecast_toml(description, growth=(1, 2.5, 10))
     assert text.startswith("# ") and "prod.jsonl" in text.splitlines()[0] and "1s resolution" in text
     path = tmp_path / "forecast.toml"
     path.write_text(text)
     forecast = load_forecast(str(path))
-    assert forecast.mean_rps == profile.rate_mean
-    assert forecast.peak_factor == profile.peak_to_mean
+    assert forecast.mean_rps == description.rate_mean
+    assert forecast.peak_factor == description.peak_to_mean
     assert forecast.growth == (1.0, 2.5, 10.0)
 
 
 def test_an_empty_capture_has_nothing_to_forecast_from():
     with pytest.raises(ValueError, match="no readable requests"):
-        forecast_toml(profile_capture([BadLine(1, "empty")]))
+        forecast_toml(describe_capture([BadLine(1, "empty")]))
 
 
 # --- fitted scenario ----------------------------------------------------------------------------
@@ -241,51 +242,51 @@ def test_an_empty_capture_has_nothing_to_forecast_from():
 
 def test_the_fitted_scenario_follows_the_captures_rate_curve():
     rates = day_with_a_spike()
-    profile = profile_capture(captured(evenly(rates)), source="prod.jsonl")
-    text = fit_scenario(profile, "fitted")
+    description = describe_capture(captured(evenly(rates)), source="prod.jsonl")
+    text = fit_scenario(description, "fitted")
     assert text.startswith("# Fitted to prod.jsonl: 8,534 requests") and "peak-to-mean 3.52" in text
     scenario = fitted(text)
     shape = scenario.load.shape
     assert scenario.name == "fitted" and scenario.load.model == "open" and shape.kind == "stages"
-    assert scenario.load.duration == profile.span_s == 60 and len(shape.stages) == 60
-    assert expected_count(shape, scenario.load.duration) == pytest.approx(profile.requests, rel=0.03)
+    assert scenario.load.duration == description.span_s == 60 and len(shape.stages) == 60
+    assert expected_count(shape, scenario.load.duration) == pytest.approx(description.requests, rel=0.03)
     per_second = [shape.at(t) for t in range(61)]
-    assert max(per_second) / np.mean(per_second) == pytest.approx(profile.peak_to_mean, rel=0.10)
+    assert max(per_second) / np.mean(per_second) == pytest.approx(description.peak_to_mean, rel=0.10)
     assert scenario.target.protocol == "oip-v2" and scenario.target.model == "minilm"
     assert "no text bodies to size classes from" in text
 
 
 def test_a_long_capture_is_fitted_in_at_most_max_stages_equal_stages():
     rates = [100 + 10 * min(s // 60, 9 - s // 60) for s in range(600)]  # up for five minutes, then down
-    profile = profile_capture(captured(evenly(rates)))
-    scenario = fitted(fit_scenario(profile, "long", max_stages=7))
+    description = describe_capture(captured(evenly(rates)))
+    scenario = fitted(fit_scenario(description, "long", max_stages=7))
     stages = scenario.load.shape.stages
     assert len(stages) == 7 and len({s.duration for s in stages}) == 1
     assert sum(s.duration for s in stages) == pytest.approx(600)
-    assert expected_count(scenario.load.shape, 600) == pytest.approx(profile.requests, rel=0.03)
+    assert expected_count(scenario.load.shape, 600) == pytest.approx(description.requests, rel=0.03)
 
 
 def test_gamma_traffic_is_fitted_with_gamma_arrivals_of_its_burstiness():
-    profile = profile_capture(captured(gamma_gaps(0.25, 200, 12_000, seed=14)))
-    scenario = fitted(fit_scenario(profile, "bursty-fit"))
+    description = describe_capture(captured(gamma_gaps(0.25, 200, 12_000, seed=14)))
+    scenario = fitted(fit_scenario(description, "bursty-fit"))
     shape = scenario.load.shape
     assert scenario.load.arrivals == "gamma"
     assert shape.burstiness == pytest.approx(0.25, rel=0.25)
-    assert shape.burstiness == pytest.approx(1 / profile.cv_rescaled**2, rel=1e-3)
+    assert shape.burstiness == pytest.approx(1 / description.cv_rescaled**2, rel=1e-3)
     regenerated = np.fromiter(arrival_times(shape, scenario.load.duration, "gamma", seed=15), float)
-    again = profile_capture(captured(regenerated))
-    assert again.cv_rescaled == pytest.approx(profile.cv_rescaled, rel=0.15)
+    again = describe_capture(captured(regenerated))
+    assert again.cv_rescaled == pytest.approx(description.cv_rescaled, rel=0.15)
 
 
 def test_poisson_traffic_is_fitted_with_poisson_arrivals():
     rng = np.random.default_rng(16)
-    profile = profile_capture(captured(np.cumsum(rng.exponential(1 / 100, 6_000))))
-    scenario = fitted(fit_scenario(profile, "steady-fit"))
+    description = describe_capture(captured(np.cumsum(rng.exponential(1 / 100, 6_000))))
+    scenario = fitted(fit_scenario(description, "steady-fit"))
     assert scenario.load.arrivals == "poisson" and scenario.load.shape.burstiness == 1.0
 
 
 def test_text_classes_become_the_fitted_payload_mix():
-    scenario = fitted(fit_scenario(profile_capture(text_capture()), "text-fit"))
+    scenario = fitted(fit_scenario(describe_capture(text_capture()), "text-fit"))
     classes = {c.name: c for c in scenario.payload.classes}
     assert scenario.payload.source == "text" and set(classes) == {"short", "long"}
     assert classes["short"].weight == classes["long"].weight == 50
@@ -310,7 +311,7 @@ duration = "10s"
 
 
 def test_without_text_bodies_the_base_scenarios_target_and_payload_are_kept():
-    text = fit_scenario(profile_capture(captured(evenly([20] * 10))), "fraud-fit", base_toml=BASE)
+    text = fit_scenario(describe_capture(captured(evenly([20] * 10))), "fraud-fit", base_toml=BASE)
     scenario = fitted(text)
     assert (scenario.target.model, scenario.target.input_name, scenario.target.profile) == (
         "fraud",
@@ -353,11 +354,11 @@ def test_profiling_two_hundred_thousand_requests_holds_none_of_them():
 
     tracemalloc.start()
     try:
-        profile = profile_capture(stream())
+        description = describe_capture(stream())
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert profile.requests == 200_000 and len(profile.counts) == 200
+    assert description.requests == 200_000 and len(description.counts) == 200
     assert peak < 3 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # 200k requests held would be well over 50 MiB
 
 
@@ -368,12 +369,12 @@ def test_unlabelled_text_is_fitted_as_length_bands_that_keep_the_capture_skew():
         CapturedRequest(i + 1, 1000.0 + i / 100, "POST", "/v1/embeddings", doc={"input": " ".join(["w"] * n)})
         for i, n in enumerate(lengths)
     ]
-    text = fit_scenario(profile_capture(items), "bands")
+    text = fit_scenario(describe_capture(items), "bands")
     classes = tomllib.loads(text)["payload"]["classes"]
     assert [c["name"] for c in classes] == ["short", "medium", "long"]
     assert [c["weight"] for c in classes] == [50, 40, 10]
     assert classes[0]["max_tokens"] == 8 and classes[1]["min_tokens"] == 9 and classes[2]["max_tokens"] == 200
     # A capture of one length has one band, with the whole share.
     same = [CapturedRequest(i + 1, 1000.0 + i, "POST", "/v1/embeddings", doc={"input": "a b c"}) for i in range(50)]
-    one = tomllib.loads(fit_scenario(profile_capture(same), "one"))["payload"]["classes"]
+    one = tomllib.loads(fit_scenario(describe_capture(same), "one"))["payload"]["classes"]
     assert one == [{"name": "short", "weight": 100, "min_tokens": 5, "max_tokens": 5}]

@@ -1,0 +1,75 @@
+"""Complete a measured run from its own files: saturation, generator trust, sample sufficiency, replay fidelity.
+
+Runs after Locust has written the results directory, in the process that started the run, and
+again on ``loadtest report DIR`` (with the current rules). It reads ``timeline.csv``,
+``resources.csv``/``resources.json`` and ``replay.json``, and returns the summary with those parts
+filled in; writing it is the caller's (``results.summary.write_summary``, once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from loadtest.analysis.fidelity import fidelity
+from loadtest.analysis.saturation import analyse, sufficiency
+from loadtest.results.directory import read_replay, read_table
+from loadtest.results.files import read_json, write_atomic, write_json
+from loadtest.results.summary import MESSY_PREFIX, SampleCheck, Summary
+
+
+def analyse_run(out_dir: Path, summary: Summary) -> Summary:
+    timeline = read_table(out_dir / "timeline.csv")
+    resources_meta = _aligned_resources(out_dir, summary)
+    resources = read_table(out_dir / "resources.csv")
+    saturation = summary.saturation
+    if timeline is not None and len(timeline):
+        saturation = analyse(
+            timeline, resources, summary.warmup_s, generator_cores=resources_meta.get("generator_cores")
+        )
+    # Messy kinds are a few requests each: their percentiles are shown, not claimed (the messy total is).
+    counts = {
+        cls: stats.count
+        for cls, stats in summary.latency_ms.get("response", {}).items()
+        if not cls.startswith(MESSY_PREFIX)
+    }
+    replayed = read_replay(out_dir)
+    return replace(
+        summary,
+        saturation=saturation,
+        resources=resources_meta,
+        sample_sufficiency=tuple(SampleCheck.from_dict(row) for row in sufficiency(counts)),
+        replay=replay_summary(replayed, timeline, summary) if replayed is not None else summary.replay,
+    )
+
+
+def _aligned_resources(out_dir: Path, summary: Summary) -> dict:
+    """``resources.json``, with ``resources.csv``'s seconds counted from the run's start, as the timeline's are.
+
+    The sampler starts before Locust's test does; the first analysis shifts its seconds once and
+    records that it did (``aligned``), so a later ``loadtest report`` does not shift them again.
+    """
+    meta_path = out_dir / "resources.json"
+    meta = read_json(meta_path) if meta_path.exists() else {}
+    resources_path = out_dir / "resources.csv"
+    resources = read_table(resources_path)
+    run_start = summary.run.started_epoch
+    if resources is not None and meta.get("start_epoch") and run_start and not meta.get("aligned"):
+        resources["second"] = (resources["second"] + meta["start_epoch"] - run_start).round(3)
+        meta["aligned"] = True
+        write_atomic(resources_path, resources.to_csv(index=False))
+        write_json(meta_path, meta)
+    return meta
+
+
+def replay_summary(replayed: dict, timeline, summary: Summary) -> dict:
+    """What the scan found in the capture, without its per-second list, and the replay's fidelity."""
+    sent = {}
+    if timeline is not None:
+        sent = dict(zip(timeline["second"].astype(int), timeline["sent"].astype(int), strict=True))
+    lateness = summary.percentiles("lateness")
+    kept = {k: v for k, v in replayed.items() if k != "intended_per_second"}
+    return {
+        **kept,
+        "fidelity": fidelity(replayed["intended_per_second"], sent, lateness.as_dict() if lateness else None),
+    }

@@ -1,0 +1,40 @@
+"""``loadtest gate``: check thresholds and baseline regressions on an earlier run's results, without running."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+
+from loadtest.commands.options import add_gate_options, gate_options
+from loadtest.errors import ExitCode
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("gate", help="check thresholds and baseline regressions on an earlier run's results")
+    parser.add_argument("results", type=Path, help="a results directory (holding summary.json)")
+    add_gate_options(parser)
+    parser.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace, console: Console) -> int:
+    """The run's own [slo] thresholds (from the scenario.toml saved with it) and the options' gates."""
+    from loadtest.config.scenario import load_scenario
+    from loadtest.gates.verdict import apply, prepare
+    from loadtest.results.summary import read_summary, write_summary
+
+    summary = read_summary(args.results)
+    saved = args.results / "scenario.toml"
+    thresholds, source = ((), "")
+    if saved.exists():
+        scenario = load_scenario(saved)
+        thresholds, source = scenario.gates, str(saved)
+    gates = prepare(gate_options(args), thresholds, source)
+    if gates.empty:
+        console.print("no gates: give --threshold, or --baseline, or [slo] thresholds in the scenario")
+        return ExitCode.USAGE
+    verdict = apply(gates, args.results, summary, console)
+    write_summary(args.results, replace(summary, gates=verdict))
+    return ExitCode.PASSED if verdict.passed else ExitCode.GATE_FAILED
