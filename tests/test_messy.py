@@ -13,6 +13,7 @@ import pytest
 from loadtest.config.scenario import scenario_from_dict
 from loadtest.engine.runconfig import messy_bodies
 from loadtest.errors import ConfigError
+from loadtest.messy.custom import read_custom
 from loadtest.messy.kinds import (
     ACCEPT,
     CORRECT,
@@ -21,15 +22,13 @@ from loadtest.messy.kinds import (
     KINDS,
     REJECT,
     WRONG,
-    MessyPool,
     RequestForm,
     build,
     build_all,
     kinds_for,
-    read_custom,
-    summarise,
-    verdict,
 )
+from loadtest.messy.picks import MessyPool
+from loadtest.messy.verdicts import summarise, verdict
 
 FORMS = {
     "oip text": RequestForm(),

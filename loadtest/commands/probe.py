@@ -42,18 +42,9 @@ from loadtest.engine.runconfig import request_form
 from loadtest.engine.target import embedded_server
 from loadtest.errors import ConfigError, ExitCode, PreflightError
 from loadtest.gates.thresholds import GateResult, junit_xml
-from loadtest.messy.kinds import (
-    CORRECT,
-    DEFECT,
-    KINDS,
-    WRONG,
-    MessyRequest,
-    build,
-    clean_body,
-    kinds_for,
-    read_custom,
-    verdict,
-)
+from loadtest.messy.custom import read_custom
+from loadtest.messy.kinds import CORRECT, DEFECT, KINDS, WRONG, MessyRequest, build, clean_body, kinds_for
+from loadtest.messy.verdicts import verdict
 from loadtest.results.directory import results_root, run_dir_name
 from loadtest.results.files import write_atomic, write_json
 from loadtest.traffic.protocols import Protocol, make_protocol

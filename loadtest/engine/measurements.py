@@ -17,7 +17,7 @@ from pathlib import Path
 
 from loadtest.engine.collector import Collector, latency_stats, quick_percentiles
 from loadtest.engine.recorder import ALL, INTERVAL_METRICS, METRICS, new_histogram
-from loadtest.messy.kinds import summarise
+from loadtest.messy.verdicts import summarise
 from loadtest.results.directory import HISTOGRAMS, TIMELINE_COLUMNS, histograms_document
 from loadtest.results.files import write_atomic, write_json
 from loadtest.results.summary import (

@@ -13,16 +13,9 @@ from pathlib import Path
 
 from loadtest.config.scenario import Scenario, scenario_from_dict
 from loadtest.errors import ConfigError
-from loadtest.messy.kinds import (
-    KINDS,
-    VARIANTS,
-    MessyPool,
-    MessyRequest,
-    RequestForm,
-    build_all,
-    kinds_for,
-    read_custom,
-)
+from loadtest.messy.custom import read_custom
+from loadtest.messy.kinds import KINDS, VARIANTS, MessyRequest, RequestForm, build_all, kinds_for
+from loadtest.messy.picks import MessyPool
 from loadtest.replay.schedule import ReplaySpec
 from loadtest.traffic.payloads import PayloadPool, features_pool, jsonl_pool, text_pool
 from loadtest.traffic.protocols import Protocol, make_protocol

@@ -38,7 +38,9 @@ from loadtest.engine.collector import Collector, quick_percentiles
 from loadtest.engine.measurements import write_results
 from loadtest.engine.recorder import ALL, OK, TIMEOUT, Recorder
 from loadtest.engine.runconfig import RunConfig, build_messy, build_payloads, build_replay
-from loadtest.messy.kinds import CLASS_PREFIX, CORRECT, WRONG, MessyPool, MessyRequest, verdict
+from loadtest.messy.kinds import CLASS_PREFIX, CORRECT, WRONG, MessyRequest
+from loadtest.messy.picks import MessyPool
+from loadtest.messy.verdicts import verdict
 from loadtest.replay.schedule import Arrival, schedule
 from loadtest.results.directory import replay_target
 from loadtest.results.files import write_atomic

@@ -9,25 +9,20 @@ features), with what a sound endpoint should answer:
 - ``accept``: a 200 with a valid answer (edge-case text a text model must handle);
 - ``either``: both are sound (a huge batch, text past the token limit); the answer is recorded.
 
-Every answer gets one verdict: ``correct`` (as expected), ``wrong`` (a 200 for garbage, a 4xx for
-valid text) or ``defect`` (a 5xx, a reset connection, a timeout: never sound). Pure: bodies are
-bytes built from a seed, the same seed gives the same bytes, and nothing here touches a network.
+This module names the kinds and builds their bodies. Pure: bodies are bytes built from a seed,
+the same seed gives the same bytes, and nothing here touches a network. Beside it: ``custom``
+reads a user's own kinds, ``picks`` chooses which arrivals are messy, ``verdicts`` judges answers.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import orjson
 
-from loadtest.errors import ConfigError
-from loadtest.traffic.payloads import WORDS, _splitmix64, json_objects
+from loadtest.traffic.payloads import WORDS
 
 REJECT, ACCEPT, EITHER = "reject", "accept", "either"
 EXPECTS = (REJECT, ACCEPT, EITHER)
@@ -295,148 +290,3 @@ def build_all(
 ) -> dict[str, list[MessyRequest]]:
     """Every kind's bodies; an oversized body is built once (it is megabytes)."""
     return {k: [build(k, form, seed, v) for v in range(1 if k == "oversized" else variants)] for k in kinds}
-
-
-# -- custom kinds -----------------------------------------------------------------------------------
-
-
-def read_custom(path: Path) -> dict[str, list[MessyRequest]]:
-    """A user's kinds: JSONL lines of ``{"kind", "expect", "body" | "body_base64", "content_type"}``."""
-    kinds: dict[str, list[MessyRequest]] = {}
-    for where, doc in json_objects(path, "messy kinds file"):
-        name, expect = doc.get("kind"), doc.get("expect", EITHER)
-        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-            raise ConfigError(where, "kind", "must be a name of letters, digits, _ and -")
-        if name in KINDS:
-            raise ConfigError(where, "kind", f"{name!r} is a built-in kind; name yours differently")
-        if expect not in EXPECTS:
-            raise ConfigError(where, "expect", f"must be one of {', '.join(EXPECTS)}, got {expect!r}")
-        if "body_base64" in doc:
-            try:
-                body = base64.b64decode(str(doc["body_base64"]), validate=True)
-            except (binascii.Error, ValueError):
-                raise ConfigError(where, "body_base64", "is not valid base64") from None
-        elif "body" in doc:
-            body = orjson.dumps(doc["body"])
-        else:
-            raise ConfigError(where, None, "needs 'body' (JSON) or 'body_base64' (exact bytes)")
-        content_type = doc.get("content_type", "application/json")
-        if not isinstance(content_type, str):
-            raise ConfigError(where, "content_type", "must be a string")
-        kinds.setdefault(name, []).append(MessyRequest(name, expect, body, content_type))
-    if not kinds:
-        raise ConfigError(str(path), None, "holds no kinds")
-    return kinds
-
-
-# -- verdicts -------------------------------------------------------------------------------------
-
-
-def verdict(expect: str, outcome: str) -> str:
-    """``outcome`` as the recorder names it: "" (a 2xx with a valid body), "http_404", "timeout", ...
-
-    A 5xx, a timeout or a broken connection is a defect whatever was expected; a 2xx whose body is
-    not a valid answer is wrong whatever was expected (a garbage 200 is never sound).
-    """
-    if outcome == "":
-        return WRONG if expect == REJECT else CORRECT
-    if outcome.startswith("http_"):
-        status = int(outcome.removeprefix("http_"))
-        if status >= 500:
-            return DEFECT
-        if 400 <= status < 500:
-            return WRONG if expect == ACCEPT else CORRECT
-        return WRONG  # 1xx, 3xx
-    if outcome == "invalid_body":
-        return WRONG
-    return DEFECT  # timeout, connection, and any exception the client raised
-
-
-# -- picking messy arrivals -----------------------------------------------------------------------
-
-_SALT = 0x6D657373  # "mess": messy picks are independent of the payload picks of the same seed
-
-
-def unit(seed: int, index: int, salt: int) -> float:
-    """A number in [0, 1) that depends only on (seed, index, salt)."""
-    with np.errstate(over="ignore"):
-        base = np.uint64((seed * 0x9E3779B97F4A7C15 + salt * 0xBF58476D1CE4E5B9) % 2**64)
-        return float(_splitmix64(base + np.uint64(index))) / 2**64
-
-
-class MessyPool:
-    """Which arrivals are messy, and with which body; arrival i's pick depends on the seed and i only.
-
-    Stratified, not drawn: arrival i is messy when ``i * share`` (plus a seeded phase) crosses a
-    whole number, so the share holds exactly over any stretch of traffic, and the m-th messy arrival
-    takes the m-th kind of a seeded, shuffled cycle in which each kind appears in proportion to its
-    weight. Every kind is sent within one cycle's worth of messy arrivals (the number of kinds, for
-    equal weights), which a random draw per arrival would not promise in a short run.
-    """
-
-    def __init__(self, bodies: dict[str, list[MessyRequest]], weights: dict[str, float], share: float, seed: int):
-        kinds = [k for k in weights if bodies.get(k) and weights[k] > 0]
-        if not kinds:
-            raise ValueError("no messy kinds to send")
-        self.bodies, self.share = bodies, share
-        smallest = min(weights[k] for k in kinds)
-        counts = {k: max(1, round(weights[k] / smallest)) for k in kinds}
-        if sum(counts.values()) > MAX_CYCLE:  # very uneven weights: keep the cycle short, the proportions close
-            scale = MAX_CYCLE / sum(counts.values())
-            counts = {k: max(1, round(n * scale)) for k, n in counts.items()}
-        cycle = [k for k in kinds for _ in range(counts[k])]
-        np.random.default_rng([seed, _SALT]).shuffle(cycle)
-        self.cycle = cycle
-        self.phase = unit(seed, 0, _SALT)
-
-    def pick(self, index: int) -> MessyRequest | None:
-        if self.share <= 0:
-            return None
-        before = math.floor(index * self.share + self.phase)
-        if math.floor((index + 1) * self.share + self.phase) == before:
-            return None
-        turn, at = divmod(before, len(self.cycle))
-        bodies = self.bodies[self.cycle[at]]
-        return bodies[turn % len(bodies)]
-
-
-# -- the summary ----------------------------------------------------------------------------------
-
-
-def summarise(verdicts: Mapping[str, Mapping[str, int]], scheduled: Mapping[str, int]) -> dict:
-    """Verdicts by kind from the recorder's counts: messy class -> ``<verdict>:<expect>:<answer>`` -> count.
-
-    ``scheduled`` is each messy class's scheduled arrivals (a duplicate counts twice), so a kind
-    whose requests were dropped or never answered still shows how many were meant.
-    """
-    kinds: dict[str, dict] = {}
-    for cls, labels in verdicts.items():
-        for label, count in labels.items():
-            found, expect, answer = label.split(":", 2)
-            entry = _entry(kinds, cls, expect)
-            entry[found] += count
-            entry["answers"][answer] = entry["answers"].get(answer, 0) + count
-    for cls, n in scheduled.items():
-        if cls.startswith(CLASS_PREFIX):
-            _entry(kinds, cls, None)["scheduled"] = n
-    totals = {v: sum(k[v] for k in kinds.values()) for v in VERDICTS}
-    return {
-        "kinds": dict(sorted(kinds.items())),
-        "requests": sum(k["scheduled"] for k in kinds.values()),
-        "correct": totals[CORRECT],
-        "wrong": totals[WRONG],
-        "defects": totals[DEFECT],
-    }
-
-
-def _entry(kinds: dict[str, dict], cls: str, expect: str | None) -> dict:
-    kind = cls.removeprefix(CLASS_PREFIX)
-    entry = kinds.setdefault(
-        kind,
-        {"expect": expect, "category": KINDS[kind].category if kind in KINDS else "custom", "scheduled": 0}
-        | {v: 0 for v in VERDICTS}
-        | {"answers": {}},
-    )
-    if expect is not None:
-        entry["expect"] = expect
-    return entry

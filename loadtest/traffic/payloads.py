@@ -73,7 +73,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _BLOCK = 4096
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
+def splitmix64(x: np.ndarray) -> np.ndarray:
     """A fast, well-mixed hash of integers (uint64, wrapping): picks depend on (seed, index) only."""
     x = x + _GOLDEN
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -103,7 +103,7 @@ class PayloadPool:
         base = np.uint64((self.seed * 0x9E3779B97F4A7C15) % 2**64)
         doubled = np.arange(first_index, first_index + count, dtype=np.uint64) * np.uint64(2)
         with np.errstate(over="ignore"):
-            first, second = _splitmix64(base + doubled), _splitmix64(base + doubled + np.uint64(1))
+            first, second = splitmix64(base + doubled), splitmix64(base + doubled + np.uint64(1))
         position = np.searchsorted(self.cumulative, first.astype(np.float64) / _TWO64, side="right")
         position = np.minimum(position, len(self.classes) - 1)
         sizes = np.array([len(self.payloads[c]) for c in self.classes], dtype=np.uint64)
