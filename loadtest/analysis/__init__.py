@@ -1,0 +1,3 @@
+"""Pure analysis of measured runs: saturation and trust, capacity search, confidence intervals, output
+agreement, cost.
+"""

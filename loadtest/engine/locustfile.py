@@ -1,6 +1,6 @@
 """The locustfile `loadtest run` hands to Locust. It only imports the recording user and shape.
 
-Run it yourself for multi-host runs: ``locust -f loadtest/locustfile.py --master ...`` with the
+Run it yourself for multi-host runs: ``locust -f loadtest/engine/locustfile.py --master ...`` with the
 ``--loadtest-run`` JSON that ``loadtest run --print-locust-command`` shows.
 """
 

@@ -1,6 +1,6 @@
 """Locust glue: the recording user, the scenario's shape, and the events that move measurements.
 
-Import this module into a locustfile (``loadtest/locustfile.py`` does only that) and Locust runs a
+Import this module into a locustfile (``loadtest/engine/locustfile.py`` does only that) and Locust runs a
 scenario with our recording: ``ScenarioUser`` sends, ``ScenarioShape`` sets the user count, and
 event listeners carry each worker's histogram deltas to the master (``report_to_master`` and
 ``worker_report``), which merges them and writes the results at ``quitting``: by then every

@@ -1,0 +1,1 @@
+"""Pass/fail: thresholds and baseline regressions judged on a summary, recorded as gates.json and JUnit."""
