@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from loadtest.analysis.saturation import samples_needed
+from loadtest.analysis.sample_size import samples_needed
 from loadtest.results.intervals import IntervalCounts, on_common_grid
 
 PERCENTILES = (50.0, 95.0, 99.0, 99.9)

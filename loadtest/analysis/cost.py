@@ -22,6 +22,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from loadtest.config.profile import Price
 from loadtest.errors import ExitCode, LoadTestError
 
 HOURS_PER_MONTH = 730.0
@@ -39,20 +40,6 @@ class Forecast:
     mean_rps: float
     peak_factor: float = 1.0
     growth: tuple[float, ...] = (1.0,)
-
-
-@dataclass(frozen=True)
-class Price:
-    """What a deployment costs: per instance-hour, or per request (a managed endpoint)."""
-
-    per_hour: float | None = None
-    per_request: float | None = None
-    source: str = ""
-    date: str = ""
-
-    def __post_init__(self) -> None:
-        if (self.per_hour is None) == (self.per_request is None):
-            raise ValueError("a price is either per_hour or per_request")
 
 
 @dataclass(frozen=True)

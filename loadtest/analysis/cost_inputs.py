@@ -12,9 +12,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtest.analysis.cost import Forecast, ForecastError, Price, parse_forecast
+from loadtest.analysis.cost import Forecast, ForecastError, parse_forecast
 from loadtest.analysis.projection import Measured, check_provisioning, price_options
-from loadtest.config.profile import load_profile
+from loadtest.config.profile import Price, load_profile
 from loadtest.config.tomlconf import Table, read_toml
 from loadtest.errors import ConfigError
 from loadtest.results.capacity_file import capacity_file, read_capacity

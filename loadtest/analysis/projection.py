@@ -20,8 +20,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from loadtest.analysis.cost import HOURS_PER_MONTH, Forecast, Option, Price, cheapest_segments, plan
-from loadtest.config.profile import Profile
+from loadtest.analysis.cost import HOURS_PER_MONTH, Forecast, Option, cheapest_segments, plan
+from loadtest.config.profile import Price, Profile
 from loadtest.errors import ConfigError
 
 SCHEMA = "loadtest.cost/1"

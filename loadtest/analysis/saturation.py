@@ -16,25 +16,18 @@ Pure analysis over two per-second tables of a results directory: the latency tim
 - **Sample sufficiency**: a percentile claim needs enough samples above it to mean anything.
   With n samples, the chance that none lands above the true q-quantile is q**n; MLPerf's early
   stopping asks for about 662 samples for a p99 claim, which is that chance at 0.13%. The same
-  rule gives 6,643 for p99.9.
+  rule gives 6,643 for p99.9 (``sample_size.samples_needed``).
 """
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
+from loadtest.analysis.sample_size import samples_needed
 from loadtest.results.summary import Saturation
 
-SUFFICIENCY_RISK = 0.0013  # q**n at or below this: MLPerf's 662 samples for p99
 GENERATOR_LIMIT = 0.85
 CORES_BUSY_LIMIT = 95.0  # per cent busy, averaged over the generator's cores
-
-
-def samples_needed(percentile: float) -> int:
-    q = percentile / 100
-    return 1 if q <= 0 else math.ceil(math.log(SUFFICIENCY_RISK) / math.log(q))
 
 
 def sufficiency(counts: dict[str, int], percentiles=(50.0, 90.0, 95.0, 99.0, 99.9)) -> list[dict]:

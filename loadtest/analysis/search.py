@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from loadtest.analysis.saturation import samples_needed
+from loadtest.analysis.sample_size import samples_needed
 from loadtest.gates.thresholds import GateError, parse_threshold
 
 PERCENTILE_STATS = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}

@@ -11,11 +11,24 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.analysis.cost import Price
 from loadtest.config.tomlconf import Table, read_toml
 from loadtest.errors import ConfigError
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class Price:
+    """What a deployment costs: per instance-hour, or per request (a managed endpoint)."""
+
+    per_hour: float | None = None
+    per_request: float | None = None
+    source: str = ""
+    date: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.per_hour is None) == (self.per_request is None):
+            raise ValueError("a price is either per_hour or per_request")
 
 
 @dataclass(frozen=True)

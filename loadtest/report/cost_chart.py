@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from loadtest.analysis.cost import Option, Price, per_million, step_rates
+from loadtest.analysis.cost import Option, per_million, step_rates
+from loadtest.config.profile import Price
 from loadtest.report.kit import COLOURS, figure, no_data, svg
 
 MAX_TEETH = 400  # past this many instances a step changes the cost by under 0.25%: not drawn
