@@ -23,10 +23,10 @@ from loadtest.analysis.bootstrap import (
     second_weights,
 )
 from loadtest.engine.collector import Collector
-from loadtest.engine.hdr_bulk import record_many
 from loadtest.engine.measurements import write_results
 from loadtest.engine.recorder import DIGITS, HIGHEST_US, LOWEST_US, OK, Recorder, new_histogram
 from loadtest.errors import ConfigError
+from loadtest.results.hdr_bulk import record_many
 from loadtest.results.intervals import (
     IntervalCounts,
     from_histograms,

@@ -143,8 +143,8 @@ def test_interval_logs_are_read_back_by_hdrhistograms_own_reader(tmp_path):
 
 
 def test_bulk_recording_matches_hdrh_record_value_exactly():
-    from loadtest.engine.hdr_bulk import record_many, reset
     from loadtest.engine.recorder import new_histogram
+    from loadtest.results.hdr_bulk import record_many, reset
 
     rng = np.random.default_rng(7)
     values = np.concatenate(
@@ -170,8 +170,8 @@ def test_bulk_recording_matches_hdrh_record_value_exactly():
 
 
 def test_numpy_percentiles_match_hdrh_exactly():
-    from loadtest.engine.hdr_bulk import record_many, value_at_percentile
     from loadtest.engine.recorder import new_histogram
+    from loadtest.results.hdr_bulk import record_many, value_at_percentile
 
     histogram = new_histogram()
     record_many(

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 from hdrh.histogram import HdrHistogram
 
-from loadtest.engine.hdr_bulk import value_at_percentile
 from loadtest.report.kit import COLOURS, PAGE, figure, html_sections, md_sections, no_data, svg
 from loadtest.results.directory import read_histograms, read_table
 from loadtest.results.files import write_atomic
+from loadtest.results.hdr_bulk import value_at_percentile
 from loadtest.results.summary import ALL, MESSY_PREFIX, Summary, read_summary
 
 NINES = (0.0, 50.0, 90.0, 99.0, 99.9, 99.99, 99.999)
