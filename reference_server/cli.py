@@ -48,12 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where built models live (default: $REFERENCE_SERVER_MODELS or {default_models_dir()})",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_build_parser(sub, common)
+    _add_serve_parser(sub, common)
+    _add_selftest_parser(sub, common)
+    return parser
 
+
+def _add_build_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     build = sub.add_parser(
         "build-models", parents=[common], help="download MiniLM's weights, export and quantise every model"
     )
     build.add_argument("--force", action="store_true", help="rebuild even if the build is current")
 
+
+def _add_serve_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     serve = sub.add_parser("serve", parents=[common], help="serve models over the Open Inference Protocol (KServe V2)")
     serve.add_argument(
         "--model",
@@ -67,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     serve.add_argument("--threads", type=_positive, default=1, help="ONNX Runtime intra-op threads (default 1)")
     serve.add_argument("--spin", action="store_true", help="let ORT threads spin while idle (lower latency, more CPU)")
+    _add_batching_options(serve)
+    _add_limit_options(serve)
+    serve.add_argument("--cpus", type=_cpus, default=None, help="pin the server to these cores, e.g. 0 or 0,1")
+    _add_capture_options(serve)
+    serve.add_argument("--ready-file", type=Path, default=None, help="write {url, pid} here once serving")
+    serve.add_argument("--log-level", default="warning")
+    serve.add_argument("--access-log", action="store_true")
+
+
+def _add_batching_options(serve: argparse.ArgumentParser) -> None:
+    """How requests are batched: ``BatchingConfig``."""
     serve.add_argument("--max-batch-size", type=_positive, default=32, help="rows per batch (default 32)")
     serve.add_argument(
         "--max-queue-delay-ms",
@@ -77,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-batching", action="store_true", help="run every request alone (batch-1 serving)")
     serve.add_argument("--no-length-grouping", action="store_true", help="batch in arrival order only")
+
+
+def _add_limit_options(serve: argparse.ArgumentParser) -> None:
+    """What the server refuses or changes: queue, body and row bounds, long text, and an injected delay."""
     serve.add_argument(
         "--max-queue-rows", type=_positive, default=512, help="queue bound; beyond it: 503 (default 512)"
     )
@@ -96,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="truncate",
         help="text over 256 tokens: truncate as the model was trained (default) or reject with 400",
     )
-    serve.add_argument("--cpus", type=_cpus, default=None, help="pin the server to these cores, e.g. 0 or 0,1")
+
+
+def _add_capture_options(serve: argparse.ArgumentParser) -> None:
+    """Recording the traffic for ``loadtest replay``."""
     serve.add_argument(
         "--capture",
         type=Path,
@@ -113,10 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="record this fraction of requests, 0 < F <= 1 (default 1: all); the choice is deterministic: "
         "the same sequence of requests gives the same sample every run",
     )
-    serve.add_argument("--ready-file", type=Path, default=None, help="write {url, pid} here once serving")
-    serve.add_argument("--log-level", default="warning")
-    serve.add_argument("--access-log", action="store_true")
 
+
+def _add_selftest_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     check = sub.add_parser(
         "selftest",
         parents=[common],
@@ -124,7 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--model", default="minilm")
     check.add_argument("--variant", action="append", dest="variants", choices=VARIANTS)
-    return parser
 
 
 def _server_config(args: argparse.Namespace, models_dir: Path) -> ServerConfig:

@@ -96,14 +96,13 @@ class TextEncoder:
         self,
         name: str,
         variant: str,
-        directory: Path,
-        settings: SessionSettings,
+        session: ort.InferenceSession,
+        tokenizer: Path,
         max_tokens: int,
         long_text: LongText = "truncate",
     ) -> None:
-        self.name, self.version = name, variant
-        self.session = make_session(directory / f"{variant}.onnx", settings)
-        self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        self.name, self.version, self.session = name, variant, session
+        self.tokenizer = Tokenizer.from_file(str(tokenizer))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.sep_id = self.tokenizer.token_to_id("[SEP]")
@@ -153,13 +152,11 @@ class TabularClassifier:
         self,
         name: str,
         variant: str,
-        directory: Path,
-        settings: SessionSettings,
+        session: ort.InferenceSession,
         features: list[str],
         classes: list[str],
     ) -> None:
-        self.name, self.version = name, variant
-        self.session = make_session(directory / f"{variant}.onnx", settings)
+        self.name, self.version, self.session = name, variant, session
         self.features, self.classes = features, classes
         self.inputs = (TensorSpec("features", "FP32", (-1, len(features))),)
         self.outputs = (TensorSpec("probabilities", "FP32", (-1, len(classes))),)
@@ -191,6 +188,8 @@ def load_model(
         variants = sorted(f.removesuffix(".onnx") for f in entry["files"] if f.endswith(".onnx"))
         raise ModelsMissing(f"model '{name}' has no variant '{variant}'; variants: {', '.join(variants)}")
     directory = model_dir(models_dir, name)
+    session = make_session(directory / f"{variant}.onnx", settings)
     if entry["kind"] == "text-embedding":
-        return TextEncoder(name, variant, directory, settings, entry["max_tokens"], long_text)
-    return TabularClassifier(name, variant, directory, settings, entry["features"], entry["classes"])
+        tokenizer = directory / "tokenizer.json"
+        return TextEncoder(name, variant, session, tokenizer, entry["max_tokens"], long_text)
+    return TabularClassifier(name, variant, session, entry["features"], entry["classes"])

@@ -22,6 +22,8 @@ from tests.servers import recording
 
 # A compressed day with a spike: 40 s from 40 to 120 req/s and back, 200 req/s in seconds 28-29.
 RATES = diurnal_with_spike(40, 40, 120, 200, 28, 2)
+# The same day compressed further for the real-time replays: 20 s, 200 req/s in seconds 14-15.
+SHORT_DAY = diurnal_with_spike(20, 40, 120, 200, 14, 2)
 TOKEN = "tok-5f3a9c1e7d"  # planted in headers, query and bodies; must never be written anywhere
 
 
@@ -29,6 +31,12 @@ TOKEN = "tok-5f3a9c1e7d"  # planted in headers, query and bodies; must never be 
 def diurnal_capture(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("capture") / "diurnal.jsonl"
     return write_jsonl(path, times_for(RATES, phase=0.0))  # the first request on a second: seconds align
+
+
+@pytest.fixture(scope="module")
+def short_day_capture(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("capture") / "short-day.jsonl"
+    return write_jsonl(path, times_for(SHORT_DAY, phase=0.0))
 
 
 def _replay_ok(*args: str) -> dict:
@@ -39,10 +47,10 @@ def _replay_ok(*args: str) -> dict:
 
 
 @pytest.mark.parametrize("speed,processes", [(1, 1), (4, 1), (1, 2), (4, 2)])
-def test_a_diurnal_capture_with_a_spike_replays_at_its_own_rate(diurnal_capture, tmp_path, speed, processes):
+def test_a_diurnal_capture_with_a_spike_replays_at_its_own_rate(short_day_capture, tmp_path, speed, processes):
     out = tmp_path / "out"
     summary = _replay_ok(
-        str(diurnal_capture),
+        str(short_day_capture),
         "--profile",
         "fraud-fp32",
         "--speed",
@@ -53,18 +61,18 @@ def test_a_diurnal_capture_with_a_spike_replays_at_its_own_rate(diurnal_capture,
         str(out),
     )
     # The captured rate, scaled: replay second k holds captured seconds k*speed .. (k+1)*speed.
-    captured = [sum(RATES[k * speed : (k + 1) * speed]) for k in range(len(RATES) // speed)]
+    captured = [sum(SHORT_DAY[k * speed : (k + 1) * speed]) for k in range(len(SHORT_DAY) // speed)]
     timeline = pd.read_csv(out / "timeline.csv").set_index("second")
     sent = [int(timeline["sent"].get(k, 0)) for k in range(len(captured))]
     within = [abs(s - c) <= 0.02 * c for s, c in zip(sent, captured, strict=True)]
     assert sum(within) >= 0.95 * len(captured), list(zip(captured, sent, strict=True))
     a = summary["accounting"]
-    assert a["scheduled"] == sum(RATES) and a["balanced"] and a["ok"] == sum(RATES)
+    assert a["scheduled"] == sum(SHORT_DAY) and a["balanced"] and a["ok"] == sum(SHORT_DAY)
     fidelity = summary["replay"]["fidelity"]
-    assert fidelity["share_within"] >= 0.95 and fidelity["intended_total"] == sum(RATES)
-    assert summary["replay"]["requests_per_pass"] == sum(RATES) and summary["run"]["processes"] == processes
+    assert fidelity["share_within"] >= 0.95 and fidelity["intended_total"] == sum(SHORT_DAY)
+    assert summary["replay"]["requests_per_pass"] == sum(SHORT_DAY) and summary["run"]["processes"] == processes
     assert summary["load"]["shape"]["kind"] == "replay" and summary["load"]["duration_s"] == pytest.approx(
-        40 / speed, abs=0.05
+        len(SHORT_DAY) / speed, abs=0.05
     )
     assert "lateness" in summary["latency_ms"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -174,9 +173,10 @@ def test_a_malformed_scenario_gets_one_line_naming_file_and_key(tmp_path, text, 
 
 
 def test_ctrl_c_still_writes_what_was_measured(server, tmp_path):
+    # Locust's graceful stop waits up to the request timeout (--stop-timeout): 2 s here, not the default 10.
     path = scenario(
         tmp_path,
-        'shape = { kind = "constant", value = 50 }\nduration = "60s"',
+        'shape = { kind = "constant", value = 50 }\nduration = "60s"\ntimeout = "2s"',
         f'url = "{server.url}"\n{FRAUD}',
         FEATURES,
     )
@@ -211,19 +211,19 @@ def test_the_shipped_steady_scenario_runs_against_the_embedded_server(tmp_path):
     assert set(summary["classes"]) <= {"short", "medium", "long"}
 
 
-@pytest.mark.skipif(os.environ.get("LOADTEST_SKIP_LONG") == "1", reason="LOADTEST_SKIP_LONG=1")
-def test_open_load_at_500_per_second_for_60_seconds_keeps_to_the_schedule(server, tmp_path):
+def test_open_load_at_500_per_second_keeps_to_the_schedule(server, tmp_path):
+    # Ten seconds, 5,000 arrivals; the minute-long version is a benchmark: benchmarks/sustained_open_load.py.
     path = scenario(
         tmp_path,
-        'shape = { kind = "constant", value = 500 }\nduration = "60s"\narrivals = "uniform"',
+        'shape = { kind = "constant", value = 500 }\nduration = "10s"\narrivals = "uniform"',
         f'url = "{server.url}"\n{FRAUD}',
         FEATURES,
     )
     summary = run_ok(path, tmp_path / "out")
     a = summary["accounting"]
-    assert a["scheduled"] == 30_000 and a["balanced"]
+    assert a["scheduled"] == 5_000 and a["balanced"]
     sent = a["scheduled"] - a["dropped"]
-    assert sent >= 0.99 * 30_000
+    assert sent >= 0.99 * 5_000
     timeline = pd.read_csv(tmp_path / "out" / "timeline.csv")
     assert abs(timeline["sent"].sum() - sent) == 0
 
@@ -232,8 +232,8 @@ def test_separate_master_and_worker_processes_merge_like_processes(server, tmp_p
     """Locust's own multi-host mode: the commands `loadtest run --print-locust-command` prints."""
     import socket
 
+    from loadtest.engine.locust_process import distributed_commands
     from loadtest.engine.runconfig import RunConfig
-    from loadtest.engine.runner import distributed_commands
 
     path = scenario(
         tmp_path,

@@ -20,31 +20,24 @@ import argparse
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from loadtest.analysis.search import (
-    SearchResult,
-    SearchSettings,
-    Slo,
-    Step,
-    judge_step,
-    parse_slo,
-    search,
-    step_duration,
-)
 from loadtest.commands.options import duration, fraction
 from loadtest.config.profile import Profile, load_profile
-from loadtest.config.scenario import Scenario, load_scenario
-from loadtest.engine.runner import RunOptions, run
 from loadtest.engine.target import embedded_server
 from loadtest.errors import ExitCode, LoadTestError
-from loadtest.gates.thresholds import figure
 from loadtest.report.capacity import capacity_lines
 from loadtest.results.capacity_file import SCHEMA, write_capacity
 from loadtest.results.directory import results_root, run_dir_name
-from loadtest.results.summary import ALL, Summary, read_summary
-from reference_server.launch import RunningServer
+
+# The engine, the search and the summary are imported in the functions that use them: ``loadtest --help`` loads none.
+if TYPE_CHECKING:
+    from loadtest.analysis.search import SearchResult, Slo, Step
+    from loadtest.config.scenario import Scenario
+    from loadtest.results.summary import Summary
+    from reference_server.launch import RunningServer
 
 PROBE_USERS = 32
 PROBE_SECONDS = 4.0
@@ -77,6 +70,8 @@ class Searcher:
         self.quiet = Console(quiet=True)
 
     def _run(self, label: str, only_class: str | None, **load) -> tuple[Summary, Path]:
+        from loadtest.engine.runner import RunOptions, run
+
         self.count += 1
         out = self.out / "steps" / f"{self.count:02d}-{label}"
         outcome = run(
@@ -98,6 +93,8 @@ class Searcher:
 
     def probe(self, only_class: str | None) -> float:
         """Successful responses per second with the server never idle: an upper bound to start from."""
+        from loadtest.gates.thresholds import figure
+
         summary, _ = self._run(
             f"probe{'-' + only_class if only_class else ''}", only_class, users=PROBE_USERS, duration=PROBE_SECONDS
         )
@@ -111,6 +108,9 @@ class Searcher:
         return completed
 
     def step(self, rate: float, only_class: str | None) -> Step:
+        from loadtest.analysis.search import Step, judge_step, step_duration
+        from loadtest.gates.thresholds import figure
+
         slo = self.options.slo
         duration = step_duration(rate, slo.percentile, self.options.min_step_s, self.options.max_step_s)
         label = f"{only_class + '-' if only_class else ''}{rate:.1f}rps"
@@ -140,6 +140,8 @@ class Searcher:
         return step
 
     def find(self, only_class: str | None, resolution: float) -> SearchResult:
+        from loadtest.analysis.search import SearchSettings, search
+
         if self.options.start_rps and only_class is None:
             settings = SearchSettings(self.options.start_rps, resolution=resolution, max_steps=self.options.max_steps)
         else:
@@ -150,6 +152,8 @@ class Searcher:
 
 def most_expensive_class(steps_dir: Path, result: SearchResult) -> tuple[str | None, dict]:
     """The class with the highest median latency at the lightest passing step (or the lightest step)."""
+    from loadtest.results.summary import ALL, read_summary
+
     candidates = [s for s in result.steps if s.passed] or result.steps
     if not candidates:
         return None, {}
@@ -219,6 +223,8 @@ def _search_dict(result: SearchResult) -> dict:
 
 def find_capacity(options: CapacityOptions, console: Console | None = None) -> tuple[Path, dict]:
     """Run the whole search (all traffic, then the most expensive class); write and return capacity.json."""
+    from loadtest.config.scenario import load_scenario
+
     console = console or Console(stderr=True)
     scenario = load_scenario(options.scenario).with_overrides(url=options.target, profile=options.profile)
     profile = load_profile(scenario.target.profile) if scenario.target.url is None else None
@@ -289,6 +295,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace, console: Console) -> int:
     """The search, its lines in the terminal; a bad --slo or --max-error is an input error (GateError, exit 2)."""
+    from loadtest.analysis.search import parse_slo
+
     options = CapacityOptions(
         scenario=args.scenario,
         slo=parse_slo(args.slo, args.max_error),

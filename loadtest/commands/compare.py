@@ -21,23 +21,22 @@ import argparse
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from rich.console import Console
 
-from loadtest.analysis.bootstrap import PerSecond, compare_percentiles, compare_ratio
 from loadtest.commands.options import duration
 from loadtest.config.profile import Profile, load_profile
-from loadtest.config.scenario import load_scenario
-from loadtest.engine.runner import RunOptions, run
 from loadtest.engine.target import embedded_server
 from loadtest.errors import ConfigError, ExitCode
 from loadtest.report.compare import compare_markdown, print_comparison
 from loadtest.results.capacity_file import read_capacity
 from loadtest.results.directory import read_table, results_root, run_dir_name
 from loadtest.results.files import write_atomic, write_json
-from loadtest.results.intervals import read_interval_counts
-from loadtest.results.summary import read_summary
+
+# The engine, numpy and the statistics are imported in the functions that use them: ``loadtest --help`` loads none.
+if TYPE_CHECKING:
+    import numpy as np
 
 SCHEMA = "loadtest.compare/1"
 LOWER_IS_BETTER = {"throughput_per_s": False}  # every other metric: latency or cost, lower is better
@@ -58,6 +57,8 @@ class CompareOptions:
 
 def run_rounds(options: CompareOptions, profiles: list[Profile], out: Path, console: Console) -> dict[str, list[Path]]:
     """A B A B ...: each round one run of the scenario; every server stays up, pinned, until the end."""
+    from loadtest.engine.runner import RunOptions, run
+
     rounds: dict[str, list[Path]] = {p.name: [] for p in profiles}
     quiet = Console(quiet=True)
     with ExitStack() as running:
@@ -92,6 +93,10 @@ def run_rounds(options: CompareOptions, profiles: list[Profile], out: Path, cons
 
 def measured_seconds(round_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Per measured second of a round: successful responses and server CPU-seconds."""
+    import numpy as np
+
+    from loadtest.results.summary import read_summary
+
     summary = read_summary(round_dir)
     warmup, duration = summary.warmup_s, summary.duration_s
     timeline = read_table(round_dir / "timeline.csv")
@@ -109,6 +114,11 @@ def measured_seconds(round_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def differences(baseline: list[Path], other: list[Path], resamples: int) -> dict:
     """Every figure of ``other`` against ``baseline``, with its interval and verdict."""
+    import numpy as np
+
+    from loadtest.analysis.bootstrap import PerSecond, compare_percentiles, compare_ratio
+    from loadtest.results.intervals import read_interval_counts
+
     a_counts = [read_interval_counts(d) for d in baseline]
     b_counts = [read_interval_counts(d) for d in other]
     found = [(d, "ms") for d in compare_percentiles(a_counts, b_counts, resamples=resamples)]
@@ -168,6 +178,8 @@ def capacity_difference(a_dir: Path, b_dir: Path) -> dict:
 
 
 def compare(options: CompareOptions, console: Console | None = None) -> tuple[Path, dict]:
+    from loadtest.config.scenario import load_scenario
+
     console = console or Console(stderr=True)
     if len(options.profiles) < 2:
         raise ConfigError("compare", None, "needs two profiles or more: the first is the baseline")

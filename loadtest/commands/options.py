@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from loadtest.units import parse_duration, parse_share
 
 if TYPE_CHECKING:
     from loadtest.gates.verdict import GateOptions
-
-EMBEDDED_TARGET_HELP = "endpoint base URL; omitted: start the reference server with the profile"
-EMBEDDED_PROFILE_HELP = "deployment profile for the embedded server (name in profiles/ or a path)"
 
 
 def duration(text: str) -> float:
@@ -54,6 +51,12 @@ def count(text: str) -> int:
     return value
 
 
+def add_target_options(parser: argparse.ArgumentParser) -> None:
+    """``--target`` and ``--profile``: an endpoint that is running, or the reference server a profile starts."""
+    parser.add_argument("--target", help="endpoint base URL; omitted: start the reference server with the profile")
+    parser.add_argument("--profile", help="deployment profile for the embedded server (name in profiles/ or a path)")
+
+
 def add_load_generator_options(parser: argparse.ArgumentParser, out_default: str) -> None:
     """``--processes``, ``--out``, ``--allow-remote`` and ``--sample-hz``: how run and replay send and record."""
     parser.add_argument("--processes", type=count, default=1, help="load-generator processes (Locust workers)")
@@ -62,6 +65,21 @@ def add_load_generator_options(parser: argparse.ArgumentParser, out_default: str
     parser.add_argument(
         "--sample-hz", type=float, default=4.0, help="resource samples per second; 0 turns sampling off"
     )
+
+
+def run_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields ``RunOptions`` and ``ReplayOptions`` take alike from the command line: the scenario, the target
+    or profile, the load-generator options (``add_load_generator_options``) and the gates."""
+    return {
+        "scenario": args.scenario,
+        "target": args.target,
+        "profile": args.profile,
+        "processes": args.processes,
+        "out": args.out,
+        "allow_remote": args.allow_remote,
+        "gates": gate_options(args),
+        "sample_hz": args.sample_hz,
+    }
 
 
 def add_allow_remote(parser: argparse.ArgumentParser) -> None:

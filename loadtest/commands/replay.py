@@ -15,25 +15,29 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from loadtest.commands.options import (
-    EMBEDDED_PROFILE_HELP,
-    EMBEDDED_TARGET_HELP,
     add_gate_options,
     add_load_generator_options,
+    add_target_options,
     duration,
-    gate_options,
+    run_fields,
 )
-from loadtest.engine.runner import RunOptions, RunOutcome, run
 from loadtest.errors import ConfigError, ExitCode, outcome_code
-from loadtest.gates.verdict import GateOptions
 from loadtest.replay.readers import detect_format, read_capture
-from loadtest.replay.schedule import SKIP_REASONS, Arrival, ReplaySpec, schedule
 from loadtest.results.directory import results_root, run_dir_name
 from loadtest.results.files import write_atomic, write_json
 from loadtest.units import format_bytes
+
+# The engine and the schedule (numpy, pandas) are imported in the functions that use them: ``loadtest --help``
+# loads neither.
+if TYPE_CHECKING:
+    from loadtest.engine.runner import RunOutcome
+    from loadtest.gates.verdict import GateOptions
+    from loadtest.replay.schedule import ReplaySpec
 
 LISTED = 100  # line numbers kept per skip reason; the counts are always whole
 REPLAY_SCHEMA = "loadtest.replay/1"
@@ -42,13 +46,13 @@ REPLAY_SCHEMA = "loadtest.replay/1"
 @dataclass(frozen=True, kw_only=True)
 class ReplayOptions:
     spec: ReplaySpec
+    gates: GateOptions  # no default: ``loadtest.gates`` is imported only when a replay runs
     scenario: Path | None = None  # target, protocol, payloads, timeouts and SLOs; the capture sets the timing
     target: str | None = None
     profile: str | None = None
     processes: int = 1
     out: Path | None = None
     allow_remote: bool = False
-    gates: GateOptions = GateOptions()
     sample_hz: float = 4.0
     profile_only: bool = False
     fit_scenario: Path | None = None
@@ -74,6 +78,8 @@ def parse_window(text: str) -> tuple[float | None, float | None]:
 
 def scan(spec: ReplaySpec, console: Console) -> tuple[ReplaySpec, dict]:
     """One pass over the capture: the schedule's origin and length, intended sends per second, skips."""
+    from loadtest.replay.schedule import SKIP_REASONS, Arrival, schedule
+
     size = os.path.getsize(spec.capture) if os.path.exists(spec.capture) else 0
     one_pass = replace(spec, loops=1)
     count, first, last = 0, None, None
@@ -169,6 +175,8 @@ duration = "1s"  # replaced by the capture's length
 
 
 def replay(options: ReplayOptions, console: Console) -> RunOutcome | None:
+    from loadtest.engine.runner import RunOptions, run
+
     spec = options.spec
     _check(spec)
     if spec.format == "auto":  # once here, not in every worker; the report names the format found
@@ -290,8 +298,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--format", choices=("auto", "jsonl", "combined", "har"), default="auto", help="default: detect"
     )
     parser.add_argument("--scenario", type=Path, help="scenario TOML for the target, payload pools, timeouts and SLOs")
-    parser.add_argument("--target", help=EMBEDDED_TARGET_HELP)
-    parser.add_argument("--profile", help=EMBEDDED_PROFILE_HELP)
+    add_target_options(parser)
     _add_timing_options(parser)
     _add_body_options(parser)
     add_load_generator_options(parser, out_default="results/<time>-replay-<capture>")
@@ -361,15 +368,8 @@ def handle(args: argparse.Namespace, console: Console) -> int:
     if args.fit_scenario and not args.profile_only:
         raise ConfigError("--fit-scenario", None, "goes with --profile-only")
     options = ReplayOptions(
+        **run_fields(args),
         spec=replay_spec(args),
-        scenario=args.scenario,
-        target=args.target,
-        profile=args.profile,
-        processes=args.processes,
-        out=args.out,
-        allow_remote=args.allow_remote,
-        gates=gate_options(args),
-        sample_hz=args.sample_hz,
         profile_only=args.profile_only,
         fit_scenario=args.fit_scenario,
         resolution=args.resolution,
@@ -382,6 +382,8 @@ def handle(args: argparse.Namespace, console: Console) -> int:
 
 def replay_spec(args: argparse.Namespace) -> ReplaySpec:
     """What to replay and how, from the command line; ``--window`` and ``--pool`` checked here."""
+    from loadtest.replay.schedule import ReplaySpec
+
     start, end = parse_window(args.window) if args.window else (None, None)
     pools = []
     for entry in args.pool:

@@ -11,12 +11,11 @@ from pathlib import Path
 from rich.console import Console
 
 from loadtest.commands.options import (
-    EMBEDDED_PROFILE_HELP,
-    EMBEDDED_TARGET_HELP,
     add_gate_options,
     add_load_generator_options,
+    add_target_options,
     duration,
-    gate_options,
+    run_fields,
     share,
 )
 from loadtest.errors import outcome_code
@@ -27,8 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "run", help="run a scenario against a target (default: the embedded reference server)"
     )
     parser.add_argument("scenario", type=Path, help="scenario TOML, e.g. scenarios/steady.toml")
-    parser.add_argument("--target", help=EMBEDDED_TARGET_HELP)
-    parser.add_argument("--profile", help=EMBEDDED_PROFILE_HELP)
+    add_target_options(parser)
     parser.add_argument("--rate", type=float, help="open load at this constant rate (req/s), replacing the shape")
     parser.add_argument("--users", type=int, help="closed load with this many users, replacing the shape")
     parser.add_argument("--duration", type=duration, help="measured duration, e.g. 30s or 2m")
@@ -60,19 +58,12 @@ def handle(args: argparse.Namespace, console: Console) -> int:
     from loadtest.engine.runner import RunOptions, run
 
     options = RunOptions(
-        scenario=args.scenario,
-        target=args.target,
-        profile=args.profile,
+        **run_fields(args),
         rate=args.rate,
         users=args.users,
         duration=args.duration,
-        processes=args.processes,
-        out=args.out,
-        allow_remote=args.allow_remote,
         print_locust_command=args.print_locust_command,
-        gates=gate_options(args),
         server_pid=args.server_pid,
-        sample_hz=args.sample_hz,
         messy_share=args.messy,
         messy_baseline=args.messy_baseline,
     )

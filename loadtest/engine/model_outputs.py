@@ -32,7 +32,7 @@ import orjson
 
 from loadtest.analysis.agreement import agreement, metric_for
 from loadtest.config.profile import Profile, load_profile
-from loadtest.config.scenario import load_scenario
+from loadtest.config.scenario import Scenario, load_scenario
 from loadtest.engine.runconfig import RunConfig, build_payloads
 from loadtest.engine.target import embedded_server
 from loadtest.errors import ConfigError, RunError
@@ -212,6 +212,37 @@ def measure_agreement(
     - ``n`` (inputs sent), ``kind`` (the model's kind), ``metric`` (``embedding`` or ``label``),
       ``scenario``, ``seed``, ``protocol``, ``model``, ``concurrency``.
     """
+    profiles, scenario = _checked_inputs(profile_a, profile_b, scenario_path, n, concurrency)
+    config = RunConfig(Path(scenario_path).read_text(), str(scenario_path), "", Path("."))
+    protocol, pool = build_payloads(config)
+    payloads = distinct_payloads(pool, n)
+    a, b = (_measure(p, protocol, scenario.target.model, payloads, concurrency, timeout) for p in profiles)
+    if a.batch1.outputs.shape != b.batch1.outputs.shape:
+        raise RunError(
+            f"{a.profile.name} and {b.profile.name} answer in different shapes "
+            f"({list(a.batch1.outputs.shape)} vs {list(b.batch1.outputs.shape)}); their outputs cannot be compared"
+        )
+    kind = a.kind or b.kind
+    return {
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "protocol": protocol.name,
+        "model": scenario.target.model,
+        "kind": kind,
+        "metric": metric_for(kind, a.batch1.outputs),
+        "n": len(payloads),
+        "concurrency": concurrency,
+        "batch1": agreement(a.batch1.outputs, b.batch1.outputs, kind),
+        "under_load": agreement(a.under_load.outputs, b.under_load.outputs, kind),
+        "a": _describe(a, kind),
+        "b": _describe(b, kind),
+    }
+
+
+def _checked_inputs(
+    profile_a: str | Profile, profile_b: str | Profile, scenario_path: str | Path, n: int, concurrency: int
+) -> tuple[list[Profile], Scenario]:
+    """The two profiles and the scenario, once the counts, the protocol and the served model are known to fit."""
     if n < 1:
         raise ConfigError("--n", None, f"needs at least 1 input, got {n}")
     if concurrency < 1:
@@ -233,30 +264,7 @@ def measure_agreement(
                 "model.name",
                 f"serves '{profile.model}' but scenario {scenario.name} sends to '{model}'",
             )
-    config = RunConfig(Path(scenario_path).read_text(), str(scenario_path), "", Path("."))
-    protocol, pool = build_payloads(config)
-    payloads = distinct_payloads(pool, n)
-    a, b = (_measure(p, protocol, model, payloads, concurrency, timeout) for p in profiles)
-    if a.batch1.outputs.shape != b.batch1.outputs.shape:
-        raise RunError(
-            f"{a.profile.name} and {b.profile.name} answer in different shapes "
-            f"({list(a.batch1.outputs.shape)} vs {list(b.batch1.outputs.shape)}); their outputs cannot be compared"
-        )
-    kind = a.kind or b.kind
-    return {
-        "scenario": scenario.name,
-        "seed": scenario.seed,
-        "protocol": protocol.name,
-        "model": model,
-        "kind": kind,
-        "metric": metric_for(kind, a.batch1.outputs),
-        "n": len(payloads),
-        "concurrency": concurrency,
-        "batch1": agreement(a.batch1.outputs, b.batch1.outputs, kind),
-        "under_load": agreement(a.under_load.outputs, b.under_load.outputs, kind),
-        "a": _describe(a, kind),
-        "b": _describe(b, kind),
-    }
+    return profiles, scenario
 
 
 def _describe(variant: _Variant, kind: str | None) -> dict:

@@ -36,7 +36,7 @@ from operator import itemgetter
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from loadtest.engine.hdr_bulk import record_many, reset
+from loadtest.results.hdr_bulk import record_many, reset
 
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
@@ -312,6 +312,15 @@ class Recorder:
         never holds the load generator's event loop for long (the open-load scheduler must send on
         time meanwhile); requests that complete during a pause go into fresh lists, for the next call.
         """
+        taken = self._take_rows()
+        self._count_judged()
+        for kind, rows in taken.items():
+            if rows:
+                self._absorb(kind, rows, pause)
+        return self._hand_out(now, final, pause)
+
+    def _take_rows(self) -> dict[str, list[tuple]]:
+        """The per-request lists so far, by kind; fresh lists take what completes from now on."""
         taken = {
             "scheduled": self._scheduled,
             "dropped": self._dropped,
@@ -322,29 +331,34 @@ class Recorder:
         }
         self._scheduled, self._dropped, self._sent, self._closed = [], [], [], []
         self._unsent, self._completed = [], []
+        return taken
+
+    def _count_judged(self) -> None:
         judged, self._judged = self._judged, []
         for cls, intended, key in judged:  # a few per cent of the traffic at most: one by one
             if intended - self.start >= self.warmup:
                 self._verdicts[cls][key] += 1
-        for kind, rows in taken.items():
-            if not rows:
-                continue
-            # Tuples to columns in slices, pausing between them; then the numpy work once, on whole columns.
-            parts = []
-            for first in range(0, len(rows), CHUNK):
-                parts.append(self._extract(kind, rows[first : first + CHUNK]))
-                pause()
-            columns = self._join(parts)
-            if kind in ("scheduled", "dropped"):
-                self._absorb_arrivals(kind, columns)
-            else:
-                absorb = {
-                    "sent": self._absorb_sent,
-                    "closed": self._absorb_closed,
-                    "unsent": self._absorb_unsent,
-                    "completed": self._absorb_completed,
-                }
-                absorb[kind](columns)
+
+    def _absorb(self, kind: str, rows: list[tuple], pause: Callable[[], None]) -> None:
+        """Tuples to columns in slices, pausing between them; then the numpy work once, on whole columns."""
+        parts = []
+        for first in range(0, len(rows), CHUNK):
+            parts.append(self._extract(kind, rows[first : first + CHUNK]))
+            pause()
+        columns = self._join(parts)
+        if kind in ("scheduled", "dropped"):
+            self._absorb_arrivals(kind, columns)
+        else:
+            absorb = {
+                "sent": self._absorb_sent,
+                "closed": self._absorb_closed,
+                "unsent": self._absorb_unsent,
+                "completed": self._absorb_completed,
+            }
+            absorb[kind](columns)
+
+    def _hand_out(self, now: float, final: bool, pause: Callable[[], None]) -> dict:
+        """The delta itself: the histograms and finished seconds encoded, the counts handed over and reset."""
         current = int(now - self.start)
         closed = sorted(s for s in self._intervals if final or s < current)
         finished = [(second, self._intervals.pop(second)) for second in closed]

@@ -121,6 +121,98 @@ def _loopback() -> tuple[int, int]:
     return (counters.bytes_recv, counters.bytes_sent) if counters else (0, 0)
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What one window edge reads: each tree's totals (``Tree.read``), every core's times, loopback bytes."""
+
+    server: tuple[float, int, float, int]
+    generator: tuple[float, int, float, int]
+    cores: list
+    loopback: tuple[int, int]
+    time: float
+
+
+NO_TREE = (0.0, 0, 0, 0)
+
+
+def read_all(server: Tree | None, generator: Tree | None, now: float | None = None) -> Reading:
+    """Read everything a row needs; ``now`` is the window's edge (default: the time after the reads)."""
+    server_now = server.read() if server else NO_TREE
+    generator_now = generator.read() if generator else NO_TREE
+    cores = psutil.cpu_times(percpu=True)
+    loopback = _loopback()
+    return Reading(server_now, generator_now, cores, loopback, time.time() if now is None else now)
+
+
+def resource_columns(cores: int, gpus: int) -> list[str]:
+    columns = list(RESOURCE_COLUMNS_FIXED)
+    columns += [f"core{i}_busy_pct" for i in range(cores)] + [f"core{i}_steal_pct" for i in range(cores)]
+    for i in range(gpus):
+        columns += [f"gpu{i}_util_pct", f"gpu{i}_memory_mb", f"gpu{i}_power_w"]
+    return columns
+
+
+def _tree_cells(tree: Tree | None, before: tuple, after: tuple, elapsed: float, switches: bool) -> list:
+    """CPU cores, CPU share and RSS of one tree over a window (and for the server, context switches per second)."""
+    width = 4 if switches else 3
+    if tree is None or not after[3]:  # not watched, or exited: no reading rather than a misleading zero
+        return [""] * width
+    used = (after[0] - before[0]) / elapsed
+    cells = [round(used, 4), round(used / tree.allowed_cores(), 4), round(after[2] / 2**20, 1)]
+    if switches:
+        cells.append(round((after[1] - before[1]) / elapsed, 1))
+    return cells
+
+
+def _core_cells(before: list, after: list) -> list[float]:
+    """Every core's busy percentage, then every core's steal percentage, over a window."""
+    busy, steal = [], []
+    for start, end in zip(before, after, strict=True):
+        total = sum(end) - sum(start)
+        idle = (end.idle + getattr(end, "iowait", 0)) - (start.idle + getattr(start, "iowait", 0))
+        busy.append(round(100 * (1 - idle / total), 2) if total > 0 else 0.0)
+        stolen = getattr(end, "steal", 0) - getattr(start, "steal", 0)
+        steal.append(round(100 * stolen / total, 2) if total > 0 else 0.0)
+    return busy + steal
+
+
+def _gpu_cells(samples: list[list[tuple[float, float, float]]], gpus: int) -> list[float]:
+    """Per GPU over a window: mean utilisation and power of the samples taken at hz, the last memory reading."""
+    cells = []
+    for i in range(gpus):
+        readings = [s[i] for s in samples] or [(float("nan"),) * 3]
+        cells += [
+            round(sum(r[0] for r in readings) / len(readings), 1),
+            round(readings[-1][1], 1),
+            round(sum(r[2] for r in readings) / len(readings), 1),
+        ]
+    return cells
+
+
+def resource_row(
+    before: Reading, after: Reading, server: Tree | None, generator: Tree | None, start_epoch: float
+) -> list:
+    """One window's row of ``resources.csv`` but the GPU columns, from the readings at its two edges."""
+    elapsed = after.time - before.time
+    row: list = [round(before.time - start_epoch, 3)]
+    row += _tree_cells(server, before.server, after.server, elapsed, switches=True)
+    row += _tree_cells(generator, before.generator, after.generator, elapsed, switches=False)
+    row += [round((after.loopback[i] - before.loopback[i]) / elapsed / 2**20, 4) for i in (0, 1)]
+    return row + _core_cells(before.cores, after.cores)
+
+
+def _stop_on_signals() -> dict[str, bool]:
+    """A flag that SIGTERM and SIGINT set, so the sampler finishes its file instead of dying mid-row."""
+    stop = {"now": False}
+
+    def ask_stop(*_):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, ask_stop)
+    signal.signal(signal.SIGINT, ask_stop)
+    return stop
+
+
 def sample(
     out: Path, server_pid: int | None, generator_pid: int | None, start_epoch: float, hz: float, window: float
 ) -> None:
@@ -129,11 +221,7 @@ def sample(
     generator = Tree(psutil.Process(generator_pid)) if generator_pid else None
     read_gpus, gpu_info = gpu_reader()
     cores = psutil.cpu_count() or 1
-    columns = list(RESOURCE_COLUMNS_FIXED)
-    columns += [f"core{i}_busy_pct" for i in range(cores)] + [f"core{i}_steal_pct" for i in range(cores)]
     gpus = len(gpu_info) if read_gpus else 0
-    for i in range(gpus):
-        columns += [f"gpu{i}_util_pct", f"gpu{i}_memory_mb", f"gpu{i}_power_w"]
     meta = {
         "start_epoch": start_epoch,  # "second" counts from here
         "hz": hz,
@@ -148,65 +236,25 @@ def sample(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     (out.parent / "resources.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-    stop = {"now": False}
-
-    def ask_stop(*_):
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, ask_stop)
-    signal.signal(signal.SIGINT, ask_stop)
-    zero = (0.0, 0, 0, 0)
-    last_server = server.read() if server else zero
-    last_generator = generator.read() if generator else zero
-    last_cores = psutil.cpu_times(percpu=True)
-    last_lo, last_time = _loopback(), time.time()
+    stop = _stop_on_signals()
+    last = read_all(server, generator)
     gpu_samples: list[list[tuple[float, float, float]]] = []
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(columns)
+        writer.writerow(resource_columns(cores, gpus))
         handle.flush()
         while not stop["now"]:
             if read_gpus:
                 gpu_samples.append(read_gpus())  # utilisation is sampled at hz; the rest is per window
             time.sleep(1 / hz)
             now = time.time()
-            if now - last_time < window and not stop["now"]:
+            if now - last.time < window and not stop["now"]:
                 continue
-            elapsed = now - last_time
-            s_now = server.read() if server else zero
-            g_now = generator.read() if generator else zero
-            cores_now = psutil.cpu_times(percpu=True)
-            lo_now = _loopback()
-            row = [round(last_time - start_epoch, 3)]
-            for tree, before, after, width in ((server, last_server, s_now, 4), (generator, last_generator, g_now, 3)):
-                if tree is None or not after[3]:  # not watched, or exited: no reading rather than a misleading zero
-                    row += [""] * width
-                    continue
-                used = (after[0] - before[0]) / elapsed
-                row += [round(used, 4), round(used / tree.allowed_cores(), 4), round(after[2] / 2**20, 1)]
-                if width == 4:  # the server's context switches per second
-                    row.append(round((after[1] - before[1]) / elapsed, 1))
-            row += [round((lo_now[i] - last_lo[i]) / elapsed / 2**20, 4) for i in (0, 1)]
-            busy, steal = [], []
-            for before, after in zip(last_cores, cores_now, strict=True):
-                total = sum(after) - sum(before)
-                idle = (after.idle + getattr(after, "iowait", 0)) - (before.idle + getattr(before, "iowait", 0))
-                busy.append(round(100 * (1 - idle / total), 2) if total > 0 else 0.0)
-                stolen = getattr(after, "steal", 0) - getattr(before, "steal", 0)
-                steal.append(round(100 * stolen / total, 2) if total > 0 else 0.0)
-            row += busy + steal
-            for i in range(gpus):
-                readings = [s[i] for s in gpu_samples] or [(float("nan"),) * 3]
-                row += [
-                    round(sum(r[0] for r in readings) / len(readings), 1),
-                    round(readings[-1][1], 1),
-                    round(sum(r[2] for r in readings) / len(readings), 1),
-                ]
-            writer.writerow(row)
+            current = read_all(server, generator, now)
+            writer.writerow(resource_row(last, current, server, generator, start_epoch) + _gpu_cells(gpu_samples, gpus))
             handle.flush()
             gpu_samples = []
-            last_server, last_generator, last_cores, last_lo, last_time = s_now, g_now, cores_now, lo_now, now
+            last = current
             if generator is not None and not generator.root.is_running():
                 break
 
