@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from loadtest.analysis.agreement import agreement, embedding_agreement, label_agreement, metric_for, nearest_neighbours
-from loadtest.engine.model_outputs import batch_rows, collect_sequential, measure_agreement, output_rows
+from loadtest.commands.agreement import measure_agreement
+from loadtest.engine.model_outputs import batch_rows, collect_sequential, output_rows
 from loadtest.errors import ConfigError, RunError
 from loadtest.traffic.payloads import Payload
 from loadtest.traffic.protocols import make_protocol

@@ -64,15 +64,6 @@ STAGES = (
 )
 RANK = {f"loadtest.{name}": rank for rank, stage in enumerate(STAGES) for name in stage}
 
-# Known crossings, each with where it belongs: xfail until it is moved there.
-KNOWN_UPSTREAM = {
-    "loadtest/engine/model_outputs.py": "imports loadtest.analysis.agreement: the agreement measurement (a command's "
-    "work) calls the analysis, so it belongs after the engine, e.g. under loadtest/commands",
-    "loadtest/engine/runner.py": "imports loadtest.analysis, loadtest.gates and loadtest.report: the run's "
-    "orchestration (analyse, gate, report after the engine ran) belongs in loadtest/commands/run.py",
-}
-
-
 # -- what importing a module pulls in --------------------------------------------------------------
 
 
@@ -174,18 +165,7 @@ def _relative(path: Path) -> str:
     return path.relative_to(REPO).as_posix()
 
 
-def _marked(paths: list[Path], known: dict[str, str]) -> list:
-    return [
-        pytest.param(p, marks=pytest.mark.xfail(reason=known[_relative(p)], strict=False))
-        if _relative(p) in known
-        else p
-        for p in paths
-    ]
-
-
-@pytest.mark.parametrize(
-    "path", _marked([p for p in _modules() if _stage(_name(p)) is not None], KNOWN_UPSTREAM), ids=_relative
-)
+@pytest.mark.parametrize("path", [p for p in _modules() if _stage(_name(p)) is not None], ids=_relative)
 def test_nothing_upstream_imports_a_later_stage_of_the_pipeline(path):
     stage = _stage(_name(path))
     later = [

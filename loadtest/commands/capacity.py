@@ -70,7 +70,8 @@ class Searcher:
         self.quiet = Console(quiet=True)
 
     def _run(self, label: str, only_class: str | None, **load) -> tuple[Summary, Path]:
-        from loadtest.engine.runner import RunOptions, run
+        from loadtest.commands.run import run
+        from loadtest.engine.runner import RunOptions
 
         self.count += 1
         out = self.out / "steps" / f"{self.count:02d}-{label}"

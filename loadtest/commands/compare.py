@@ -57,7 +57,8 @@ class CompareOptions:
 
 def run_rounds(options: CompareOptions, profiles: list[Profile], out: Path, console: Console) -> dict[str, list[Path]]:
     """A B A B ...: each round one run of the scenario; every server stays up, pinned, until the end."""
-    from loadtest.engine.runner import RunOptions, run
+    from loadtest.commands.run import run
+    from loadtest.engine.runner import RunOptions
 
     rounds: dict[str, list[Path]] = {p.name: [] for p in profiles}
     quiet = Console(quiet=True)
@@ -224,7 +225,7 @@ def compare(options: CompareOptions, console: Console | None = None) -> tuple[Pa
         data["comparisons"].append(entry)
     _save(out, data)
     if options.agreement_n > 0:
-        from loadtest.engine.model_outputs import measure_agreement
+        from loadtest.commands.agreement import measure_agreement
 
         for entry, p in zip(data["comparisons"], profiles[1:], strict=True):
             console.print(

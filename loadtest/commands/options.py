@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from loadtest.config.gate_options import GateOptions
 from loadtest.units import parse_duration, parse_share
-
-if TYPE_CHECKING:
-    from loadtest.gates.verdict import GateOptions
 
 
 def duration(text: str) -> float:
@@ -108,9 +106,7 @@ def add_gate_options(parser: argparse.ArgumentParser) -> None:
 
 
 def gate_options(args: argparse.Namespace) -> GateOptions:
-    """The gate options as given (``GateOptions``); imported here so ``--help`` does not load the gates."""
-    from loadtest.gates.verdict import GateOptions
-
+    """The gate options as given; ``gates.verdict.prepare`` checks them before the run starts."""
     return GateOptions(
         thresholds=tuple(args.threshold),
         baseline=args.baseline,

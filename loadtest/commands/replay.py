@@ -26,6 +26,7 @@ from loadtest.commands.options import (
     duration,
     run_fields,
 )
+from loadtest.config.gate_options import GateOptions
 from loadtest.errors import ConfigError, ExitCode, outcome_code
 from loadtest.replay.readers import detect_format, read_capture
 from loadtest.results.directory import results_root, run_dir_name
@@ -35,8 +36,7 @@ from loadtest.units import format_bytes
 # The engine and the schedule (numpy, pandas) are imported in the functions that use them: ``loadtest --help``
 # loads neither.
 if TYPE_CHECKING:
-    from loadtest.engine.runner import RunOutcome
-    from loadtest.gates.verdict import GateOptions
+    from loadtest.commands.run import RunOutcome
     from loadtest.replay.schedule import ReplaySpec
 
 LISTED = 100  # line numbers kept per skip reason; the counts are always whole
@@ -46,13 +46,13 @@ REPLAY_SCHEMA = "loadtest.replay/1"
 @dataclass(frozen=True, kw_only=True)
 class ReplayOptions:
     spec: ReplaySpec
-    gates: GateOptions  # no default: ``loadtest.gates`` is imported only when a replay runs
     scenario: Path | None = None  # target, protocol, payloads, timeouts and SLOs; the capture sets the timing
     target: str | None = None
     profile: str | None = None
     processes: int = 1
     out: Path | None = None
     allow_remote: bool = False
+    gates: GateOptions = GateOptions()
     sample_hz: float = 4.0
     profile_only: bool = False
     fit_scenario: Path | None = None
@@ -175,7 +175,8 @@ duration = "1s"  # replaced by the capture's length
 
 
 def replay(options: ReplayOptions, console: Console) -> RunOutcome | None:
-    from loadtest.engine.runner import RunOptions, run
+    from loadtest.commands.run import run
+    from loadtest.engine.runner import RunOptions
 
     spec = options.spec
     _check(spec)

@@ -1,12 +1,17 @@
 """``loadtest run``: a scenario against a target (default: the embedded reference server), then its gates.
 
-The command line only; the run itself is ``loadtest.engine.runner.run``.
+``run`` is the whole of one run, and what ``replay``, ``capacity`` and ``compare`` call for each of
+theirs: the engine measures (``engine.runner``); then, in this process, the run's files are
+analysed, the end table printed, the messy baseline run if asked, the gates judged, and
+``summary.json`` written once with all of it; last, the report is built from the directory.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -18,7 +23,95 @@ from loadtest.commands.options import (
     run_fields,
     share,
 )
+from loadtest.config.gate_options import GateOptions
 from loadtest.errors import outcome_code
+
+# The engine, analysis and reports (psutil, numpy, pandas) are imported when a run starts: ``loadtest --help``
+# loads none of them.
+if TYPE_CHECKING:
+    from loadtest.engine.runner import RunOptions
+    from loadtest.gates.verdict import Gates
+    from loadtest.results.summary import Summary
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    out_dir: Path
+    summary: Summary | None  # None when nothing ran (--print-locust-command)
+    interrupted: bool
+    gates_failed: bool = False
+
+
+def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
+    from loadtest.engine.runner import measure, run_scenario
+    from loadtest.gates.verdict import prepare
+
+    console = console or Console(stderr=True)
+    scenario = run_scenario(options)
+    gates = prepare(options.gates, scenario.gates, str(scenario.source))  # a typo: one message, before the run
+    measured = measure(options, scenario, console)
+    if not measured.ran:
+        return RunOutcome(measured.out_dir, None, False)
+    return conclude(options, measured.out_dir, gates, measured.interrupted, console)
+
+
+def conclude(options: RunOptions, out_dir: Path, gates: Gates, interrupted: bool, console: Console) -> RunOutcome:
+    """Analyse what Locust measured, print it, judge the gates, write the summary once, build the report."""
+    from loadtest.analysis.run_analysis import analyse_run
+    from loadtest.engine.runner import measured_summary
+    from loadtest.gates.verdict import apply
+    from loadtest.report.terminal import print_summary
+    from loadtest.results.summary import write_summary
+
+    summary = analyse_run(out_dir, measured_summary(out_dir))
+    print_summary(summary, console)
+    if summary.messy is not None:
+        summary = _messy_outcome(options, out_dir, summary, console)
+    if summary.run.interrupted:
+        console.print("[yellow]the run was interrupted: these figures cover only what was measured[/]")
+    interrupted = interrupted or summary.run.interrupted
+    if not gates.empty and not interrupted:
+        summary = replace(summary, gates=apply(gates, out_dir, summary, console))
+    write_summary(out_dir, summary)
+    if options.report:
+        _report(out_dir, console)
+    console.print(f"results: {out_dir}")
+    failed = summary.gates is not None and not summary.gates.passed
+    return RunOutcome(out_dir, summary, interrupted, failed)
+
+
+def _messy_outcome(options: RunOptions, out_dir: Path, summary: Summary, console: Console) -> Summary:
+    """Print the messy verdicts; with ``messy_baseline``, first run the same schedule without the messy share."""
+    from loadtest.report.messy import messy_lines, rich_tables
+
+    if options.messy_baseline and not summary.run.interrupted:
+        console.print("the same schedule again without the messy share, for the clean traffic's figures:")
+        paired = replace(
+            options, out=out_dir / "without-messy", messy_share=0.0, messy_baseline=False, gates=GateOptions()
+        )
+        baseline = run(paired, console).summary
+        without = {"results": str(out_dir / "without-messy"), "latency_ms": baseline.percentiles().as_dict()}
+        summary = replace(summary, messy={**summary.messy, "without": without})
+    for table in rich_tables(summary):
+        console.print(table)
+    for line in messy_lines(summary):
+        console.print(line, highlight=False)
+    return summary
+
+
+def _report(out_dir: Path, console: Console) -> None:
+    try:
+        from loadtest.report.run import write_reports
+
+        html_path, _ = write_reports(out_dir)
+        console.print(f"report: {html_path}")
+    except Exception as exc:  # the measurements are saved; a report can be built again with `loadtest report`
+        console.print(
+            f"[yellow]the report could not be built ({type(exc).__name__}: {exc}); run `loadtest report {out_dir}`[/]"
+        )
+
+
+# -- the command line --------------------------------------------------------------------------------
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -55,7 +148,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace, console: Console) -> int:
-    from loadtest.engine.runner import RunOptions, run
+    from loadtest.engine.runner import RunOptions
 
     options = RunOptions(
         **run_fields(args),

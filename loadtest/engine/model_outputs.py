@@ -24,17 +24,11 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import numpy as np
 import orjson
 
-from loadtest.analysis.agreement import agreement, metric_for
-from loadtest.config.profile import Profile, load_profile
-from loadtest.config.scenario import Scenario, load_scenario
-from loadtest.engine.runconfig import RunConfig, build_payloads
-from loadtest.engine.target import embedded_server
 from loadtest.errors import ConfigError, RunError
 from loadtest.traffic.payloads import Payload, PayloadPool
 from loadtest.traffic.protocols import Protocol
@@ -170,108 +164,3 @@ def model_kind(url: str, protocol: Protocol, model: str, timeout: float = 10.0) 
     except (httpx.HTTPError, ValueError, AttributeError):
         return None
     return kind if isinstance(kind, str) else None
-
-
-@dataclass(frozen=True)
-class _Variant:
-    profile: Profile
-    kind: str | None
-    batch1: Collected
-    under_load: Collected
-
-
-def _measure(
-    profile: Profile, protocol: Protocol, model: str, payloads: list[Payload], concurrency: int, timeout: float
-) -> _Variant:
-    with embedded_server(profile) as server:
-        kind = model_kind(server.url, protocol, model, timeout)
-        batch1 = collect_sequential(server.url, protocol, payloads, timeout)
-        under_load = collect_concurrent(server.url, protocol, payloads, concurrency, timeout)
-    return _Variant(profile, kind, batch1, under_load)
-
-
-def measure_agreement(
-    profile_a: str | Profile,
-    profile_b: str | Profile,
-    scenario_path: str | Path,
-    n: int = 256,
-    concurrency: int = 32,
-    timeout: float = 30.0,
-) -> dict:
-    """Send the scenario's first ``n`` distinct inputs to each profile's embedded server and compare.
-
-    Each profile's reference server is started in turn (never both at once, so neither competes
-    for the other's cores) and stopped after. The scenario gives the protocol, the model and the
-    inputs; its target URL is not used. Returns a JSON-able dict:
-
-    - ``batch1``, ``under_load``: A against B, each input at batch 1 / in the batches load made;
-    - ``a``, ``b``: per variant, its ``profile`` and ``variant``, how each pass was batched
-      (``batch1`` / ``under_load``: ``mean_batch_size`` as the requests saw it, ``max_batch_size``,
-      ``mean_concurrency``, ``seconds``) and ``batch_effect``: its own batch-1 outputs against its
-      own under-load outputs;
-    - ``n`` (inputs sent), ``kind`` (the model's kind), ``metric`` (``embedding`` or ``label``),
-      ``scenario``, ``seed``, ``protocol``, ``model``, ``concurrency``.
-    """
-    profiles, scenario = _checked_inputs(profile_a, profile_b, scenario_path, n, concurrency)
-    config = RunConfig(Path(scenario_path).read_text(), str(scenario_path), "", Path("."))
-    protocol, pool = build_payloads(config)
-    payloads = distinct_payloads(pool, n)
-    a, b = (_measure(p, protocol, scenario.target.model, payloads, concurrency, timeout) for p in profiles)
-    if a.batch1.outputs.shape != b.batch1.outputs.shape:
-        raise RunError(
-            f"{a.profile.name} and {b.profile.name} answer in different shapes "
-            f"({list(a.batch1.outputs.shape)} vs {list(b.batch1.outputs.shape)}); their outputs cannot be compared"
-        )
-    kind = a.kind or b.kind
-    return {
-        "scenario": scenario.name,
-        "seed": scenario.seed,
-        "protocol": protocol.name,
-        "model": scenario.target.model,
-        "kind": kind,
-        "metric": metric_for(kind, a.batch1.outputs),
-        "n": len(payloads),
-        "concurrency": concurrency,
-        "batch1": agreement(a.batch1.outputs, b.batch1.outputs, kind),
-        "under_load": agreement(a.under_load.outputs, b.under_load.outputs, kind),
-        "a": _describe(a, kind),
-        "b": _describe(b, kind),
-    }
-
-
-def _checked_inputs(
-    profile_a: str | Profile, profile_b: str | Profile, scenario_path: str | Path, n: int, concurrency: int
-) -> tuple[list[Profile], Scenario]:
-    """The two profiles and the scenario, once the counts, the protocol and the served model are known to fit."""
-    if n < 1:
-        raise ConfigError("--n", None, f"needs at least 1 input, got {n}")
-    if concurrency < 1:
-        raise ConfigError("--concurrency", None, f"needs at least 1 client, got {concurrency}")
-    profiles = [p if isinstance(p, Profile) else load_profile(p) for p in (profile_a, profile_b)]
-    scenario = load_scenario(Path(scenario_path))
-    model = scenario.target.model
-    if scenario.target.protocol not in READABLE:
-        raise ConfigError(
-            scenario.source,
-            "target.protocol",
-            f"output agreement needs {' or '.join(READABLE)}, whose answers hold output tensors; "
-            f"got {scenario.target.protocol}",
-        )
-    for profile in profiles:
-        if profile.model != model:
-            raise ConfigError(
-                profile.source,
-                "model.name",
-                f"serves '{profile.model}' but scenario {scenario.name} sends to '{model}'",
-            )
-    return profiles, scenario
-
-
-def _describe(variant: _Variant, kind: str | None) -> dict:
-    return {
-        "profile": variant.profile.name,
-        "variant": variant.profile.variant,
-        "batch1": variant.batch1.describe(),
-        "under_load": variant.under_load.describe(),
-        "batch_effect": agreement(variant.batch1.outputs, variant.under_load.outputs, kind),
-    }

@@ -1,22 +1,23 @@
-"""One run, start to end: the scenario, its target, Locust, then the summary completed and written once.
+"""One run's measurement: the scenario, its target, Locust to the end, the measurements in the results directory.
 
-The steps, in order: read the scenario with the options' overrides and check its gates (so a typo
-costs one message, not a run); start the embedded reference server when no target URL is given;
-check the target speaks the scenario's protocol; run Locust (``engine.locust_process``), which
-writes the measurements; then, in this process, analyse the run's files, print the end table,
-run the messy baseline if asked, judge the gates, and write ``summary.json`` once with all of it.
+The steps, in order: read the scenario with the options' overrides and check it (``run_scenario``,
+so a bad payload costs one message, not a run); start the embedded reference server when no
+target URL is given; check that the target speaks the scenario's protocol; run Locust
+(``engine.locust_process``), which writes the measured summary and the per-second files. What
+comes after (analysis, gates, the one write of the completed summary, the report) is the run
+command's (``commands.run``), since it draws on the stages after the engine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 
-from loadtest.analysis.run_analysis import analyse_run
+from loadtest.config.gate_options import GateOptions
 from loadtest.config.profile import load_profile
 from loadtest.config.scenario import Scenario, check_payload_fits, load_scenario
 from loadtest.engine.locust_process import generator_cpus, print_distributed_commands, run_locust, server_pid_for
@@ -24,12 +25,10 @@ from loadtest.engine.preflight import preflight, reachable
 from loadtest.engine.runconfig import RunConfig, build_payloads, messy_bodies
 from loadtest.engine.target import embedded_server
 from loadtest.errors import RunError
-from loadtest.gates.verdict import GateOptions, Gates, apply, prepare
 from loadtest.replay.schedule import ReplaySpec
-from loadtest.report.terminal import print_summary
 from loadtest.results.directory import results_root, run_dir_name
 from loadtest.results.files import write_atomic, write_json
-from loadtest.results.summary import Summary, read_summary, summary_path, write_summary
+from loadtest.results.summary import Summary, read_summary, summary_path
 from reference_server.launch import RunningServer
 
 
@@ -71,11 +70,10 @@ class RunOptions:
 
 
 @dataclass(frozen=True)
-class RunOutcome:
+class Measured:
     out_dir: Path
-    summary: Summary | None  # None when nothing ran (--print-locust-command)
-    interrupted: bool
-    gates_failed: bool = False
+    interrupted: bool  # stopped by Ctrl-C: the files hold what was measured until then
+    ran: bool = True  # False when only the distributed commands were printed
 
 
 @dataclass(frozen=True)
@@ -88,13 +86,17 @@ class Target:
     meta: dict = field(default_factory=dict)
 
 
-def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
-    console = console or Console(stderr=True)
+def run_scenario(options: RunOptions) -> Scenario:
+    """The scenario with the options' overrides, checked: a bad payload or messy kind is one message, before a run."""
     scenario = load_scenario(options.scenario).with_overrides(**options.overrides())
     check_payload_fits(scenario)
     if scenario.messy.enabled:
-        messy_bodies(scenario, variants=1)  # a bad kind name or custom file: one message before anything starts
-    gates = prepare(options.gates, scenario.gates, str(scenario.source))
+        messy_bodies(scenario, variants=1)
+    return scenario
+
+
+def measure(options: RunOptions, scenario: Scenario, console: Console) -> Measured:
+    """Start the target if needed, check it, run Locust to the end; Locust writes the measurements into ``out``."""
     out_dir = options.out or results_root() / run_dir_name(scenario.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     with _target(options, scenario, console) as target:
@@ -111,7 +113,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
         _check_target(options, config)
         if options.print_locust_command:
             print_distributed_commands(config, max(options.processes, 2))
-            return RunOutcome(out_dir, None, False)
+            return Measured(out_dir, interrupted=False, ran=False)
         write_atomic(out_dir / "scenario.toml", config.scenario_toml)
         write_json(out_dir / "run.json", config.as_dict())
         console.print(f"running {scenario.name} against {target.url}: {_what(options, scenario)}")
@@ -120,7 +122,17 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
         interrupted = run_locust(
             config, options.processes, target.generator_cpus, console, target.server_pid, options.sample_hz
         )
-    return conclude(options, out_dir, gates, interrupted, console)
+    (out_dir / ".progress.json").unlink(missing_ok=True)
+    return Measured(out_dir, interrupted)
+
+
+def measured_summary(out_dir: Path) -> Summary:
+    """The summary Locust wrote; if it wrote none, the end of its log says why."""
+    if not summary_path(out_dir).exists():
+        log_path = out_dir / "locust.log"
+        log = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
+        raise RunError(f"Locust wrote no results (see {log_path}):\n{log}")
+    return read_summary(out_dir)
 
 
 @contextmanager
@@ -168,63 +180,3 @@ def _what(options: RunOptions, scenario: Scenario) -> str:
     if options.replay:
         what = f"the capture's timing at x{options.replay.speed:g}"
     return f"{load.model} load, {what}, {load.duration:g}s measured, {options.processes} load-generator process(es)"
-
-
-def conclude(options: RunOptions, out_dir: Path, gates: Gates, interrupted: bool, console: Console) -> RunOutcome:
-    """Analyse what Locust measured, print it, judge the gates, write the summary once, build the report."""
-    summary = analyse_run(out_dir, _measured(out_dir))
-    (out_dir / ".progress.json").unlink(missing_ok=True)
-    print_summary(summary, console)
-    if summary.messy is not None:
-        summary = _messy_outcome(options, out_dir, summary, console)
-    if summary.run.interrupted:
-        console.print("[yellow]the run was interrupted: these figures cover only what was measured[/]")
-    interrupted = interrupted or summary.run.interrupted
-    if not gates.empty and not interrupted:
-        summary = replace(summary, gates=apply(gates, out_dir, summary, console))
-    write_summary(out_dir, summary)
-    if options.report:
-        _report(out_dir, console)
-    console.print(f"results: {out_dir}")
-    failed = summary.gates is not None and not summary.gates.passed
-    return RunOutcome(out_dir, summary, interrupted, failed)
-
-
-def _measured(out_dir: Path) -> Summary:
-    """The summary Locust wrote; if it wrote none, the end of its log says why."""
-    if not summary_path(out_dir).exists():
-        log_path = out_dir / "locust.log"
-        log = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
-        raise RunError(f"Locust wrote no results (see {log_path}):\n{log}")
-    return read_summary(out_dir)
-
-
-def _messy_outcome(options: RunOptions, out_dir: Path, summary: Summary, console: Console) -> Summary:
-    """Print the messy verdicts; with ``messy_baseline``, first run the same schedule without the messy share."""
-    from loadtest.report.messy import messy_lines, rich_tables
-
-    if options.messy_baseline and not summary.run.interrupted:
-        console.print("the same schedule again without the messy share, for the clean traffic's figures:")
-        paired = replace(
-            options, out=out_dir / "without-messy", messy_share=0.0, messy_baseline=False, gates=GateOptions()
-        )
-        baseline = run(paired, console).summary
-        without = {"results": str(out_dir / "without-messy"), "latency_ms": baseline.percentiles().as_dict()}
-        summary = replace(summary, messy={**summary.messy, "without": without})
-    for table in rich_tables(summary):
-        console.print(table)
-    for line in messy_lines(summary):
-        console.print(line, highlight=False)
-    return summary
-
-
-def _report(out_dir: Path, console: Console) -> None:
-    try:
-        from loadtest.report.run import write_reports
-
-        html_path, _ = write_reports(out_dir)
-        console.print(f"report: {html_path}")
-    except Exception as exc:  # the measurements are saved; a report can be built again with `loadtest report`
-        console.print(
-            f"[yellow]the report could not be built ({type(exc).__name__}: {exc}); run `loadtest report {out_dir}`[/]"
-        )

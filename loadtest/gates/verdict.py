@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from loadtest.config.gate_options import GateOptions
 from loadtest.errors import ConfigError
 from loadtest.gates.thresholds import (
     GateError,
@@ -23,14 +24,6 @@ from loadtest.gates.thresholds import (
 )
 from loadtest.results.files import write_atomic, write_json
 from loadtest.results.summary import GateResult, GateResults, Summary, read_summary
-
-
-@dataclass(frozen=True)
-class GateOptions:
-    thresholds: tuple[str, ...] = ()  # from --threshold
-    baseline: Path | None = None
-    max_regression: tuple[str, ...] = ()
-    junit: Path | None = None
 
 
 @dataclass(frozen=True)
