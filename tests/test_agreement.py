@@ -162,6 +162,7 @@ def minilm(models_dir) -> dict:
     return result
 
 
+@pytest.mark.slow
 def test_the_same_inputs_reach_both_variants_at_batch_1_and_in_batches_under_load(minilm):
     assert minilm["n"] == 64 and minilm["kind"] == "text-embedding" and minilm["metric"] == "embedding"
     for variant in ("a", "b"):
@@ -169,6 +170,7 @@ def test_the_same_inputs_reach_both_variants_at_batch_1_and_in_batches_under_loa
         assert minilm[variant]["under_load"]["mean_batch_size"] > 4
 
 
+@pytest.mark.slow
 def test_int8_embeddings_are_close_to_fp32_but_not_equal(minilm):
     for when in ("batch1", "under_load"):
         result = minilm[when]
@@ -177,12 +179,14 @@ def test_int8_embeddings_are_close_to_fp32_but_not_equal(minilm):
         assert 0.5 < result["nn_agreement"] <= 1.0
 
 
+@pytest.mark.slow
 def test_fp32_answers_the_same_whatever_it_is_batched_with(minilm):
     effect = minilm["a"]["batch_effect"]
     assert effect["cosine_min"] > 0.9999
     assert effect["nn_agreement"] == 1.0
 
 
+@pytest.mark.slow
 def test_int8_answers_change_with_batch_composition(minilm):
     """Dynamic quantisation scales activations per batch, padding included."""
     int8, fp32 = minilm["b"]["batch_effect"], minilm["a"]["batch_effect"]
@@ -192,6 +196,7 @@ def test_int8_answers_change_with_batch_composition(minilm):
     assert 1 - int8["cosine_mean"] > 0.25 * quantisation_gap
 
 
+@pytest.mark.slow
 def test_a_classifier_agrees_with_itself_on_every_label(models_dir, tmp_path):
     scenario = tmp_path / "fraud.toml"
     scenario.write_text(FRAUD_SCENARIO)

@@ -242,6 +242,7 @@ def coverage(shift_ms: float, replications: int, rounds: int = 3, drift: float =
     return held_zero / replications, held_truth / replications, worse / replications
 
 
+@pytest.mark.slow
 def test_identical_variants_intervals_hold_zero_about_95_percent_of_the_time():
     held_zero, _, worse = coverage(shift_ms=0.0, replications=200)
     print(f"identical, drift 2%: p50 and p99 intervals held 0 in {held_zero}")
@@ -249,6 +250,7 @@ def test_identical_variants_intervals_hold_zero_about_95_percent_of_the_time():
     assert (worse <= 0.05).all()
 
 
+@pytest.mark.slow
 def test_a_variant_5ms_slower_is_called_worse_and_its_interval_holds_the_5ms():
     _, held_truth, worse = coverage(shift_ms=5.0, replications=200)
     print(f"B +5 ms, drift 2%: worse in {worse}, intervals held +5 ms in {held_truth}")
@@ -256,6 +258,7 @@ def test_a_variant_5ms_slower_is_called_worse_and_its_interval_holds_the_5ms():
     assert ((held_truth >= 0.90) & (held_truth <= 0.99)).all(), held_truth
 
 
+@pytest.mark.slow
 def test_whole_seconds_keep_the_autocorrelation_an_iid_bootstrap_of_requests_would_miss():
     # One round a variant and no drift: only the within-round noise, and nothing estimated between rounds.
     # (Twenty seconds is a small sample for a percentile interval: a little under 95% is expected.)
@@ -277,6 +280,7 @@ def simulated_seconds(rng: np.random.Generator, rate: float, cost_ms: float, sec
     return ok, cpu_s
 
 
+@pytest.mark.slow
 def test_throughput_and_cpu_per_request_intervals_hold_the_true_difference():
     rng = np.random.default_rng(11)
     # The true means: each log-normal wander multiplies its median by exp(variance / 2).

@@ -128,6 +128,7 @@ def short_run(tmp_path: Path, url: str, out: Path, *extra: str, slo: str = ""):
     return loadtest("run", str(path), "--out", str(out), *extra)
 
 
+@pytest.mark.slow
 def test_a_failing_threshold_exits_1_and_fails_its_junit_case(server, tmp_path):
     slo = '\n[slo]\nthresholds = ["p99 < 5s", "error_rate < 1%"]'
     junit = tmp_path / "junit.xml"
@@ -149,12 +150,14 @@ def test_a_failing_threshold_exits_1_and_fails_its_junit_case(server, tmp_path):
     assert json.loads((tmp_path / "out" / "gates.json").read_text())["passed"] is True
 
 
+@pytest.mark.slow
 def test_a_passing_run_exits_0(server, tmp_path):
     result = short_run(tmp_path, server.url, tmp_path / "out", "--threshold", "p99 < 5s", "--threshold", "dropped == 0")
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads((tmp_path / "out" / "gates.json").read_text())["passed"] is True
 
 
+@pytest.mark.slow
 def test_a_baseline_regression_is_caught_on_a_deliberately_slowed_server(models_dir, tmp_path):
     base = tmp_path / "base"
     common = ["--models-dir", str(models_dir), "--model", "fraud"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from loadtest.messy.kinds import RequestForm, kinds_for
 from tests.helpers import loadtest, scenario
 from tests.servers import fragile
@@ -14,10 +16,12 @@ TEXT = (
 )
 
 
+@pytest.mark.slow
 def test_five_percent_messy_traffic_against_the_reference_server(tmp_path):
+    # About 480 arrivals: 5% of them is more than one cycle of the 20 kinds, so every kind is sent.
     path = scenario(
         tmp_path,
-        'shape = { kind = "constant", value = 40 }\nduration = "12s"\n[messy]\nshare = "5%"',
+        'shape = { kind = "constant", value = 60 }\nduration = "8s"\n[messy]\nshare = "5%"',
         'profile = "minilm-fp32"\nprotocol = "oip-v2"\nmodel = "minilm"',
         TEXT,
         name="messy",
@@ -53,6 +57,7 @@ def test_five_percent_messy_traffic_against_the_reference_server(tmp_path):
     assert "clean p99 with messy traffic" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_fragile_endpoint_fails_the_messy_gate(tmp_path):
     (tmp_path / "kinds.jsonl").write_text('{"kind": "tenant_mismatch", "expect": "reject", "body": {"tenant": 7}}\n')
     with fragile() as url:
@@ -81,6 +86,7 @@ def test_a_fragile_endpoint_fails_the_messy_gate(tmp_path):
     assert "not as expected: invalid_json" in result.stderr
 
 
+@pytest.mark.slow
 def test_closed_load_sends_messy_traffic_too(server, tmp_path):
     path = scenario(
         tmp_path,

@@ -20,9 +20,10 @@ from tests.captures import (
 from tests.helpers import loadtest
 from tests.servers import recording
 
-# A compressed day with a spike: 40 s from 40 to 120 req/s and back, 200 req/s in seconds 28-29.
+# A compressed day with a spike, for the capture profile: 40 s from 40 to 120 req/s and back, 200 req/s
+# in seconds 28-29.
 RATES = diurnal_with_spike(40, 40, 120, 200, 28, 2)
-# The same day compressed further for the real-time replays: 20 s, 200 req/s in seconds 14-15.
+# The same day in half the time for the real-time replays: 20 s, 200 req/s in seconds 14-15.
 SHORT_DAY = diurnal_with_spike(20, 40, 120, 200, 14, 2)
 TOKEN = "tok-5f3a9c1e7d"  # planted in headers, query and bodies; must never be written anywhere
 
@@ -46,6 +47,7 @@ def _replay_ok(*args: str) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("speed,processes", [(1, 1), (4, 1), (1, 2), (4, 2)])
 def test_a_diurnal_capture_with_a_spike_replays_at_its_own_rate(short_day_capture, tmp_path, speed, processes):
     out = tmp_path / "out"
@@ -104,6 +106,7 @@ def _files_with(directory: Path, needle: str) -> list[str]:
     return [str(p) for p in directory.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("send_secrets", [False, True])
 def test_secrets_never_reach_the_results_and_reach_the_target_only_when_asked(tmp_path, send_secrets):
     capture, bad = _hostile_capture(tmp_path / "hostile.jsonl")
@@ -138,6 +141,7 @@ def test_secrets_never_reach_the_results_and_reach_the_target_only_when_asked(tm
     assert summary["classes"] == ["scored"]
 
 
+@pytest.mark.slow
 def test_combined_logs_and_har_replay_through_the_same_engine(tmp_path):
     log = tmp_path / "access.log"
     stamp = "30/Nov/2025:10:53:{:02d} +0000"

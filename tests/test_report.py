@@ -29,6 +29,7 @@ def run_dir(server, tmp_path_factory) -> Path:
     return tmp / "out"
 
 
+@pytest.mark.slow
 def test_every_run_writes_both_reports(run_dir):
     html = (run_dir / "report.html").read_text()
     for name in PLOTS:
@@ -43,6 +44,7 @@ def test_every_run_writes_both_reports(run_dir):
     assert "### Sample sufficiency" in md
 
 
+@pytest.mark.slow
 def test_the_report_is_rebuilt_from_the_directory_alone(run_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
@@ -58,6 +60,7 @@ def test_a_directory_without_results_is_one_clear_error(tmp_path):
     assert result.returncode == 2 and "no summary.json" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_the_html_renders_offline_in_headless_chromium(run_dir, tmp_path):
     browser = chromium()
     if browser is None:

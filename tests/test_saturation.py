@@ -69,6 +69,7 @@ def test_a_steady_run_has_no_knee():
     assert result.knee_at is None and result.trustworthy
 
 
+@pytest.mark.slow
 def test_the_sampler_measures_a_busy_process_and_says_why_there_is_no_gpu(tmp_path):
     spin = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 8\nwhile time.time() < end: pass"])
     idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(8)"])
@@ -93,6 +94,7 @@ def test_the_sampler_measures_a_busy_process_and_says_why_there_is_no_gpu(tmp_pa
     assert {"core0_busy_pct", "core0_steal_pct", "loopback_rx_mb_per_s"} <= set(rows.columns)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hz", [4])
 def test_a_real_run_samples_the_server_and_reports_sufficiency(server, tmp_path, hz):
     path = scenario(
@@ -112,6 +114,7 @@ def test_a_real_run_samples_the_server_and_reports_sufficiency(server, tmp_path,
     assert p99 == {"class": "all", "percentile": "p99", "samples": 800, "needed": 662, "enough": True}
 
 
+@pytest.mark.slow
 def test_a_run_past_capacity_shows_saturation_and_the_knee_in_summary_and_report(tmp_path):
     path = scenario(
         tmp_path,
@@ -134,6 +137,7 @@ def test_a_run_past_capacity_shows_saturation_and_the_knee_in_summary_and_report
     assert "server CPU saturated from second" in (tmp_path / "out" / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_a_generator_pinned_to_a_busy_core_is_flagged(tmp_path):
     path = scenario(
         tmp_path,
@@ -183,6 +187,7 @@ def nvmlDeviceGetName(h): return b"Fake GPU"
 '''
 
 
+@pytest.mark.slow
 def test_gpu_columns_and_gpu_saturation_through_the_nvml_boundary(tmp_path):
     fake = tmp_path / "fake"
     fake.mkdir()

@@ -43,6 +43,7 @@ def capacity_dir(study) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_capacity_steps_are_judged_runs_and_never_pass_the_onnx_runtime_ceiling(capacity_dir):
     data = json.loads((capacity_dir / "capacity.json").read_text())
     assert data["schema"] == "loadtest.capacity/1" and data["profile"]["name"] == "minilm-int8"
@@ -66,17 +67,28 @@ def test_capacity_steps_are_judged_runs_and_never_pass_the_onnx_runtime_ceiling(
         assert cls["capacity_rps"] <= cls["raw_ort_rps"]
 
 
-def test_compare_reports_a_server_slowed_by_5ms_as_worse_with_an_interval_excluding_zero(study):
+@pytest.fixture(scope="module")
+def comparison(study) -> tuple[subprocess.CompletedProcess, dict, Path]:
+    """One compare of three profiles, interleaved: the baseline, a twin slowed by 5 ms, and an identical twin.
+
+    Each test below reads its own pair: comparisons[0] is the slowed one, comparisons[1] the identical one.
+    """
     tmp = study / "profiles"
     tmp.mkdir(exist_ok=True)
-    slow = profile(tmp, "int8-slowed", "inject_delay_ms = 5")
+    slow, twin = profile(tmp, "int8-slowed", "inject_delay_ms = 5"), profile(tmp, "int8-twin")
     out = study / "compare"
     result = loadtest(
-        "compare", "minilm-int8", str(slow), "--scenario", SCENARIO, "--rounds", "2", "--rate", "20",
+        "compare", "minilm-int8", str(slow), str(twin), "--scenario", SCENARIO, "--rounds", "2", "--rate", "20",
         "--duration", "4s", "--agreement", "16", "--out", str(out), timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    data = json.loads((out / "compare.json").read_text())
+    return result, json.loads((out / "compare.json").read_text()), out
+
+
+@pytest.mark.slow
+def test_compare_reports_a_server_slowed_by_5ms_as_worse_with_an_interval_excluding_zero(comparison):
+    result, data, out = comparison
+    assert [(c["a"], c["b"]) for c in data["comparisons"]][0] == ("minilm-int8", "int8-slowed")
     rows = {row["metric"]: row for row in data["comparisons"][0]["rows"]}
     p50 = rows["p50"]
     assert p50["verdict"] == "worse" and p50["ci_low"] > 0, p50
@@ -88,15 +100,11 @@ def test_compare_reports_a_server_slowed_by_5ms_as_worse_with_an_interval_exclud
     assert "worse" in result.stderr and "int8-slowed" in (out / "compare.md").read_text()
 
 
-def test_compare_finds_no_significant_difference_between_identical_profiles(tmp_path):
-    twin = profile(tmp_path, "int8-twin")
-    out = tmp_path / "compare"
-    result = loadtest(
-        "compare", "minilm-int8", str(twin), "--scenario", SCENARIO, "--rounds", "2", "--rate", "20",
-        "--duration", "4s", "--agreement", "0", "--out", str(out), timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    rows = {row["metric"]: row for row in json.loads((out / "compare.json").read_text())["comparisons"][0]["rows"]}
+@pytest.mark.slow
+def test_compare_finds_no_significant_difference_between_identical_profiles(comparison):
+    _, data, _ = comparison
+    assert [(c["a"], c["b"]) for c in data["comparisons"]][1] == ("minilm-int8", "int8-twin")
+    rows = {row["metric"]: row for row in data["comparisons"][1]["rows"]}
     # One comparison is one draw: a 95% interval misses 0 one time in twenty by design (its coverage is
     # checked on simulated data); what must hold on every draw is that no real difference shows.
     assert rows["throughput_per_s"]["verdict"] == "no significant difference"
@@ -104,19 +112,25 @@ def test_compare_finds_no_significant_difference_between_identical_profiles(tmp_
     assert rows["p50"]["ci_low"] < 2.0 and rows["p50"]["ci_high"] > -2.0, rows["p50"]
 
 
-def test_cost_projects_the_measured_capacity_and_a_managed_price(capacity_dir, study):
+@pytest.fixture(scope="module")
+def cost_dir(capacity_dir, study) -> Path:
     managed = REPO / "tests" / "fixtures" / "capacity" / "managed.toml"
     result = loadtest(
         "cost", str(capacity_dir), "--profile", str(managed), "--forecast", "mean=50/s peak=3x growth=1,10,100",
         "--out", str(study / "cost"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    data = json.loads((study / "cost" / "cost.json").read_text())
+    return study / "cost"
+
+
+@pytest.mark.slow
+def test_cost_projects_the_measured_capacity_and_a_managed_price(capacity_dir, cost_dir):
+    data = json.loads((cost_dir / "cost.json").read_text())
     capacity = json.loads((capacity_dir / "capacity.json").read_text())["capacity_rps"]
     measured = next(o for o in data["options"] if o["name"] == "minilm-int8")
     first = measured["plans"][0]
     assert first["instances"] == max(2, -(-150 // (capacity * 0.7)))  # peak 150 req/s at 70% of the capacity
-    assert 'data-plot="cost"' in (study / "cost" / "cost.html").read_text()
+    assert 'data-plot="cost"' in (cost_dir / "cost.html").read_text()
 
 
 def test_bad_inputs_are_one_clear_message_naming_the_option_file_or_key(tmp_path):
@@ -131,8 +145,9 @@ def test_bad_inputs_are_one_clear_message_naming_the_option_file_or_key(tmp_path
     assert missing.returncode == 2 and "no-such-profile" in missing.stderr and "known profiles" in missing.stderr
 
 
-def test_the_study_report_puts_capacity_comparison_and_cost_on_one_page(capacity_dir, study, tmp_path):
-    # after the tests above: the study directory holds capacity-int8/, compare/ and cost/
+@pytest.mark.slow
+def test_the_study_report_puts_capacity_comparison_and_cost_on_one_page(comparison, cost_dir, study, tmp_path):
+    # the fixtures have filled the study directory: capacity-int8/, compare/ and cost/
     result = loadtest("report", str(study))
     assert result.returncode == 0, result.stderr
     page = (study / "report.html").read_text()
