@@ -34,9 +34,9 @@ def scenario(tmp_path: Path, load: str, target: str = "", payload: str = "", nam
     return path
 
 
-def run_ok(path: Path, out: Path, *extra: str) -> dict:
-    """`loadtest run`, which must exit 0; the summary.json it wrote."""
-    result = loadtest("run", str(path), "--out", str(out), *extra)
+def run_ok(path: Path, out: Path, *extra: str, report: bool = False) -> dict:
+    """`loadtest run`, which must exit 0; the summary.json it wrote. No report unless asked (test_report's)."""
+    result = loadtest("run", str(path), "--out", str(out), *extra, *([] if report else ["--no-report"]))
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads((out / "summary.json").read_text())
 

@@ -125,7 +125,7 @@ def short_run(tmp_path: Path, url: str, out: Path, *extra: str, slo: str = ""):
         FEATURES + slo,
         name="gated",
     )
-    return loadtest("run", str(path), "--out", str(out), *extra)
+    return loadtest("run", str(path), "--out", str(out), "--no-report", *extra)
 
 
 @pytest.mark.slow

@@ -71,7 +71,7 @@ def test_a_fragile_endpoint_fails_the_messy_gate(tmp_path):
             name="fragile",
         )
         out = tmp_path / "out"
-        result = loadtest("run", str(path), "--out", str(out), timeout=300)
+        result = loadtest("run", str(path), "--out", str(out), "--no-report", timeout=300)
     assert result.returncode == 1, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
     kinds = summary["messy"]["kinds"]
@@ -95,7 +95,7 @@ def test_closed_load_sends_messy_traffic_too(server, tmp_path):
         TEXT,
         name="closed-messy",
     )
-    result = loadtest("run", str(path), "--out", str(tmp_path / "out"))
+    result = loadtest("run", str(path), "--out", str(tmp_path / "out"), "--no-report")
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     messy, a = summary["messy"], summary["accounting"]

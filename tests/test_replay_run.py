@@ -57,6 +57,7 @@ def test_a_diurnal_capture_with_a_spike_replays_at_its_own_rate(short_day_captur
         "fraud-fp32",
         "--speed",
         str(speed),
+        "--no-report",
         "--processes",
         str(processes),
         "--out",
@@ -176,6 +177,7 @@ def test_combined_logs_and_har_replay_through_the_same_engine(tmp_path):
             url,
             "--speed",
             "4",
+            "--no-report",
             "--pool",
             f"/v2/models/fraud/infer={bodies}",
             "--out",
@@ -183,7 +185,7 @@ def test_combined_logs_and_har_replay_through_the_same_engine(tmp_path):
         )
         from_log = [s for s in seen if s[:2] != ("GET", "/")]
         seen.clear()
-        harred = _replay_ok(str(har), "--target", url, "--speed", "2", "--out", str(tmp_path / "har"))
+        harred = _replay_ok(str(har), "--target", url, "--speed", "2", "--no-report", "--out", str(tmp_path / "har"))
         from_har = [s for s in seen if s[:2] != ("GET", "/")]
     assert logged["replay"]["format"] == "combined" and logged["accounting"]["ok"] == 31
     assert sorted(logged["classes"]) == ["GET:/v2/models/fraud", "pooled"]

@@ -37,6 +37,7 @@ def test_open_load_counts_add_up_and_agree_with_locust(server, tmp_path):
     assert (timeline["target"] == 100).all()
     for name in ("response.hlog", "service.hlog", "scenario.toml", "run.json", "locust.log"):
         assert (tmp_path / "out" / name).exists(), name
+    assert not (tmp_path / "out" / "report.html").exists()  # run_ok asks for --no-report; test_report builds them
 
 
 @pytest.mark.slow

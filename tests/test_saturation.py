@@ -103,7 +103,7 @@ def test_a_real_run_samples_the_server_and_reports_sufficiency(server, tmp_path,
         f'url = "{server.url}"\n{FRAUD}',
         FEATURES,
     )
-    result = loadtest("run", str(path), "--out", str(tmp_path / "out"))
+    result = loadtest("run", str(path), "--out", str(tmp_path / "out"), "--no-report")
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     rows = pd.read_csv(tmp_path / "out" / "resources.csv")

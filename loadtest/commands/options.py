@@ -56,12 +56,19 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_load_generator_options(parser: argparse.ArgumentParser, out_default: str) -> None:
-    """``--processes``, ``--out``, ``--allow-remote`` and ``--sample-hz``: how run and replay send and record."""
+    """How run and replay send and record: ``--processes``, ``--out``, ``--allow-remote``, ``--sample-hz``,
+    ``--no-report``."""
     parser.add_argument("--processes", type=count, default=1, help="load-generator processes (Locust workers)")
     parser.add_argument("--out", type=Path, help=f"results directory (default {out_default})")
     add_allow_remote(parser)
     parser.add_argument(
         "--sample-hz", type=float, default=4.0, help="resource samples per second; 0 turns sampling off"
+    )
+    parser.add_argument(
+        "--no-report",
+        dest="report",
+        action="store_false",
+        help="skip report.html and report.md (about a second of plotting); `loadtest report DIR` builds them later",
     )
 
 
@@ -77,6 +84,7 @@ def run_fields(args: argparse.Namespace) -> dict[str, Any]:
         "allow_remote": args.allow_remote,
         "gates": gate_options(args),
         "sample_hz": args.sample_hz,
+        "report": args.report,
     }
 
 

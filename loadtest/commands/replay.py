@@ -54,6 +54,7 @@ class ReplayOptions:
     allow_remote: bool = False
     gates: GateOptions = GateOptions()
     sample_hz: float = 4.0
+    report: bool = True  # build report.html and report.md at the end
     profile_only: bool = False
     fit_scenario: Path | None = None
     resolution: float = 1.0  # the capture description's bucket length, seconds
@@ -213,6 +214,7 @@ def replay(options: ReplayOptions, console: Console) -> RunOutcome | None:
             allow_remote=options.allow_remote,
             gates=options.gates,
             sample_hz=options.sample_hz,
+            report=options.report,
             replay=spec,
         ),
         console,

@@ -58,6 +58,7 @@ class RunState:
     """Everything one Locust process knows about the run; built once per process."""
 
     config: RunConfig
+    environment: object = None  # Locust's Environment of this process
     worker_index: int = 0
     workers: int = 1  # Locust workers sharing the schedule (--expect-workers; 1 in one process)
     local: bool = False  # one process: the collector pulls from this process's recorder
@@ -109,7 +110,7 @@ def run_state(environment) -> RunState:
             raise RuntimeError("no run configuration: start through `loadtest run`, or pass --loadtest-run")
         config = RunConfig.from_json(raw)
         runner = environment.runner
-        state = RunState(config)
+        state = RunState(config, environment=environment)
         if isinstance(runner, WorkerRunner | MasterRunner):
             state.workers = max(1, int(getattr(environment.parsed_options, "expect_workers", 1) or 1))
         if isinstance(runner, WorkerRunner):
@@ -251,6 +252,8 @@ class ScenarioUser(FastHttpUser):
                 in_flight.spawn(self._send, recorder, payload, intended, connections)
         in_flight.join(timeout=3 * load.timeout + 2)  # connection wait + request guard, then give up
         state.done = True  # the shape stops the test once every worker is done
+        if state.local:
+            gevent.spawn(_end_now, state)
 
     def arrivals(self):
         """(intended offset, payload) of this worker's share of the schedule: synthetic, or a capture's."""
@@ -325,6 +328,20 @@ def _all_done(state: RunState) -> bool:
     return state.collector is not None and len(state.collector.done) >= state.workers
 
 
+def _end_now(state: RunState) -> None:
+    """End an open-load run as soon as every worker is done, as the shape would at its next tick.
+
+    Locust asks the shape once a second, so a run would otherwise go on idling for up to a second
+    after its last answer (more with workers, whose reports come once a second). This does what
+    Locust's shape worker does when ``tick`` returns None in a headless run: ``runner.quit()``.
+    """
+    runner = state.environment.runner
+    if runner is None or not _all_done(state) or state.complete:
+        return
+    state.complete = True
+    runner.quit()
+
+
 # -- events ---------------------------------------------------------------------------------------
 
 
@@ -363,6 +380,8 @@ def _on_worker_report(client_id, data, **_) -> None:
     state = _STATE
     if state is not None and state.collector is not None and "loadtest" in data:
         state.collector.absorb(data["loadtest"], client_id)  # the master sends nothing: no need to yield
+        if state.scenario.load.model == "open" and _all_done(state):
+            gevent.spawn(_end_now, state)
 
 
 def _pull_local(state: RunState, final: bool = False) -> None:
