@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -42,14 +43,21 @@ def follow(process, path: Path, model: str, console: Console) -> None:
     """Render progress until ``process`` exits."""
     if console.is_terminal:
         with Live(Text("starting Locust..."), console=console, refresh_per_second=4, transient=False) as live:
-            while process.poll() is None:
+            while not _exited(process, 0.25):
                 if (p := read_progress(path)) is not None:
                     live.update(describe(p, model))
-                time.sleep(0.25)
         return
     last = 0.0
-    while process.poll() is None:
-        time.sleep(0.25)
+    while not _exited(process, 0.25):
         if time.monotonic() - last >= 5 and (p := read_progress(path)) is not None:
             console.print(describe(p, model), soft_wrap=True)
             last = time.monotonic()
+
+
+def _exited(process, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``process`` to exit: the run's end is seen at once, not at the next poll."""
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True

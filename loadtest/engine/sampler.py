@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import signal
 import sys
@@ -29,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from loadtest.results.files import write_json
 
 RESOURCE_COLUMNS_FIXED = (
     "second",
@@ -201,16 +202,24 @@ def resource_row(
     return row + _core_cells(before.cores, after.cores)
 
 
-def _stop_on_signals() -> dict[str, bool]:
-    """A flag that SIGTERM and SIGINT set, so the sampler finishes its file instead of dying mid-row."""
-    stop = {"now": False}
+class _Stop:
+    """SIGTERM or SIGINT, waited for between samples, so the sampler finishes its file at once, never mid-row.
 
-    def ask_stop(*_):
-        stop["now"] = True
+    The signals are blocked and collected with ``sigtimedwait`` instead of a handler beside
+    ``time.sleep``: a sleep resumes after a handler runs, so the last row would wait out the sleep.
+    """
 
-    signal.signal(signal.SIGTERM, ask_stop)
-    signal.signal(signal.SIGINT, ask_stop)
-    return stop
+    SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+    def __init__(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+        self.now = False
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, less if asked to stop; whether to stop."""
+        if not self.now and signal.sigtimedwait(self.SIGNALS, seconds) is not None:
+            self.now = True
+        return self.now
 
 
 def sample(
@@ -235,20 +244,20 @@ def sample(
         "gpu_absent": None if read_gpus else gpu_info,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    (out.parent / "resources.json").write_text(json.dumps(meta, indent=2) + "\n")
-    stop = _stop_on_signals()
+    write_json(out.parent / "resources.json", meta)
+    stop = _Stop()
     last = read_all(server, generator)
     gpu_samples: list[list[tuple[float, float, float]]] = []
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(resource_columns(cores, gpus))
         handle.flush()
-        while not stop["now"]:
+        while not stop.now:
             if read_gpus:
                 gpu_samples.append(read_gpus())  # utilisation is sampled at hz; the rest is per window
-            time.sleep(1 / hz)
+            stopping = stop.wait(1 / hz)
             now = time.time()
-            if now - last.time < window and not stop["now"]:
+            if now - last.time < window and not stopping:
                 continue
             current = read_all(server, generator, now)
             writer.writerow(resource_row(last, current, server, generator, start_epoch) + _gpu_cells(gpu_samples, gpus))
