@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import FEATURES, FRAUD, chromium, loadtest, scenario
+from loadtest.results.summary import Summary, read_summary
+from tests.helpers import FEATURES, FRAUD, REPO, chromium, loadtest, scenario
 
 PLOTS = ("latency-over-time", "distribution", "rates", "failures", "resources", "server-timing")
 
@@ -91,3 +94,19 @@ def test_the_html_renders_offline_in_headless_chromium(run_dir, tmp_path):
         [browser, *flags, "--window-size=1200,3600", f"--screenshot={shot}", url], capture_output=True, timeout=120
     )
     assert shot.exists() and shot.stat().st_size > 50_000
+
+
+def documented_summary_keys() -> list[str]:
+    """The keys of the summary.json table in docs/results.md, in order."""
+    text = (REPO / "docs" / "results.md").read_text()
+    table = text[text.index("## `summary.json`") :]
+    return re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M)
+
+
+@pytest.mark.slow
+def test_the_documented_summary_schema_matches_a_real_run_and_the_typed_summary(run_dir):
+    written = json.loads((run_dir / "summary.json").read_text())
+    documented = documented_summary_keys()
+    assert set(written) <= set(documented), set(written) - set(documented)  # every key a run writes is documented
+    assert set(documented) == {f.name for f in fields(Summary)}  # and no documented key is missing from the type
+    assert read_summary(run_dir).as_dict() == written  # the typed summary reads back exactly what was written
