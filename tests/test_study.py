@@ -36,8 +36,8 @@ def study(tmp_path_factory) -> Path:
 def capacity_dir(study) -> Path:
     out = study / "capacity-int8"
     result = loadtest(
-        "capacity", SCENARIO, "--profile", "minilm-int8", "--slo", "p95<300ms", "--start", "30",
-        "--min-step", "3s", "--max-steps", "2", "--out", str(out), timeout=300,
+        "capacity", SCENARIO, "--profile", "minilm-int8", "--slo", "p95<300ms", "--start", "40",
+        "--min-step", "2s", "--max-steps", "2", "--out", str(out), timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     return out
@@ -48,7 +48,7 @@ def test_capacity_steps_are_judged_runs_and_never_pass_the_onnx_runtime_ceiling(
     data = json.loads((capacity_dir / "capacity.json").read_text())
     assert data["schema"] == "loadtest.capacity/1" and data["profile"]["name"] == "minilm-int8"
     steps = data["steps"]
-    assert [s["target_rps"] for s in steps][:1] == [30.0] and len(steps) == 2
+    assert [s["target_rps"] for s in steps][:1] == [40.0] and len(steps) == 2
     for step in steps:
         summary = json.loads((capacity_dir / step["out_dir"] / "summary.json").read_text())
         assert summary["load"]["shape"] == {"kind": "constant", "value": step["target_rps"]}

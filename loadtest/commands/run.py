@@ -49,7 +49,7 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
     console = console or Console(stderr=True)
     scenario = run_scenario(options)
     gates = prepare(options.gates, scenario.gates, str(scenario.source))  # a typo: one message, before the run
-    measured = measure(options, scenario, console)
+    measured = measure(options, scenario, console, while_starting=lambda: _load_what_follows(options.report))
     if not measured.ran:
         return RunOutcome(measured.out_dir, None, False)
     return conclude(options, measured.out_dir, gates, measured.interrupted, console)
@@ -78,6 +78,16 @@ def conclude(options: RunOptions, out_dir: Path, gates: Gates, interrupted: bool
     console.print(f"results: {out_dir}")
     failed = summary.gates is not None and not summary.gates.passed
     return RunOutcome(out_dir, summary, interrupted, failed)
+
+
+def _load_what_follows(report: bool) -> None:
+    """Import the analysis (pandas) and, for the report, matplotlib while Locust starts, not after the run."""
+    import loadtest.analysis.run_analysis  # noqa: F401
+
+    if report:
+        from loadtest.report.kit import load_matplotlib
+
+        load_matplotlib()
 
 
 def _messy_outcome(options: RunOptions, out_dir: Path, summary: Summary, console: Console) -> Summary:

@@ -10,7 +10,7 @@ command's (``commands.run``), since it draws on the stages after the engine.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,8 +95,13 @@ def run_scenario(options: RunOptions) -> Scenario:
     return scenario
 
 
-def measure(options: RunOptions, scenario: Scenario, console: Console) -> Measured:
-    """Start the target if needed, check it, run Locust to the end; Locust writes the measurements into ``out``."""
+def measure(
+    options: RunOptions, scenario: Scenario, console: Console, while_starting: Callable[[], None] | None = None
+) -> Measured:
+    """Start the target if needed, check it, run Locust to the end; Locust writes the measurements into ``out``.
+
+    ``while_starting`` runs while Locust starts (``locust_process.run_locust``).
+    """
     out_dir = options.out or results_root() / run_dir_name(scenario.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     with _target(options, scenario, console) as target:
@@ -120,7 +125,13 @@ def measure(options: RunOptions, scenario: Scenario, console: Console) -> Measur
         if target.server_pid is None:
             console.print("[yellow]no server process found on the target's port: server resources are not sampled[/]")
         interrupted = run_locust(
-            config, options.processes, target.generator_cpus, console, target.server_pid, options.sample_hz
+            config,
+            options.processes,
+            target.generator_cpus,
+            console,
+            target.server_pid,
+            options.sample_hz,
+            while_starting,
         )
     (out_dir / ".progress.json").unlink(missing_ok=True)
     return Measured(out_dir, interrupted)

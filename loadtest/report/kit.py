@@ -88,13 +88,19 @@ def headline_html(lines: list[str]) -> str:
 # -- plots ---------------------------------------------------------------------------------------
 
 
-def figure(width: float = 8.0, height: float = 3.2, rows: int = 1):
-    """A matplotlib figure and its axes in the reports' look (off-screen: no display needed)."""
+def load_matplotlib():
+    """matplotlib's pyplot, drawing off-screen (no display needed); imported on first use, as it takes a while."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def figure(width: float = 8.0, height: float = 3.2, rows: int = 1):
+    """A matplotlib figure and its axes in the reports' look."""
+    plt = load_matplotlib()
     plt.rcParams.update({"font.size": 9, "svg.fonttype": "path", "axes.grid": True, "grid.alpha": 0.3})
     return plt.subplots(rows, 1, figsize=(width, height), sharex=rows > 1)
 
