@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +118,16 @@ def test_an_embedded_server_that_does_not_start_is_one_line_and_exit_3(monkeypat
         "profile minilm-fp32: the reference server did not start (exited with 2): reference-server: minilm is not built"
     )
     assert caught.value.exit_code == ExitCode.RUN_FAILED
+
+
+def test_the_installed_command_and_python_m_loadtest_run_the_same_main(tmp_path):
+    """The other tests call ``main`` in-process; here the interpreter a user starts, both ways."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[load]\nduration = "soon"\n')
+    console_script = Path(sys.executable).with_name("loadtest")
+    for command in ([sys.executable, "-m", "loadtest"], [str(console_script)]):
+        shown = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0 and shown.stdout.startswith("usage: loadtest"), shown.stderr
+        refused = subprocess.run([*command, "run", str(bad)], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == ExitCode.USAGE, refused.stderr
+        assert "load.duration" in refused.stderr and "Traceback" not in refused.stderr

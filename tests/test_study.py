@@ -33,10 +33,22 @@ def study(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def capacity_dir(study) -> Path:
+def queries(study) -> str:
+    """The demo's workload without its 1 s warm-up, for the capacity search: each step is a second shorter.
+
+    The comparison keeps the warm-up: its rounds judge a 5 ms difference and an identical twin."""
+    path = study / "queries.toml"
+    text = (REPO / "scenarios" / "queries.toml").read_text()
+    assert 'warmup = "1s"\n' in text
+    path.write_text(text.replace('warmup = "1s"\n', ""))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def capacity_dir(study, queries) -> Path:
     out = study / "capacity-int8"
     result = loadtest(
-        "capacity", SCENARIO, "--profile", "minilm-int8", "--slo", "p95<300ms", "--start", "40",
+        "capacity", queries, "--profile", "minilm-int8", "--slo", "p95<300ms", "--start", "40",
         "--min-step", "2s", "--max-steps", "2", "--out", str(out), timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
