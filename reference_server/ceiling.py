@@ -43,7 +43,7 @@ def ort_ceiling_rps(
     models_dir: Path | None = None,
     threads: int = 1,
     cpus: tuple[int, ...] | None = None,
-    seconds: float = 2.0,
+    seconds: float = 1.0,  # per mode (batches, then batch 1): a few hundred rows each, a ceiling to within a few %
     batch: int = 32,
 ) -> float | None:
     """The better of length-sorted batches of ``batch`` rows and batch 1, in rows per second.

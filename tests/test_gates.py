@@ -120,7 +120,7 @@ def test_junit_has_one_case_per_gate_and_failures_marked():
 def short_run(tmp_path: Path, url: str, out: Path, *extra: str, slo: str = ""):
     path = scenario(
         tmp_path,
-        'shape = { kind = "constant", value = 50 }\nduration = "3s"\narrivals = "uniform"',
+        'shape = { kind = "constant", value = 50 }\nduration = "2s"\narrivals = "uniform"',
         f'url = "{url}"\n{FRAUD}',
         FEATURES + slo,
         name="gated",

@@ -23,7 +23,7 @@ def run_dir(server, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("report")
     path = scenario(
         tmp,
-        'shape = { kind = "ramp", start = 50, end = 250 }\nduration = "5s"\nwarmup = "1s"',
+        'shape = { kind = "ramp", start = 50, end = 250 }\nduration = "4s"\nwarmup = "1s"',
         f'url = "{server.url}"\n{FRAUD}',
         FEATURES,
     )

@@ -142,7 +142,7 @@ def test_a_run_past_capacity_shows_saturation_and_the_knee_in_summary_and_report
 def test_a_generator_pinned_to_a_busy_core_is_flagged(tmp_path):
     path = scenario(
         tmp_path,
-        'shape = { kind = "constant", value = 100 }\nduration = "5s"',
+        'shape = { kind = "constant", value = 100 }\nduration = "3s"',
         'profile = "fraud-fp32"\nprotocol = "oip-v2"\nmodel = "fraud"\ninput_name = "features"',
         FEATURES,
         name="starved",

@@ -168,7 +168,7 @@ def most_expensive_class(steps_dir: Path, result: SearchResult) -> tuple[str | N
     return max(medians, key=medians.get), medians
 
 
-def raw_ort_rps(profile: Profile, texts: list[str], seconds: float = 2.0, batch: int = 32) -> float | None:
+def raw_ort_rps(profile: Profile, texts: list[str], seconds: float = 1.0, batch: int = 32) -> float | None:
     """Rows per second of ONNX Runtime alone on the scenario's texts, on the server's cores: the ceiling.
 
     Capacity above it would be a broken measurement; see ``reference_server.ceiling``. Imported
