@@ -12,7 +12,7 @@ The first profile is the baseline; each other is reported against it with bootst
 intervals (``bootstrap.py``) on p50/p95/p99/p99.9, throughput and server CPU-seconds per
 request, and a verdict: better, worse, or no significant difference. Given capacity results
 (``--capacity``), the capacities are compared on their search brackets. Output agreement
-(``outputs.py``) says whether the answers differ too. Writes ``compare.json`` and ``compare.md``.
+(``commands.agreement``) says whether the answers differ too. Writes ``compare.json`` and ``compare.md``.
 """
 
 from __future__ import annotations
