@@ -126,7 +126,7 @@ def test_the_cheapest_option_changes_exactly_at_instance_steps_and_where_a_price
     #   (140, 175]: small $365 = large $365, both cheapest;   (175, 210]: small $438 > $365: large;
     #   (210, 245]: small $511 < large $547.50;               (245, 315]: large $547.50 < small $584..$657;
     #   (315, 350]: small $730 = large $730;                  above 350 large stays cheaper.
-    assert crossovers([SMALL, LARGE, MANAGED], 1, 1000, peak_factor=2.0) == [
+    assert crossovers(cheapest_segments([SMALL, LARGE, MANAGED], 1, 1000, peak_factor=2.0)) == [
         Crossover(pytest.approx(146 / 5.256), ("managed",), ("small",)),
         Crossover(pytest.approx(140), ("small",), ("small", "large")),
         Crossover(pytest.approx(175), ("small", "large"), ("large",)),
@@ -145,7 +145,7 @@ def test_the_cheapest_stretches_cover_the_whole_range():
 def test_the_lowest_per_request_price_is_cheapest_at_every_rate():
     dearer = Option("dearer", Price(per_request=3e-6))
     assert cheapest_segments([dearer, MANAGED], 1, 1000) == [(1, 1000, ("managed",))]
-    assert crossovers([dearer, MANAGED], 1, 1000) == []
+    assert crossovers(cheapest_segments([dearer, MANAGED], 1, 1000)) == []
     same = Option("same", Price(per_request=2e-6))
     assert cheapest_segments([MANAGED, same], 1, 1000) == [(1, 1000, ("managed", "same"))]
 

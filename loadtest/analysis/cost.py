@@ -262,14 +262,6 @@ def cheapest_segments(
     return segments
 
 
-def crossovers(
-    options: list[Option],
-    low: float,
-    high: float,
-    peak_factor: float = 1.0,
-    target_utilisation: float = 0.7,
-    minimum: int = 2,
-) -> list[Crossover]:
-    """Every mean rate in (low, high) where the cheapest option changes, from ``cheapest_segments``."""
-    segments = cheapest_segments(options, low, high, peak_factor, target_utilisation, minimum)
-    return [Crossover(b[0], a[2], b[2]) for a, b in zip(segments, segments[1:], strict=False)]
+def crossovers(segments: list[tuple[float, float, tuple[str, ...]]]) -> list[Crossover]:
+    """Every mean rate where the cheapest options change, from ``cheapest_segments``' stretches."""
+    return [Crossover(after[0], before[2], after[2]) for before, after in zip(segments, segments[1:], strict=False)]

@@ -20,7 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from loadtest.analysis.cost import HOURS_PER_MONTH, Forecast, Option, cheapest_segments, plan
+from loadtest.analysis.cost import HOURS_PER_MONTH, Forecast, Option, cheapest_segments, crossovers, plan
 from loadtest.config.profile import Price, Profile
 from loadtest.errors import ConfigError
 
@@ -110,13 +110,8 @@ def _add_plans(record: dict, option: Option, forecast: Forecast, utilisation: fl
 
 def _crossovers(segments: list[tuple[float, float, tuple[str, ...]]], forecast: Forecast) -> list[dict]:
     return [
-        {
-            "mean_rps": after[0],
-            "growth": after[0] / forecast.mean_rps,
-            "before": list(before[2]),
-            "to": list(after[2]),
-        }
-        for before, after in zip(segments, segments[1:], strict=False)
+        {"mean_rps": c.mean_rps, "growth": c.mean_rps / forecast.mean_rps, "before": list(c.before), "to": list(c.to)}
+        for c in crossovers(segments)
     ]
 
 
