@@ -91,7 +91,7 @@ def comparison(study) -> tuple[subprocess.CompletedProcess, dict, Path]:
     out = study / "compare"
     result = loadtest(
         "compare", "minilm-int8", str(slow), str(twin), "--scenario", SCENARIO, "--rounds", "2", "--rate", "20",
-        "--duration", "4s", "--agreement", "16", "--out", str(out), timeout=300,
+        "--duration", "3s", "--agreement", "8", "--out", str(out), timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     return result, json.loads((out / "compare.json").read_text()), out
