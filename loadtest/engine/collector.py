@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 from hdrh.histogram import HdrHistogram
 
-from loadtest.engine.recorder import ALL, new_histogram
+from loadtest.engine.recorder import new_histogram
 from loadtest.results.hdr_bulk import mean_value, value_at_percentile
-from loadtest.results.summary import Counts, Percentiles
+from loadtest.results.summary import ALL, Counts, Percentiles
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 

@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtest.engine.collector import Collector, latency_stats, quick_percentiles
-from loadtest.engine.recorder import ALL, INTERVAL_METRICS, METRICS, new_histogram
+from loadtest.engine.recorder import INTERVAL_METRICS, METRICS, new_histogram
 from loadtest.messy.verdicts import summarise
 from loadtest.results.directory import HISTOGRAMS, TIMELINE_COLUMNS, histograms_document
 from loadtest.results.files import write_atomic, write_json
 from loadtest.results.summary import (
+    ALL,
     CLEAN,
     MESSY,
     MESSY_PREFIX,

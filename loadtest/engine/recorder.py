@@ -43,7 +43,6 @@ HIGHEST_US = 3_600_000_000  # one hour
 DIGITS = 3
 METRICS = ("response", "service", "server_queue", "server_compute", "overhead", "lateness")
 INTERVAL_METRICS = ("response", "service")
-ALL = "all"
 OK = ""  # the ``kind`` of a request that succeeded
 TIMEOUT = "timeout"  # the ``kind`` of a request that timed out; any other kind is an error
 CHUNK = 128  # requests absorbed between two pauses: a fraction of a millisecond of the event loop

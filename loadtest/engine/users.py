@@ -36,7 +36,7 @@ from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from loadtest.engine.collector import Collector, quick_percentiles
 from loadtest.engine.measurements import write_results
-from loadtest.engine.recorder import ALL, OK, TIMEOUT, Recorder
+from loadtest.engine.recorder import OK, TIMEOUT, Recorder
 from loadtest.engine.runconfig import RunConfig, build_messy, build_payloads, build_replay
 from loadtest.messy.kinds import CLASS_PREFIX, CORRECT, WRONG, MessyRequest
 from loadtest.messy.picks import MessyPool
@@ -44,6 +44,7 @@ from loadtest.messy.verdicts import verdict
 from loadtest.replay.schedule import Arrival, schedule
 from loadtest.results.directory import replay_target
 from loadtest.results.files import write_atomic
+from loadtest.results.summary import ALL
 from loadtest.traffic.arrivals import arrival_times, partition
 from loadtest.traffic.payloads import Payload
 from loadtest.traffic.protocols import unchecked
