@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,16 +28,24 @@ class RunningServer:
     url: str
     process: subprocess.Popen
     log_path: Path
+    _final_log: str | None = None
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def log(self) -> str:
+        """The server's output so far; after ``stop`` the whole of it, kept in memory."""
+        if self._final_log is not None:
+            return self._final_log
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM (in-flight requests finish), then SIGKILL if it has not exited by ``timeout``."""
+        """SIGTERM (in-flight requests finish), then SIGKILL if it has not exited by ``timeout``.
+
+        The temporary work directory (ready file and log) goes with the process, so a long test
+        session or a loop of runs leaves nothing behind in the temp dir.
+        """
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -44,6 +53,9 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self._final_log is None:
+            self._final_log = self.log()
+            shutil.rmtree(self.log_path.parent, ignore_errors=True)
         return self.process.returncode
 
 
@@ -66,15 +78,17 @@ def start_server(args: Sequence[str], timeout: float = 60.0, env: dict[str, str]
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     deadline = time.monotonic() + timeout
     while not ready_file.exists():
+        problem = None
         if process.poll() is not None:
-            raise ReferenceServerError(
-                f"reference server exited with {process.returncode}:\n{log_path.read_text()[-2000:]}"
-            )
-        if time.monotonic() > deadline:
+            problem = f"reference server exited with {process.returncode}"
+        elif time.monotonic() > deadline:
             process.kill()
-            raise ReferenceServerError(
-                f"reference server not ready after {timeout:.0f}s:\n{log_path.read_text()[-2000:]}"
-            )
+            process.wait()
+            problem = f"reference server not ready after {timeout:.0f}s"
+        if problem:
+            log_tail = log_path.read_text(errors="replace")[-2000:]
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise ReferenceServerError(f"{problem}:\n{log_tail}")
         time.sleep(0.05)
     return RunningServer(json.loads(ready_file.read_text())["url"], process, log_path)
 

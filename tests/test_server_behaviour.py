@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from reference_server.batcher import Batcher, BatchingConfig
+from reference_server.errors import ReferenceServerError
 from reference_server.launch import running_server, start_server
 from reference_server.models import SessionSettings, load_model
 
@@ -77,6 +79,8 @@ def test_sigterm_lets_in_flight_requests_finish(models_dir):
         ):
             assert worker.is_alive()
     assert s.stop(timeout=60) == 0
+    assert not s.log_path.parent.exists(), "stop() leaves its temporary work directory behind"
+    assert "serving minilm" in s.log()  # the log outlives the directory, for post-mortems
     worker.join()
     response = result["response"]
     assert response.status_code == 200
@@ -142,3 +146,11 @@ def test_tritonclient_works_unchanged(server, reference_embeddings, binary):
     features.set_data_from_numpy(np.full((2, 8), 2.0, np.float32), binary_data=binary)
     probabilities = client.infer("fraud", [features]).as_numpy("probabilities")
     assert probabilities.shape == (2, 2)
+
+
+def test_a_server_that_cannot_start_says_why_and_leaves_no_work_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(ReferenceServerError, match="exited with 2") as failure:
+        start_server(["--models-dir", str(tmp_path / "nowhere")])
+    assert "not built" in str(failure.value) or "nowhere" in str(failure.value)
+    assert list(tmp_path.iterdir()) == []
