@@ -90,8 +90,8 @@ def comparison(study) -> tuple[subprocess.CompletedProcess, dict, Path]:
     slow, twin = profile(tmp, "int8-slowed", "inject_delay_ms = 5"), profile(tmp, "int8-twin")
     out = study / "compare"
     result = loadtest(
-        "compare", "minilm-int8", str(slow), str(twin), "--scenario", SCENARIO, "--rounds", "2", "--rate", "20",
-        "--duration", "3s", "--agreement", "8", "--out", str(out), timeout=300,
+        "compare", "minilm-int8", str(slow), str(twin), "--scenario", SCENARIO, "--rounds", "3", "--rate", "20",
+        "--duration", "2s", "--agreement", "8", "--out", str(out), timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     return result, json.loads((out / "compare.json").read_text()), out
@@ -106,7 +106,23 @@ def test_compare_reports_a_server_slowed_by_5ms_as_worse_with_an_interval_exclud
     assert p50["verdict"] == "worse" and p50["ci_low"] > 0, p50
     assert 3.0 < p50["diff"] < 10.0, p50
     assert rows["throughput_per_s"]["verdict"] == "no significant difference"
-    assert [d.split("/")[-1] for d in data["rounds"]["minilm-int8"]] == ["1-minilm-int8", "2-minilm-int8"]
+    assert [d.split("/")[-1] for d in data["rounds"]["minilm-int8"]] == [
+        "1-minilm-int8",
+        "2-minilm-int8",
+        "3-minilm-int8",
+    ]
+    # Counterbalanced: round 1 runs A B C, round 2 C B A (round 3 A B C again).
+    started = {d: json.loads((out / d / "summary.json").read_text())["run"]["started_epoch"] for d in
+               [d for dirs in data["rounds"].values() for d in dirs]}  # fmt: skip
+    order = [d.split("/")[-1] for d in sorted(started, key=started.get)]
+    assert order[:6] == [
+        "1-minilm-int8",
+        "1-int8-slowed",
+        "1-int8-twin",
+        "2-int8-twin",
+        "2-int8-slowed",
+        "2-minilm-int8",
+    ]
     agreement = data["comparisons"][0]["agreement"]
     assert agreement["batch1"]["cosine_min"] > 0.9999  # the same model: a delay changes no answer
     assert "worse" in result.stderr and "int8-slowed" in (out / "compare.md").read_text()

@@ -5,8 +5,9 @@ Fair by construction:
 - every variant gets the identical schedule and payloads (the scenario's seed, replayed as is);
 - every variant's server is pinned by its profile, the generator to the cores left over, so a
   comparison of profiles pinned alike is a comparison of the models, not of core placement;
-- rounds are interleaved, A B A B ..., each variant's server kept running between its rounds,
-  so slow drift of the machine falls on every variant alike.
+- rounds are interleaved and counterbalanced, A B C then C B A, each variant's server kept
+  running between its rounds, so slow drift of the machine and the place in a round (the first
+  run after the servers start, the run after the slowest variant) fall on every variant alike.
 
 The first profile is the baseline; each other is reported against it with bootstrap 95%
 intervals (``bootstrap.py``) on p50/p95/p99/p99.9, throughput and server CPU-seconds per
@@ -55,8 +56,17 @@ class CompareOptions:
     out: Path | None = None
 
 
+def round_order(profiles: list[Profile], r: int) -> list[Profile]:
+    """Round ``r``'s order: as given in odd rounds, reversed in even ones (ABBA counterbalancing).
+
+    Without it the baseline always runs first, right after the servers start or after the last
+    variant, and a position effect of a few per cent reads as a difference between identical twins.
+    """
+    return profiles if r % 2 else profiles[::-1]
+
+
 def run_rounds(options: CompareOptions, profiles: list[Profile], out: Path, console: Console) -> dict[str, list[Path]]:
-    """A B A B ...: each round one run of the scenario; every server stays up, pinned, until the end."""
+    """A B C, C B A, A B C ...: each round one run of the scenario; every server stays up, pinned, until the end."""
     from loadtest.commands.run import run
     from loadtest.engine.runner import RunOptions
 
@@ -65,7 +75,7 @@ def run_rounds(options: CompareOptions, profiles: list[Profile], out: Path, cons
     with ExitStack() as running:
         servers = {p.name: running.enter_context(embedded_server(p)) for p in profiles}
         for r in range(1, options.rounds + 1):
-            for p in profiles:
+            for p in round_order(profiles, r):
                 round_dir = out / "rounds" / f"{r}-{p.name}"
                 outcome = run(
                     RunOptions(
