@@ -12,6 +12,7 @@ class ExitCode(IntEnum):
     GATE_FAILED = 1
     USAGE = 2
     RUN_FAILED = 3
+    UNTRUSTED = 4
     INTERRUPTED = 130
 
 
@@ -19,7 +20,8 @@ MEANINGS = {
     ExitCode.PASSED: "the run completed and every gate passed",
     ExitCode.GATE_FAILED: "a gate failed (threshold or baseline regression)",
     ExitCode.USAGE: "a usage or input error (scenario, profile, options, thresholds, baseline, unreachable target)",
-    ExitCode.RUN_FAILED: "the run itself failed",
+    ExitCode.RUN_FAILED: "the run itself failed (the target stopped answering, a load-generator worker was lost)",
+    ExitCode.UNTRUSTED: "--strict: the run is not trustworthy (its load generator was late, starved or lost)",
     ExitCode.INTERRUPTED: "interrupted (the results directory still holds what was measured; gates are not checked)",
 }
 
@@ -29,11 +31,14 @@ def exit_code_table() -> str:
     return "exit codes:\n" + "\n".join(f"  {code.value:<4} {meaning}" for code, meaning in MEANINGS.items())
 
 
-def outcome_code(interrupted: bool, gates_failed: bool) -> ExitCode:
-    """A finished run's code: an interruption wins (its gates were not checked), then a failed gate."""
+def outcome_code(interrupted: bool, gates_failed: bool, *, untrusted: bool = False) -> ExitCode:
+    """A finished run's code: an interruption wins (its gates were not checked), then a failed gate,
+    then (``untrusted``: the run is not trustworthy and ``--strict`` was given) an untrusted run."""
     if interrupted:
         return ExitCode.INTERRUPTED
-    return ExitCode.GATE_FAILED if gates_failed else ExitCode.PASSED
+    if gates_failed:
+        return ExitCode.GATE_FAILED
+    return ExitCode.UNTRUSTED if untrusted else ExitCode.PASSED
 
 
 class LoadTestError(Exception):
@@ -67,3 +72,7 @@ class RunError(LoadTestError):
 
 class ServerStartError(RunError):
     """The embedded reference server did not start; the message is one line, the server's log has the rest."""
+
+
+class MetricsUnavailable(LoadTestError):
+    """A target's Prometheus ``/metrics`` could not be read or parsed; readers fall back, never fail the run."""

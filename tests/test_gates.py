@@ -8,7 +8,10 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
+from rich.console import Console
 
+from loadtest.config.gate_options import GateOptions
+from loadtest.errors import ExitCode, outcome_code
 from loadtest.gates.thresholds import (
     GateError,
     check_regressions,
@@ -18,6 +21,7 @@ from loadtest.gates.thresholds import (
     parse_regression,
     parse_threshold,
 )
+from loadtest.gates.verdict import apply, prepare
 from loadtest.results.summary import Summary
 from reference_server.launch import running_server
 from tests.helpers import FEATURES, FRAUD, loadtest, scenario
@@ -112,6 +116,41 @@ def test_junit_has_one_case_per_gate_and_failures_marked():
     assert [c.get("name") for c in cases] == ["p99 < 250ms", "p99 < 1ms"]
     assert cases[0].find("failure") is None and cases[1].find("failure") is not None
     assert root.find("testsuite").get("failures") == "1"
+
+
+def untrusted_summary(tmp_path: Path) -> Summary:
+    reason = {"rule": "lateness", "message": "the load generator sent late", "seconds": [3.0]}
+    data = {**summary().as_dict(), "trust": {"trustworthy": False, "reasons": [reason], "rules": "..."}}
+    return Summary.from_dict(data)
+
+
+def test_an_untrusted_runs_latency_gates_are_neither_passed_nor_failed(tmp_path):
+    gates = prepare(GateOptions(thresholds=("p99 < 250ms", "p99 < 1ms", "error_rate < 0.1%")))
+    verdict = apply(gates, tmp_path, untrusted_summary(tmp_path), Console(quiet=True))
+    assert [r.verdict for r in verdict.results] == ["untrusted", "untrusted", "fail"]
+    assert verdict.results[1].passed is None and "not judged, the run is not trustworthy" in verdict.results[1].message
+    assert not verdict.passed and verdict.untrusted  # the error-rate gate still counts
+    only_latency = apply(prepare(GateOptions(thresholds=("p99 < 1ms",))), tmp_path, untrusted_summary(tmp_path),
+                         Console(quiet=True))  # fmt: skip
+    assert only_latency.passed and only_latency.untrusted  # not a failure unless --strict
+    saved = json.loads((tmp_path / "gates.json").read_text())
+    assert saved["results"][0]["status"] == "untrusted" and saved["results"][0]["passed"] is None
+
+
+def test_junit_skips_untrusted_gates_and_strict_fails_them(tmp_path):
+    results = list(apply(prepare(GateOptions(thresholds=("p99 < 1ms",))), tmp_path, untrusted_summary(tmp_path),
+                         Console(quiet=True)).results)  # fmt: skip
+    lenient = ET.fromstring(junit_xml(results, "steady")).find("./testsuite")
+    assert lenient.get("failures") == "0" and lenient.get("skipped") == "1"
+    assert lenient.find("testcase/skipped") is not None
+    strict = ET.fromstring(junit_xml(results, "steady", strict=True)).find("./testsuite")
+    assert strict.get("failures") == "1" and strict.find("testcase/failure").get("type") == "Untrusted"
+
+
+def test_the_exit_code_of_an_untrusted_run_is_4_only_with_strict():
+    assert outcome_code(False, False, untrusted=True) == ExitCode.UNTRUSTED == 4
+    assert outcome_code(False, True, untrusted=True) == ExitCode.GATE_FAILED  # a judged gate failed: that first
+    assert outcome_code(True, False, untrusted=True) == ExitCode.INTERRUPTED
 
 
 # -- through the command line, on real runs ------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Complete a measured run from its own files: saturation, generator trust, sample sufficiency, replay fidelity.
+"""Complete a measured run from its own files: saturation, the trust verdict, sample sufficiency, replay fidelity.
 
 Runs after Locust has written the results directory, in the process that started the run, and
 again on ``loadtest report DIR`` (with the current rules). It reads ``timeline.csv``,
@@ -13,20 +13,21 @@ from pathlib import Path
 
 from loadtest.analysis.fidelity import fidelity
 from loadtest.analysis.saturation import analyse, sufficiency
+from loadtest.analysis.trust import Evidence, generator_peak, judge
 from loadtest.results.directory import read_replay, read_table
 from loadtest.results.files import read_json, write_atomic, write_json
-from loadtest.results.summary import MESSY_PREFIX, SampleCheck, Summary
+from loadtest.results.summary import MESSY_PREFIX, SampleCheck, Saturation, Summary, Trust
 
 
 def analyse_run(out_dir: Path, summary: Summary) -> Summary:
     timeline = read_table(out_dir / "timeline.csv")
     resources_meta = _aligned_resources(out_dir, summary)
     resources = read_table(out_dir / "resources.csv")
-    saturation = summary.saturation
+    saturation, trust = summary.saturation, summary.trust
     if timeline is not None and len(timeline):
-        saturation = analyse(
-            timeline, resources, summary.warmup_s, generator_cores=resources_meta.get("generator_cores")
-        )
+        saturation = analyse(timeline, resources, summary.warmup_s)
+        trust = judge(timeline, resources, _evidence(summary, resources_meta))
+        saturation = _with_trust(saturation, trust, generator_peak(resources, summary.warmup_s))
     # Messy kinds are a few requests each: their percentiles are shown, not claimed (the messy total is).
     counts = {
         cls: stats.count
@@ -37,9 +38,33 @@ def analyse_run(out_dir: Path, summary: Summary) -> Summary:
     return replace(
         summary,
         saturation=saturation,
+        trust=trust,
         resources=resources_meta,
         sample_sufficiency=tuple(SampleCheck.from_dict(row) for row in sufficiency(counts)),
         replay=replay_summary(replayed, timeline, summary) if replayed is not None else summary.replay,
+    )
+
+
+def _evidence(summary: Summary, resources_meta: dict) -> Evidence:
+    lateness, response = summary.percentiles("lateness"), summary.percentiles("response")
+    return Evidence(
+        warmup_s=summary.warmup_s,
+        lateness_p99_ms=lateness.p99 if lateness else None,
+        response_p99_ms=response.p99 if response else None,
+        dropped=summary.accounting.total.dropped,
+        lost_workers=getattr(summary.run, "lost_workers", ()) or (),
+        generator_cores=resources_meta.get("generator_cores"),
+    )
+
+
+def _with_trust(saturation: Saturation, trust: Trust, peak: float | None) -> Saturation:
+    """The saturation block's generator fields and lines, from the trust verdict (one place decides trust)."""
+    return replace(
+        saturation,
+        generator_peak_util=peak,
+        generator_overloaded_seconds=trust.seconds("generator_busy", "starved_core"),
+        trustworthy=trust.trustworthy,
+        lines=[*saturation.lines, *trust.lines],
     )
 
 

@@ -9,10 +9,8 @@ Pure analysis over two per-second tables of a results directory: the latency tim
   per-second p99) stays above ``knee_factor`` (3) times its early level (the median over the
   first quarter of the measured seconds), or the achieved rate
   stays below 95% of the target by more than Poisson noise explains, for ``hold`` seconds.
-- **Generator overload**: measured seconds in which the load generator used more than 85% of its cores,
-  or in which its cores were more than 95% busy with anything (a starved generator uses little
-  CPU itself, because it does not get any). Then its own queueing is in the latencies: the
-  results are flagged as not trustworthy.
+- Whether the load generator kept up (its lateness, its cores, lost workers, client drops) is the
+  trust verdict's (``analysis.trust``); ``run_analysis`` puts it beside these figures.
 - **Sample sufficiency**: a percentile claim needs enough samples above it to mean anything.
   With n samples, the chance that none lands above the true q-quantile is q**n; MLPerf's early
   stopping asks for about 662 samples for a p99 claim, which is that chance at 0.13%. The same
@@ -25,9 +23,6 @@ import pandas as pd
 
 from loadtest.analysis.sample_size import samples_needed
 from loadtest.results.summary import Saturation
-
-GENERATOR_LIMIT = 0.85
-CORES_BUSY_LIMIT = 95.0  # per cent busy, averaged over the generator's cores
 
 
 def sufficiency(counts: dict[str, int], percentiles=(50.0, 90.0, 95.0, 99.0, 99.9)) -> list[dict]:
@@ -56,26 +51,19 @@ def analyse(
     busy: float = 0.90,
     knee_factor: float = 3.0,
     hold: int = 2,
-    generator_cores: list[int] | None = None,
 ) -> Saturation:
-    """Where the server saturated, where latency bent, and whether the generator kept up, with the lines to read."""
-    server_at = gpu_at = server_peak = generator_peak = None
-    overloaded: list[float] = []
+    """Where the server saturated and where latency bent, with the lines to read.
+
+    The generator's fields (peak, overloaded seconds, trustworthy) are the trust verdict's:
+    ``run_analysis`` fills them in from ``analysis.trust``; here they say nothing is known against it.
+    """
+    server_at = gpu_at = server_peak = None
     if resources is not None and len(resources):
         r = resources.sort_values("second")
         server_at, server_peak, gpu_at = _server_onsets(r, busy, hold)
-        generator_peak, overloaded = _generator_overload(r, warmup, generator_cores)
     knee_at, knee_reason = _knee(timeline, warmup, knee_factor, hold)
     lines = _server_lines(server_at, server_peak, gpu_at, knee_at, knee_reason, busy)
-    if overloaded:
-        lines.append(
-            f"RESULTS NOT TRUSTWORTHY: for {len(overloaded)} s the load generator used over "
-            f"{GENERATOR_LIMIT:.0%} of its cores, or they were over {CORES_BUSY_LIMIT:.0f}% busy "
-            f"(its peak: {generator_peak or 0:.0%}); its own queueing is in the latencies"
-        )
-    return Saturation(
-        server_at, server_peak, gpu_at, knee_at, knee_reason, generator_peak, overloaded, not overloaded, lines
-    )
+    return Saturation(server_at, server_peak, gpu_at, knee_at, knee_reason, None, [], True, lines)
 
 
 def _server_onsets(r: pd.DataFrame, busy: float, hold: int) -> tuple[float | None, float | None, float | None]:
@@ -89,26 +77,6 @@ def _server_onsets(r: pd.DataFrame, busy: float, hold: int) -> tuple[float | Non
     if gpu_columns:
         gpu_at = _first_held((r[gpu_columns] >= busy * 100).any(axis=1), seconds, hold)
     return server_at, server_peak, gpu_at
-
-
-def _generator_overload(
-    r: pd.DataFrame, warmup: float, generator_cores: list[int] | None
-) -> tuple[float | None, list[float]]:
-    """The generator's peak share of its cores, and the measured seconds in which it was overloaded or starved.
-
-    The generator is judged over the measured seconds only: its start-up (imports, spawning users)
-    and the warm-up are busy by nature and are not in the figures.
-    """
-    m = r[r["second"] >= warmup]
-    generator_peak = None
-    starved = pd.Series(False, index=m.index)
-    busy_columns = [f"core{i}_busy_pct" for i in generator_cores or [] if f"core{i}_busy_pct" in m.columns]
-    if busy_columns:
-        starved = m[busy_columns].mean(axis=1) > CORES_BUSY_LIMIT
-    if m["generator_cpu_util"].notna().any():
-        generator_peak = float(m["generator_cpu_util"].max())
-        starved |= m["generator_cpu_util"] > GENERATOR_LIMIT
-    return generator_peak, [float(s) for s in m["second"].round()[starved]]
 
 
 def _knee(timeline: pd.DataFrame, warmup: float, knee_factor: float, hold: int) -> tuple[float | None, str]:

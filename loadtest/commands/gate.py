@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from loadtest.commands.options import add_gate_options, gate_options
-from loadtest.errors import ExitCode
+from loadtest.errors import ExitCode, outcome_code
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,4 +37,5 @@ def handle(args: argparse.Namespace, console: Console) -> int:
         return ExitCode.USAGE
     verdict = apply(gates, args.results, summary, console)
     write_summary(args.results, replace(summary, gates=verdict))
-    return ExitCode.PASSED if verdict.passed else ExitCode.GATE_FAILED
+    untrusted = summary.trust is not None and not summary.trust.trustworthy
+    return outcome_code(False, not verdict.passed, untrusted=gates.strict and untrusted)

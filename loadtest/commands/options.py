@@ -93,7 +93,7 @@ def add_allow_remote(parser: argparse.ArgumentParser) -> None:
 
 
 def add_gate_options(parser: argparse.ArgumentParser) -> None:
-    """``--threshold``, ``--baseline``, ``--max-regression`` and ``--junit``: what run, replay and gate check."""
+    """The gate options that run, replay and gate share: thresholds, baseline and regressions, JUnit, --strict."""
     parser.add_argument(
         "--threshold",
         action="append",
@@ -111,6 +111,12 @@ def add_gate_options(parser: argparse.ArgumentParser) -> None:
         help="allowed change against --baseline, like p99=+10%% or throughput=-5%% (repeatable; default p99=+10%%)",
     )
     parser.add_argument("--junit", type=Path, help="write one JUnit test case per gate to this file")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="a run that is not trustworthy (its generator late, starved or lost) fails with exit 4, "
+        "instead of leaving its latency gates unjudged",
+    )
 
 
 def gate_options(args: argparse.Namespace) -> GateOptions:
@@ -120,4 +126,5 @@ def gate_options(args: argparse.Namespace) -> GateOptions:
         baseline=args.baseline,
         max_regression=tuple(args.max_regression),
         junit=args.junit,
+        strict=args.strict,
     )

@@ -27,7 +27,7 @@ from loadtest.commands.options import (
     run_fields,
 )
 from loadtest.config.gate_options import GateOptions
-from loadtest.errors import ConfigError, ExitCode, outcome_code
+from loadtest.errors import ConfigError, ExitCode
 from loadtest.replay.readers import detect_format, read_capture
 from loadtest.results.directory import results_root, run_dir_name
 from loadtest.results.files import write_atomic, write_json
@@ -380,7 +380,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
     outcome = replay(options, console)
     if outcome is None:  # --profile-only: nothing was sent, nothing gated
         return ExitCode.PASSED
-    return outcome_code(outcome.interrupted, outcome.gates_failed)
+    return outcome.exit_code(options.gates.strict)
 
 
 def replay_spec(args: argparse.Namespace) -> ReplaySpec:

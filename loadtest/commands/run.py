@@ -24,7 +24,7 @@ from loadtest.commands.options import (
     share,
 )
 from loadtest.config.gate_options import GateOptions
-from loadtest.errors import outcome_code
+from loadtest.errors import ExitCode, outcome_code
 
 # The engine, analysis and reports (psutil, numpy, pandas) are imported when a run starts: ``loadtest --help``
 # loads none of them.
@@ -40,6 +40,11 @@ class RunOutcome:
     summary: Summary | None  # None when nothing ran (--print-locust-command)
     interrupted: bool
     gates_failed: bool = False
+    untrusted: bool = False  # the trust verdict says its latencies are partly the generator's own
+
+    def exit_code(self, strict: bool = False) -> ExitCode:
+        """The command's exit code; ``strict`` (``--strict``) makes an untrusted run a failure of its own."""
+        return outcome_code(self.interrupted, self.gates_failed, untrusted=strict and self.untrusted)
 
 
 def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
@@ -77,7 +82,10 @@ def conclude(options: RunOptions, out_dir: Path, gates: Gates, interrupted: bool
         _report(out_dir, console)
     console.print(f"results: {out_dir}")
     failed = summary.gates is not None and not summary.gates.passed
-    return RunOutcome(out_dir, summary, interrupted, failed)
+    untrusted = summary.trust is not None and not summary.trust.trustworthy
+    if untrusted and options.gates.strict and not interrupted:
+        console.print("[red bold]--strict: the run is not trustworthy[/] (the reasons above); exit 4")
+    return RunOutcome(out_dir, summary, interrupted, failed, untrusted)
 
 
 def _load_what_follows(report: bool) -> None:
@@ -171,4 +179,4 @@ def handle(args: argparse.Namespace, console: Console) -> int:
         messy_baseline=args.messy_baseline,
     )
     outcome = run(options, console)
-    return outcome_code(outcome.interrupted, outcome.gates_failed)
+    return outcome.exit_code(options.gates.strict)

@@ -16,3 +16,4 @@ class GateOptions:
     baseline: Path | None = None  # an earlier results directory to compare with
     max_regression: tuple[str, ...] = ()  # e.g. "p99=+10%"
     junit: Path | None = None  # where to write the verdict as JUnit XML
+    strict: bool = False  # a run that is not trustworthy fails with its own exit code (4)

@@ -2,9 +2,9 @@
 
 The collector's histograms and counts become the measured ``Summary`` (accounting, throughput,
 percentiles per metric and class), the per-second ``timeline.csv``, the interval logs
-(``response.hlog``, ``service.hlog``) and ``histograms.json``. Analysis and gates complete the
-summary later, in the process that started the run (``engine.runner``); this first summary is
-what an interrupted or killed parent still leaves behind.
+(``response.hlog``, ``service.hlog``, ``lateness.hlog``, ``server_queue.hlog``) and ``histograms.json``.
+Analysis and gates complete the summary later, in the process that started the run
+(``engine.runner``); this first summary is what an interrupted or killed parent still leaves behind.
 """
 
 from __future__ import annotations

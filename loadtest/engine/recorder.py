@@ -42,7 +42,9 @@ LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
 DIGITS = 3
 METRICS = ("response", "service", "server_queue", "server_compute", "overhead", "lateness")
-INTERVAL_METRICS = ("response", "service")
+# Per second as well (the timeline and the interval logs): what a user saw, what the server took, how late
+# the generator sent (the trust verdict's evidence) and how long requests queued in the server (saturation's).
+INTERVAL_METRICS = ("response", "service", "lateness", "server_queue")
 OK = ""  # the ``kind`` of a request that succeeded
 TIMEOUT = "timeout"  # the ``kind`` of a request that timed out; any other kind is an error
 CHUNK = 128  # requests absorbed between two pauses: a fraction of a millisecond of the event loop
@@ -193,6 +195,16 @@ class Recorder:
             if count:
                 self._counts[self._codes.names[code]][outcome] += count
 
+    def _interval(
+        self, metric: str, seconds: np.ndarray, mask: np.ndarray, classes: np.ndarray, values: np.ndarray
+    ) -> None:
+        """Add the masked values to their second's histogram of ``metric``, per class."""
+        for second in np.unique(seconds[mask]).tolist():
+            in_second = mask & (seconds == second)
+            for code in np.unique(classes[in_second]).tolist():
+                pick = in_second & (classes == code)
+                self._intervals[second][(metric, self._codes.names[code])].append(_micros(values[pick]))
+
     def _record(self, metric: str, classes: np.ndarray, seconds: np.ndarray) -> None:
         values = _micros(seconds)
         clamped = int(np.count_nonzero(values == HIGHEST_US))
@@ -243,7 +255,9 @@ class Recorder:
     def _absorb_sent(self, c: dict) -> None:
         intended, actual = c["intended"], c["actual"]
         self._tally(self._seconds(actual), "sent")
-        late = (intended != actual) & (intended - self.start >= self.warmup)  # closed load is on time by definition
+        late = intended != actual  # closed load is on time by definition
+        self._interval("lateness", self._seconds(actual), late, c["cls"], actual - intended)
+        late &= intended - self.start >= self.warmup
         if late.any():
             self._record("lateness", c["cls"][late], (actual - intended)[late])
 
@@ -265,13 +279,9 @@ class Recorder:
             if measured[at]:
                 self._counts[cls][outcome if kind == TIMEOUT else "error:" + kind] += 1
         # Interval logs: every success, warm-up included, by the second it completed in.
-        for second in np.unique(seconds[ok]).tolist():
-            in_second = ok & (seconds == second)
-            for code in np.unique(classes[in_second]).tolist():
-                pick, cls = in_second & (classes == code), self._codes.names[code]
-                interval = self._intervals[second]
-                interval[("response", cls)].append(_micros(response[pick]))
-                interval[("service", cls)].append(_micros(service[pick]))
+        self._interval("response", seconds, ok, classes, response)
+        self._interval("service", seconds, ok, classes, service)
+        self._interval("server_queue", seconds, ok & ~np.isnan(c["queue"]), classes, c["queue"])
         good = ok & measured
         if not good.any():
             return

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 
 from loadtest.errors import ExitCode, LoadTestError
-from loadtest.results.summary import ALL, CLEAN, GateResult, Summary
+from loadtest.results.summary import ALL, CLEAN, FAIL, PASS, UNTRUSTED, GateResult, Summary
 
 LATENCY_STATS = ("p50", "p90", "p95", "p99", "p99.9", "mean", "max", "min")
 LATENCY_METRICS = ("response", "service", "server_queue", "server_compute", "overhead", "lateness")
@@ -164,12 +164,18 @@ def check_thresholds(summary: Summary, thresholds: list[Threshold]) -> list[Gate
         actual = figure(summary, t.stat, t.cls, t.metric)
         limit = f"{t.op} {_shown(t.stat, t.limit)}"
         if actual is None or math.isnan(actual):
-            results.append(GateResult(t.text, False, None, limit, f"the run has no {t.stat} for class {t.cls!r}"))
+            message = f"the run has no {t.stat} for class {t.cls!r}"
+            results.append(GateResult(t.text, False, None, limit, message, FAIL))
             continue
         passed = OPERATORS[t.op](actual, t.limit)
         results.append(
             GateResult(
-                t.text, passed, actual, limit, f"{_shown(t.stat, actual)} {limit}: " + ("pass" if passed else "FAIL")
+                t.text,
+                passed,
+                actual,
+                limit,
+                f"{_shown(t.stat, actual)} {limit}: " + ("pass" if passed else "FAIL"),
+                PASS if passed else FAIL,
             )
         )
     return results
@@ -190,6 +196,7 @@ def check_regressions(summary: Summary, baseline: Summary, limits: list[Regressi
                     allowed,
                     f"cannot compare {limit.stat}: "
                     f"{_shown(limit.stat, before)} in the baseline, {_shown(limit.stat, now)} now",
+                    FAIL,
                 )
             )
             continue
@@ -198,21 +205,32 @@ def check_regressions(summary: Summary, baseline: Summary, limits: list[Regressi
         message = f"{_shown(limit.stat, before)} -> {_shown(limit.stat, now)} ({change:+.1%}, allowed {allowed}): " + (
             "pass" if passed else "FAIL"
         )
-        results.append(GateResult(name, passed, now, allowed, message))
+        results.append(GateResult(name, passed, now, allowed, message, PASS if passed else FAIL))
     return results
 
 
-def junit_xml(results: list[GateResult], suite: str) -> str:
-    """One JUnit test case per gate, so CI systems show each gate as a test that passed or failed."""
+def junit_xml(results: list[GateResult], suite: str, strict: bool = False) -> str:
+    """One JUnit test case per gate, so CI systems show each gate as a test that passed or failed.
+
+    A gate not judged because the run is not trustworthy is a skipped case, or with ``strict`` a
+    failure of its own type (``Untrusted``), never a pass.
+    """
     from xml.etree import ElementTree as ET
 
-    failures = sum(not r.passed for r in results)
-    root = ET.Element("testsuites", name="loadtest", tests=str(len(results)), failures=str(failures))
-    node = ET.SubElement(root, "testsuite", name=suite, tests=str(len(results)), failures=str(failures))
+    def failed(r: GateResult) -> bool:
+        return r.verdict == FAIL or (strict and r.verdict == UNTRUSTED)
+
+    failures = str(sum(map(failed, results)))
+    skipped = str(sum(r.verdict == UNTRUSTED and not strict for r in results))
+    root = ET.Element("testsuites", name="loadtest", tests=str(len(results)), failures=failures)
+    node = ET.SubElement(root, "testsuite", name=suite, tests=str(len(results)), failures=failures, skipped=skipped)
     for result in results:
         case = ET.SubElement(node, "testcase", classname=f"loadtest.{suite}", name=result.name)
-        if not result.passed:
-            ET.SubElement(case, "failure", message=result.message, type="GateFailed").text = result.message
+        if failed(result):
+            kind = "Untrusted" if result.verdict == UNTRUSTED else "GateFailed"
+            ET.SubElement(case, "failure", message=result.message, type=kind).text = result.message
+        elif result.verdict == UNTRUSTED:
+            ET.SubElement(case, "skipped", message=result.message)
         else:
             ET.SubElement(case, "system-out").text = result.message
     ET.indent(root)

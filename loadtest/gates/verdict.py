@@ -6,7 +6,7 @@ baseline costs one clear message and exit 2, not a wasted run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -15,6 +15,7 @@ from rich.table import Table
 from loadtest.config.gate_options import GateOptions
 from loadtest.errors import ConfigError
 from loadtest.gates.thresholds import (
+    LATENCY_STATS,
     GateError,
     check_regressions,
     check_thresholds,
@@ -23,7 +24,7 @@ from loadtest.gates.thresholds import (
     parse_threshold,
 )
 from loadtest.results.files import write_atomic, write_json
-from loadtest.results.summary import GateResult, GateResults, Summary, read_summary
+from loadtest.results.summary import FAIL, PASS, UNTRUSTED, GateResult, GateResults, Summary, read_summary
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Gates:
     baseline: Summary | None
     baseline_dir: Path | None
     junit: Path | None
+    strict: bool = False  # an untrusted run's latency gates fail (exit 4) instead of going unjudged
 
     @property
     def empty(self) -> bool:
@@ -63,7 +65,7 @@ def prepare(options: GateOptions, scenario_thresholds: tuple[str, ...] = (), sce
     baseline = read_summary(options.baseline) if options.baseline is not None else None
     if baseline is not None and not regressions:
         regressions = [parse_regression("p99=+10%")]  # a baseline alone: the usual guard
-    return Gates(tuple(thresholds), tuple(regressions), baseline, options.baseline, options.junit)
+    return Gates(tuple(thresholds), tuple(regressions), baseline, options.baseline, options.junit, options.strict)
 
 
 def apply(gates: Gates, out_dir: Path, summary: Summary, console: Console) -> GateResults:
@@ -72,19 +74,36 @@ def apply(gates: Gates, out_dir: Path, summary: Summary, console: Console) -> Ga
     The verdict goes into the summary too; the caller writes that, once, with everything else.
     """
     results = check_thresholds(summary, list(gates.thresholds))
+    latency = [t.stat in LATENCY_STATS for t in gates.thresholds]
     if gates.baseline is not None:
         results += check_regressions(summary, gates.baseline, list(gates.regressions))
+        latency += [limit.stat in LATENCY_STATS for limit in gates.regressions]
+    if summary.trust is not None and not summary.trust.trustworthy:
+        results = [untrusted(r) if on_latency else r for r, on_latency in zip(results, latency, strict=True)]
     verdict = GateResults(
-        passed=all(r.passed for r in results),
+        passed=all(r.passed for r in results if r.verdict != UNTRUSTED),
         baseline=str(gates.baseline_dir) if gates.baseline_dir else None,
         results=tuple(results),
     )
     write_json(out_dir / "gates.json", verdict.as_dict())
     if gates.junit is not None:
         gates.junit.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(gates.junit, junit_xml(results, summary.name))
+        write_atomic(gates.junit, junit_xml(results, summary.name, gates.strict))
     console.print(gate_table(results))
+    if verdict.untrusted:
+        console.print(
+            "[yellow]latency gates not judged: the run is not trustworthy (see above); "
+            + ("--strict makes that a failure (exit 4)" if gates.strict else "--strict would make that a failure")
+            + "[/]"
+        )
     return verdict
+
+
+def untrusted(result: GateResult) -> GateResult:
+    """A latency gate of a run whose latencies are partly the generator's own: neither passed nor failed."""
+    measured = result.message.removesuffix(": pass").removesuffix(": FAIL")
+    message = f"{measured}: not judged, the run is not trustworthy"
+    return replace(result, passed=None, message=message, status=UNTRUSTED)
 
 
 def gate_table(results: list[GateResult]) -> Table:
@@ -92,6 +111,7 @@ def gate_table(results: list[GateResult]) -> Table:
     table.add_column("gate")
     table.add_column("result")
     table.add_column("detail")
+    shown = {PASS: "[green]pass[/]", FAIL: "[red bold]FAIL[/]", UNTRUSTED: "[yellow bold]UNTRUSTED[/]"}
     for r in results:
-        table.add_row(r.name, "[green]pass[/]" if r.passed else "[red bold]FAIL[/]", r.message)
+        table.add_row(r.name, shown[r.verdict], r.message)
     return table

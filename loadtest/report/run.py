@@ -25,7 +25,17 @@ from loadtest.report.kit import COLOURS, PAGE, figure, html_sections, md_section
 from loadtest.results.directory import read_histograms, read_table
 from loadtest.results.files import write_atomic
 from loadtest.results.hdr_bulk import value_at_percentile
-from loadtest.results.summary import ALL, MESSY_PREFIX, Summary, read_summary
+from loadtest.results.summary import (
+    ALL,
+    FAIL,
+    MESSY_PREFIX,
+    PASS,
+    UNTRUSTED,
+    GateResults,
+    Summary,
+    read_summary,
+    seconds_text,
+)
 
 NINES = (0.0, 50.0, 90.0, 99.0, 99.9, 99.99, 99.999)
 
@@ -75,7 +85,8 @@ def interval_percentiles(directory: Path, start_epoch: float) -> pd.DataFrame:
 
 
 def _mark_onsets(ax, summary: Summary) -> None:
-    """Vertical lines where the server saturated and where latency bent, as the analysis found them."""
+    """Vertical lines where the server saturated and where latency bent, as the analysis found them, and
+    the seconds the trust verdict holds against the load generator, shaded."""
     saturation = summary.saturation
     if saturation is None:
         return
@@ -85,6 +96,9 @@ def _mark_onsets(ax, summary: Summary) -> None:
     ):
         if at is not None:
             ax.axvline(at, color=colour, linestyle=":", linewidth=1.5, label=label)
+    untrusted = summary.trust.seconds() if summary.trust is not None else []
+    for i, second in enumerate(untrusted):  # the seconds the trust verdict holds against the generator
+        ax.axvspan(second, second + 1, color="#f0a000", alpha=0.2, label="not trustworthy" if i == 0 else None)
 
 
 def plot_percentiles_over_time(r: Results) -> str:
@@ -271,12 +285,27 @@ def _sections(r: Results) -> dict[str, tuple[list[str], list[list[str]]]]:
         from loadtest.report.messy import messy_tables
 
         tables.update(messy_tables(s))
+    if s.trust is not None and s.trust.reasons:
+        tables["Trust: why these results are not trustworthy"] = (
+            ["rule", "what", "seconds"],
+            [[r.rule, r.message, seconds_text(r.seconds).strip(" ()") or "the whole run"] for r in s.trust.reasons],
+        )
     if s.gates:
+        shown = {PASS: "pass", FAIL: "FAIL", UNTRUSTED: "UNTRUSTED"}
         tables["Gates"] = (
             ["gate", "result", "detail"],
-            [[g.name, "pass" if g.passed else "FAIL", g.message] for g in s.gates.results],
+            [[g.name, shown[g.verdict], g.message] for g in s.gates.results],
         )
     return tables
+
+
+def gate_headline(gates: GateResults) -> str:
+    """``gates: all passed``, ``gates: FAILED``, and how many latency gates an untrusted run left unjudged."""
+    line = "gates: " + ("all passed" if gates.passed else "FAILED")
+    unjudged = sum(r.verdict == UNTRUSTED for r in gates.results)
+    if unjudged:
+        line += f"; {unjudged} latency gate(s) not judged: the run is not trustworthy"
+    return line
 
 
 def replay_tables(replay: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
@@ -337,8 +366,11 @@ def _headline(s: Summary) -> list[str]:
 
         lines += messy_lines(s)
     if s.gates:
-        lines.append("gates: " + ("all passed" if s.gates.passed else "FAILED"))
-    return lines + (s.saturation.lines if s.saturation is not None else [])
+        lines.append(gate_headline(s.gates))
+    lines += s.saturation.lines if s.saturation is not None else []
+    if s.trust is not None and s.trust.trustworthy:
+        lines.append(f"trustworthy: the load generator kept up (checked: {s.trust.rules})")
+    return lines
 
 
 def build_markdown(r: Results) -> str:

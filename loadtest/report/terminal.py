@@ -55,6 +55,8 @@ def print_summary(summary: Summary, console: Console) -> None:
     console.print(accounting_line(summary))
     for line in summary.saturation.lines if summary.saturation is not None else []:
         console.print(f"[red bold]{line}[/]" if line.startswith("RESULTS NOT") else line, highlight=False)
+    if summary.trust is not None and summary.trust.trustworthy:
+        console.print("trustworthy: the load generator kept up", highlight=False)
     if summary.replay is not None:
         for line in fidelity_lines(summary.replay):
             console.print(line, highlight=False)

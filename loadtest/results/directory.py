@@ -1,7 +1,8 @@
 """One directory per run, and how to find and read its files.
 
 The directory is enough to rebuild every figure later: ``summary.json`` holds the merged
-percentiles and the accounting (``results.summary``); ``response.hlog`` and ``service.hlog`` hold
+percentiles and the accounting (``results.summary``); the interval logs (``response.hlog``, ``service.hlog``,
+``lateness.hlog``, ``server_queue.hlog``) hold
 one histogram per second per request class, in HdrHistogram's own log format (v1.3,
 ``Tag=<class>``; the untagged lines are all classes together; values in microseconds), so its
 standard tools read them; ``histograms.json`` holds the whole run's histogram of each metric and
@@ -37,6 +38,10 @@ TIMELINE_COLUMNS = (
     "response_max_ms",
     "service_p50_ms",
     "service_p99_ms",
+    "lateness_p50_ms",
+    "lateness_p99_ms",
+    "server_queue_p50_ms",
+    "server_queue_p99_ms",
 )
 
 

@@ -155,6 +155,65 @@ class Saturation:
 
 
 @dataclass(frozen=True)
+class TrustReason:
+    """One broken rule of the trust verdict: its name, what a person reads, and the run's seconds it covers."""
+
+    rule: str  # lateness | generator_busy | starved_core | lost_worker | client_drops
+    message: str
+    seconds: tuple[float, ...] = ()
+
+    @property
+    def line(self) -> str:
+        """What the terminal and the reports print for it."""
+        return f"RESULTS NOT TRUSTWORTHY: {self.message}{seconds_text(self.seconds)}"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrustReason:
+        return cls(d["rule"], d["message"], tuple(d.get("seconds", ())))
+
+    def as_dict(self) -> dict:
+        return {"rule": self.rule, "message": self.message, "seconds": list(self.seconds)}
+
+
+@dataclass(frozen=True)
+class Trust:
+    """Whether the latencies are the server's (see ``analysis.trust``): trustworthy when no rule broke."""
+
+    trustworthy: bool
+    reasons: tuple[TrustReason, ...] = ()
+    rules: str = ""  # the rules as text, so a reader can check the verdict
+
+    @property
+    def lines(self) -> list[str]:
+        return [reason.line for reason in self.reasons]
+
+    def seconds(self, *rules: str) -> list[float]:
+        """The seconds covered by these rules (all rules if none given), sorted, once each."""
+        return sorted({s for r in self.reasons if not rules or r.rule in rules for s in r.seconds})
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Trust:
+        reasons = tuple(TrustReason.from_dict(r) for r in d.get("reasons", ()))
+        return cls(bool(d["trustworthy"]), reasons, d.get("rules", ""))
+
+    def as_dict(self) -> dict:
+        return {"trustworthy": self.trustworthy, "reasons": [r.as_dict() for r in self.reasons], "rules": self.rules}
+
+
+def seconds_text(seconds: tuple[float, ...] | list[float]) -> str:
+    """`` (seconds 3-5, 9)``: runs of consecutive whole seconds folded, for a line a person reads."""
+    whole = sorted({int(s) for s in seconds})
+    if not whole:
+        return ""
+    spans, start = [], whole[0]
+    for previous, current in zip(whole, [*whole[1:], None], strict=True):
+        if current != previous + 1:
+            spans.append(f"{start}" if start == previous else f"{start}-{previous}")
+            start = current
+    return f" (second{'s' if len(whole) > 1 else ''} {', '.join(spans)})"
+
+
+@dataclass(frozen=True)
 class SampleCheck:
     """Whether one percentile of one class rests on enough samples (see ``analysis.saturation``)."""
 
@@ -178,27 +237,42 @@ class SampleCheck:
         }
 
 
+PASS, FAIL, UNTRUSTED = "pass", "fail", "untrusted"
+
+
 @dataclass(frozen=True)
 class GateResult:
     name: str
-    passed: bool
+    passed: bool | None  # None: not judged (a latency gate of a run that is not trustworthy)
     actual: float | None
     limit: str
     message: str
+    status: str = ""  # pass | fail | untrusted; files written before it say only ``passed``
+
+    @property
+    def verdict(self) -> str:
+        return self.status or (PASS if self.passed else FAIL)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "status": self.verdict}
 
 
 @dataclass(frozen=True)
 class GateResults:
-    passed: bool
+    passed: bool  # every judged gate passed; untrusted gates are neither
     baseline: str | None
     results: tuple[GateResult, ...]
+
+    @property
+    def untrusted(self) -> bool:
+        return any(r.verdict == UNTRUSTED for r in self.results)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GateResults:
         return cls(d["passed"], d.get("baseline"), tuple(GateResult(**r) for r in d.get("results", [])))
 
     def as_dict(self) -> dict:
-        return {"passed": self.passed, "baseline": self.baseline, "results": [asdict(r) for r in self.results]}
+        return {"passed": self.passed, "baseline": self.baseline, "results": [r.as_dict() for r in self.results]}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,6 +291,7 @@ class Summary:
     classes: tuple[str, ...] = ()
     messy: Mapping[str, Any] | None = None  # share, gate, verdicts per kind (runs with messy traffic)
     saturation: Saturation | None = None
+    trust: Trust | None = None  # whether the latencies are the server's, or partly the generator's own
     resources: Mapping[str, Any] | None = None  # what the sampler watched
     sample_sufficiency: tuple[SampleCheck, ...] | None = None
     replay: Mapping[str, Any] | None = None  # what the scan found in a capture, and the replay's fidelity
@@ -263,6 +338,7 @@ class Summary:
             classes=tuple(d.get("classes", ())),
             messy=d.get("messy"),
             saturation=Saturation(**saturation) if saturation is not None else None,
+            trust=Trust.from_dict(d["trust"]) if d.get("trust") is not None else None,
             resources=d.get("resources"),
             sample_sufficiency=tuple(map(SampleCheck.from_dict, sufficiency)) if sufficiency is not None else None,
             replay=d.get("replay"),
@@ -290,6 +366,7 @@ class Summary:
         d["classes"] = list(self.classes)
         optional = {
             "saturation": self.saturation.as_dict() if self.saturation is not None else None,
+            "trust": self.trust.as_dict() if self.trust is not None else None,
             "resources": dict(self.resources) if self.resources is not None else None,
             "sample_sufficiency": [c.as_dict() for c in self.sample_sufficiency]
             if self.sample_sufficiency is not None

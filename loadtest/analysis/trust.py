@@ -1,0 +1,171 @@
+"""Whether a run's latencies are the server's, or partly the load generator's own: the trust verdict.
+
+Latency is measured from the intended send time, so a generator that falls behind its schedule
+puts its own delay into every figure, and a gate on them blames the server for it. A run is not
+trustworthy when any of these rules holds; each names the seconds it covers:
+
+- **lateness**: the generator sent late by a material share of what it reports: over the measured
+  run, send lateness p99 above 10% of response p99 *and* above 2 ms (below 2 ms, gevent's timer
+  resolution and one scheduling slice are noise, not a stall). The seconds listed are those whose
+  own lateness p99 is over the same bounds.
+- **generator busy**: the generator's processes used over 85% of the cores they may run on, so
+  they queue behind themselves.
+- **starved core**: one of the generator's cores was over 95% busy with anything, or over 20% of
+  it was stolen by the hypervisor (steal time), in a measured second. Judged per core, not
+  averaged: a worker pinned to one starved core stalls even when its neighbour idles.
+- **lost worker**: a Locust worker went missing; its share of the schedule was not sent.
+- **client drops**: arrivals were dropped by the generator's in-flight cap (``max_in_flight``),
+  rather than refused by the server: the server never saw that load.
+
+Pure logic over the timeline and resources tables (pandas DataFrames) and a few summary figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from loadtest.results.summary import Trust, TrustReason
+
+LATENESS_SHARE = 0.10  # of response p99
+LATENESS_FLOOR_MS = 2.0
+GENERATOR_LIMIT = 0.85  # share of the generator's cores its processes may use
+CORE_BUSY_LIMIT = 95.0  # per cent busy, any one of the generator's cores
+CORE_STEAL_LIMIT = 20.0  # per cent stolen by the hypervisor, any one of the generator's cores
+
+RULES = (
+    f"lateness p99 over {LATENESS_SHARE:.0%} of response p99 and over {LATENESS_FLOOR_MS:g} ms; "
+    f"generator over {GENERATOR_LIMIT:.0%} of its cores; any generator core over {CORE_BUSY_LIMIT:.0f}% busy "
+    f"or {CORE_STEAL_LIMIT:.0f}% stolen; a lost worker; arrivals dropped by the client"
+)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The whole-run figures the rules read besides the two tables."""
+
+    warmup_s: float = 0.0
+    lateness_p99_ms: float | None = None
+    response_p99_ms: float | None = None
+    dropped: int = 0
+    lost_workers: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    generator_cores: Sequence[int] | None = None
+
+
+def judge(timeline: pd.DataFrame | None, resources: pd.DataFrame | None, evidence: Evidence) -> Trust:
+    """Every rule over the measured seconds; trustworthy when none holds."""
+    measured = _measured(timeline, evidence.warmup_s)
+    reasons = [
+        _lateness(measured, evidence),
+        *_generator(resources, evidence),
+        _lost_workers(evidence),
+        _client_drops(measured, evidence),
+    ]
+    found = tuple(r for r in reasons if r is not None)
+    return Trust(not found, found, RULES)
+
+
+def _measured(table: pd.DataFrame | None, warmup: float) -> pd.DataFrame | None:
+    if table is None or not len(table):
+        return None
+    return table[table["second"] >= warmup].sort_values("second")
+
+
+def _material(lateness_ms: float | None, response_ms: float | None) -> bool:
+    if lateness_ms is None or pd.isna(lateness_ms) or lateness_ms <= LATENESS_FLOOR_MS:
+        return False
+    return response_ms is None or pd.isna(response_ms) or lateness_ms > LATENESS_SHARE * response_ms
+
+
+def _lateness(measured: pd.DataFrame | None, evidence: Evidence) -> TrustReason | None:
+    if not _material(evidence.lateness_p99_ms, evidence.response_p99_ms):
+        return None
+    seconds: list[float] = []
+    if measured is not None and "lateness_p99_ms" in measured.columns:
+        late = pd.to_numeric(measured["lateness_p99_ms"], errors="coerce")
+        response = pd.to_numeric(measured["response_p99_ms"], errors="coerce")
+        pairs = zip(measured["second"], late, response, strict=True)
+        seconds = [float(second) for second, lat, resp in pairs if _material(lat, resp)]
+    share = evidence.lateness_p99_ms / evidence.response_p99_ms if evidence.response_p99_ms else None
+    of_response = f", {share:.0%} of response p99 {evidence.response_p99_ms:.1f} ms" if share is not None else ""
+    return TrustReason(
+        "lateness",
+        f"the load generator sent late: lateness p99 {evidence.lateness_p99_ms:.1f} ms{of_response}; "
+        "its own delay is in the latencies",
+        tuple(seconds),
+    )
+
+
+def generator_peak(resources: pd.DataFrame | None, warmup: float) -> float | None:
+    """The generator's busiest measured second, as a share of its cores."""
+    measured = _measured(resources, warmup)
+    if measured is None or "generator_cpu_util" not in measured.columns:
+        return None
+    peak = measured["generator_cpu_util"].max()
+    return None if pd.isna(peak) else float(peak)
+
+
+def _generator(resources: pd.DataFrame | None, evidence: Evidence) -> list[TrustReason | None]:
+    """Generator busy, and starved cores (busy or stolen), from the sampler's rows of the measured seconds."""
+    measured = _measured(resources, evidence.warmup_s)
+    if measured is None:
+        return []
+    seconds = measured["second"].round()
+    busy = None
+    if "generator_cpu_util" in measured.columns and measured["generator_cpu_util"].notna().any():
+        over = measured["generator_cpu_util"] > GENERATOR_LIMIT
+        if over.any():
+            busy = TrustReason(
+                "generator_busy",
+                f"the load generator used over {GENERATOR_LIMIT:.0%} of its cores "
+                f"(its peak: {measured['generator_cpu_util'].max():.0%}); it queued behind itself",
+                tuple(float(s) for s in seconds[over]),
+            )
+    starved_at: dict[float, list[str]] = {}
+    for core in evidence.generator_cores or []:
+        for column, limit, what in (
+            (f"core{core}_busy_pct", CORE_BUSY_LIMIT, "busy"),
+            (f"core{core}_steal_pct", CORE_STEAL_LIMIT, "stolen"),
+        ):
+            if column not in measured.columns:
+                continue
+            for second in seconds[measured[column] > limit]:
+                starved_at.setdefault(float(second), []).append(f"core {core} over {limit:.0f}% {what}")
+    starved = None
+    if starved_at:
+        what = sorted({w for ws in starved_at.values() for w in ws})
+        starved = TrustReason(
+            "starved_core",
+            f"the load generator's cores were starved ({'; '.join(what)})",
+            tuple(sorted(starved_at)),
+        )
+    return [busy, starved]
+
+
+def _lost_workers(evidence: Evidence) -> TrustReason | None:
+    if not evidence.lost_workers:
+        return None
+    lost = evidence.lost_workers
+    unsent = sum(int(w.get("arrivals", 0)) for w in lost)
+    at = tuple(float(w["at_s"]) for w in lost if w.get("at_s") is not None)
+    return TrustReason(
+        "lost_worker",
+        f"{len(lost)} load-generator worker(s) lost; {unsent} arrivals of their share not sent",
+        at,
+    )
+
+
+def _client_drops(measured: pd.DataFrame | None, evidence: Evidence) -> TrustReason | None:
+    if evidence.dropped <= 0:
+        return None
+    seconds: tuple[float, ...] = ()
+    if measured is not None and "dropped" in measured.columns:
+        seconds = tuple(float(s) for s in measured.loc[measured["dropped"] > 0, "second"])
+    return TrustReason(
+        "client_drops",
+        f"{evidence.dropped} arrivals dropped by the load generator's in-flight cap, never sent to the server",
+        seconds,
+    )

@@ -1,0 +1,106 @@
+"""The trust verdict (pure): each rule on synthetic per-second tables, with the seconds it names."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from loadtest.analysis.trust import Evidence, generator_peak, judge
+from loadtest.results.summary import Summary, Trust, seconds_text
+
+
+def timeline(seconds: int, late: dict | None = None, dropped: dict | None = None) -> pd.DataFrame:
+    rows = []
+    for s in range(seconds):
+        rows.append(
+            {
+                "second": s,
+                "target": 100,
+                "sent": 100,
+                "dropped": (dropped or {}).get(s, 0),
+                "response_p99_ms": 20.0 + (late or {}).get(s, 0.0),
+                "lateness_p99_ms": 0.3 + (late or {}).get(s, 0.0),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def resources(seconds: int, generator_util: dict | None = None, **core_columns: dict) -> pd.DataFrame:
+    rows = []
+    for s in range(seconds):
+        row = {"second": s, "server_cpu_util": 0.4, "generator_cpu_util": (generator_util or {}).get(s, 0.3)}
+        row.update({"core0_busy_pct": 40.0, "core1_busy_pct": 50.0, "core0_steal_pct": 0.0, "core1_steal_pct": 0.0})
+        for column, values in core_columns.items():
+            if s in values:
+                row[column] = values[s]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_a_sound_run_is_trustworthy_and_says_by_which_rules():
+    trust = judge(timeline(10), resources(10), Evidence(lateness_p99_ms=0.4, response_p99_ms=20.0, generator_cores=[1]))
+    assert trust.trustworthy and trust.reasons == () and trust.lines == []
+    assert "lateness p99 over 10% of response p99 and over 2 ms" in trust.rules
+
+
+def test_lateness_that_is_a_material_share_of_the_response_is_not_trusted_with_its_seconds():
+    # The issue's case: send lateness p99 609 ms, response p99 615 ms, service p99 16 ms.
+    trust = judge(
+        timeline(10, late={6: 600.0, 7: 600.0}), resources(10), Evidence(lateness_p99_ms=609, response_p99_ms=615)
+    )
+    assert not trust.trustworthy and [r.rule for r in trust.reasons] == ["lateness"]
+    assert trust.seconds("lateness") == [6.0, 7.0]
+    assert trust.lines == [
+        "RESULTS NOT TRUSTWORTHY: the load generator sent late: lateness p99 609.0 ms, 99% of response p99 "
+        "615.0 ms; its own delay is in the latencies (seconds 6-7)"
+    ]
+
+
+def test_lateness_under_2ms_or_under_a_tenth_of_the_response_is_noise():
+    small = Evidence(lateness_p99_ms=1.9, response_p99_ms=5.0)  # 38% of the response, but under 2 ms
+    assert judge(timeline(5), resources(5), small).trustworthy
+    slow_server = Evidence(lateness_p99_ms=30.0, response_p99_ms=900.0)  # 3% of a slow server's p99
+    assert judge(timeline(5), resources(5), slow_server).trustworthy
+
+
+def test_a_busy_generator_and_each_starved_core_are_named_per_core_not_averaged():
+    busy = judge(timeline(10), resources(10, generator_util={4: 0.95, 5: 0.97}), Evidence())
+    assert [r.rule for r in busy.reasons] == ["generator_busy"] and busy.seconds() == [4.0, 5.0]
+    # Core 1 starved while core 2 idles: the average (75%) would hide it.
+    starved = resources(10, core1_busy_pct={3: 100.0, 4: 100.0}, core2_busy_pct={s: 50.0 for s in range(10)})
+    trust = judge(timeline(10), starved, Evidence(generator_cores=[1, 2]))
+    assert [r.rule for r in trust.reasons] == ["starved_core"] and trust.seconds() == [3.0, 4.0]
+    assert "core 1 over 95% busy" in trust.lines[0] and trust.lines[0].endswith("(seconds 3-4)")
+    stolen = judge(timeline(10), resources(10, core1_steal_pct={8: 35.0}), Evidence(generator_cores=[1]))
+    assert "core 1 over 20% stolen" in stolen.lines[0] and stolen.seconds("starved_core") == [8.0]
+
+
+def test_the_generators_start_up_and_warm_up_are_not_held_against_it():
+    r = resources(10, generator_util={0: 1.0, 1: 0.99}, core1_busy_pct={0: 100.0}).astype({"second": float})
+    r.loc[-1] = {**r.loc[0].to_dict(), "second": -0.9, "generator_cpu_util": 1.0, "core1_busy_pct": 100.0}
+    r = r.sort_index()
+    assert judge(timeline(10), r, Evidence(warmup_s=2.0, generator_cores=[1])).trustworthy
+    assert generator_peak(r, 2.0) == 0.3
+    assert not judge(timeline(10), r, Evidence(warmup_s=0.0, generator_cores=[1])).trustworthy  # measured now
+
+
+def test_client_drops_and_a_lost_worker_are_not_trusted():
+    trust = judge(
+        timeline(6, dropped={2: 5, 3: 1}),
+        resources(6),
+        Evidence(dropped=6, lost_workers=({"worker": "w2", "at_s": 3.0, "arrivals": 412},)),
+    )
+    assert [r.rule for r in trust.reasons] == ["lost_worker", "client_drops"]
+    assert trust.seconds("client_drops") == [2.0, 3.0] and trust.seconds("lost_worker") == [3.0]
+    assert "412 arrivals of their share not sent" in trust.lines[0]
+
+
+def test_the_verdict_round_trips_through_the_summary():
+    trust = judge(timeline(6, dropped={2: 5}), resources(6), Evidence(dropped=5))
+    assert Trust.from_dict(trust.as_dict()) == trust
+    summary = Summary.from_dict({"schema": "loadtest.summary/1", "trust": trust.as_dict()})
+    assert summary.trust == trust and summary.as_dict()["trust"]["reasons"][0]["seconds"] == [2.0]
+
+
+def test_seconds_are_folded_into_spans():
+    assert seconds_text([1.0, 2.0, 3.0, 7.0, 9.0, 10.0]) == " (seconds 1-3, 7, 9-10)"
+    assert seconds_text([4.0]) == " (second 4)" and seconds_text([]) == ""
