@@ -65,11 +65,15 @@ def test_lateness_under_2ms_or_under_a_tenth_of_the_response_is_noise():
 def test_a_busy_generator_and_each_starved_core_are_named_per_core_not_averaged():
     busy = judge(timeline(10), resources(10, generator_util={4: 0.95, 5: 0.97}), Evidence())
     assert [r.rule for r in busy.reasons] == ["generator_busy"] and busy.seconds() == [4.0, 5.0]
-    # Core 1 starved while core 2 idles: the average (75%) would hide it.
-    starved = resources(10, core1_busy_pct={3: 100.0, 4: 100.0}, core2_busy_pct={s: 50.0 for s in range(10)})
-    trust = judge(timeline(10), starved, Evidence(generator_cores=[1, 2]))
+    # Pinned to core 1, hogged while core 0 idles: the average of the machine's cores (70%) would hide it.
+    hogged = resources(10, core1_busy_pct={3: 100.0, 4: 100.0})
+    trust = judge(timeline(10), hogged, Evidence(generator_cores=[1]))
     assert [r.rule for r in trust.reasons] == ["starved_core"] and trust.seconds() == [3.0, 4.0]
     assert "core 1 over 95% busy" in trust.lines[0] and trust.lines[0].endswith("(seconds 3-4)")
+    # Free to run on cores 0 and 1, it moves to the idle one: starved only when both are, each on its own figures.
+    assert judge(timeline(10), hogged, Evidence(generator_cores=[0, 1])).trustworthy
+    both = resources(10, core0_busy_pct={4: 99.0, 5: 99.0}, core1_busy_pct={3: 100.0, 4: 100.0})
+    assert judge(timeline(10), both, Evidence(generator_cores=[0, 1])).seconds() == [4.0]
     stolen = judge(timeline(10), resources(10, core1_steal_pct={8: 35.0}), Evidence(generator_cores=[1]))
     assert "core 1 over 20% stolen" in stolen.lines[0] and stolen.seconds("starved_core") == [8.0]
 

@@ -10,9 +10,11 @@ trustworthy when any of these rules holds; each names the seconds it covers:
   own lateness p99 is over the same bounds.
 - **generator busy**: the generator's processes used over 85% of the cores they may run on, so
   they queue behind themselves.
-- **starved core**: one of the generator's cores was over 95% busy with anything, or over 20% of
-  it was stolen by the hypervisor (steal time), in a measured second. Judged per core, not
-  averaged: a worker pinned to one starved core stalls even when its neighbour idles.
+- **starved cores**: in a measured second, every core the generator may run on was starved: over
+  95% busy with anything, or over 20% of it stolen by the hypervisor (steal time). Each core is
+  judged on its own figures, never on an average: a generator pinned to one hogged core is
+  starved even when its neighbour idles (the average says 50%), while a generator free to move
+  to an idle core is not (the scheduler moves it there).
 - **lost worker**: a Locust worker went missing; its share of the schedule was not sent.
 - **client drops**: arrivals were dropped by the generator's in-flight cap (``max_in_flight``),
   rather than refused by the server: the server never saw that load.
@@ -38,7 +40,7 @@ CORE_STEAL_LIMIT = 20.0  # per cent stolen by the hypervisor, any one of the gen
 
 RULES = (
     f"lateness p99 over {LATENESS_SHARE:.0%} of response p99 and over {LATENESS_FLOOR_MS:g} ms; "
-    f"generator over {GENERATOR_LIMIT:.0%} of its cores; any generator core over {CORE_BUSY_LIMIT:.0f}% busy "
+    f"generator over {GENERATOR_LIMIT:.0%} of its cores; every generator core over {CORE_BUSY_LIMIT:.0f}% busy "
     f"or {CORE_STEAL_LIMIT:.0f}% stolen; a lost worker; arrivals dropped by the client"
 )
 
@@ -124,25 +126,31 @@ def _generator(resources: pd.DataFrame | None, evidence: Evidence) -> list[Trust
                 f"(its peak: {measured['generator_cpu_util'].max():.0%}); it queued behind itself",
                 tuple(float(s) for s in seconds[over]),
             )
-    starved_at: dict[float, list[str]] = {}
-    for core in evidence.generator_cores or []:
-        for column, limit, what in (
-            (f"core{core}_busy_pct", CORE_BUSY_LIMIT, "busy"),
-            (f"core{core}_steal_pct", CORE_STEAL_LIMIT, "stolen"),
-        ):
-            if column not in measured.columns:
-                continue
-            for second in seconds[measured[column] > limit]:
-                starved_at.setdefault(float(second), []).append(f"core {core} over {limit:.0f}% {what}")
-    starved = None
-    if starved_at:
-        what = sorted({w for ws in starved_at.values() for w in ws})
-        starved = TrustReason(
-            "starved_core",
-            f"the load generator's cores were starved ({'; '.join(what)})",
-            tuple(sorted(starved_at)),
-        )
-    return [busy, starved]
+    return [busy, _starved(measured, seconds, evidence.generator_cores or [])]
+
+
+def _starved(measured: pd.DataFrame, seconds: pd.Series, cores: Sequence[int]) -> TrustReason | None:
+    """The seconds in which each of the generator's cores was over its busy or steal limit."""
+    why: dict[int, pd.Series] = {}
+    for core in cores:
+        busy, steal = measured.get(f"core{core}_busy_pct"), measured.get(f"core{core}_steal_pct")
+        if busy is None:
+            return None  # not sampled: nothing is known against the generator
+        text = pd.Series("", index=measured.index)
+        why[core] = text.mask(busy > CORE_BUSY_LIMIT, f"over {CORE_BUSY_LIMIT:.0f}% busy")
+        if steal is not None:
+            why[core] = why[core].mask(steal > CORE_STEAL_LIMIT, f"over {CORE_STEAL_LIMIT:.0f}% stolen")
+    if not why:
+        return None
+    every = pd.concat([w != "" for w in why.values()], axis=1).all(axis=1)
+    if not every.any():
+        return None
+    what = sorted({f"core {core} {text}" for core, w in why.items() for text in w[every]})
+    return TrustReason(
+        "starved_core",
+        f"the load generator's cores were starved ({'; '.join(what)})",
+        tuple(float(s) for s in seconds[every]),
+    )
 
 
 def _lost_workers(evidence: Evidence) -> TrustReason | None:
