@@ -18,6 +18,7 @@ def timeline(seconds: int, late: dict | None = None, dropped: dict | None = None
                 "sent": 100,
                 "dropped": (dropped or {}).get(s, 0),
                 "response_p99_ms": 20.0 + (late or {}).get(s, 0.0),
+                "service_p99_ms": 18.0,
                 "lateness_p99_ms": 0.3 + (late or {}).get(s, 0.0),
             }
         )
@@ -39,27 +40,29 @@ def resources(seconds: int, generator_util: dict | None = None, **core_columns: 
 def test_a_sound_run_is_trustworthy_and_says_by_which_rules():
     trust = judge(timeline(10), resources(10), Evidence(lateness_p99_ms=0.4, response_p99_ms=20.0, generator_cores=[1]))
     assert trust.trustworthy and trust.reasons == () and trust.lines == []
-    assert "lateness p99 over 10% of response p99 and over 2 ms" in trust.rules
+    assert "lateness p99 over 2 ms with response p99 over service p99 by over 2 ms and 10%" in trust.rules
 
 
 def test_lateness_that_is_a_material_share_of_the_response_is_not_trusted_with_its_seconds():
     # The issue's case: send lateness p99 609 ms, response p99 615 ms, service p99 16 ms.
-    trust = judge(
-        timeline(10, late={6: 600.0, 7: 600.0}), resources(10), Evidence(lateness_p99_ms=609, response_p99_ms=615)
-    )
+    evidence = Evidence(lateness_p99_ms=609, response_p99_ms=615, service_p99_ms=16)
+    trust = judge(timeline(10, late={6: 600.0, 7: 600.0}), resources(10), evidence)
     assert not trust.trustworthy and [r.rule for r in trust.reasons] == ["lateness"]
     assert trust.seconds("lateness") == [6.0, 7.0]
     assert trust.lines == [
-        "RESULTS NOT TRUSTWORTHY: the load generator sent late: lateness p99 609.0 ms, 99% of response p99 "
-        "615.0 ms; its own delay is in the latencies (seconds 6-7)"
+        "RESULTS NOT TRUSTWORTHY: the load generator sent late: lateness p99 609.0 ms; response p99 615.0 ms "
+        "is 599.0 ms (97%) above service p99 16.0 ms; its own delay is in the latencies (seconds 6-7)"
     ]
 
 
-def test_lateness_under_2ms_or_under_a_tenth_of_the_response_is_noise():
-    small = Evidence(lateness_p99_ms=1.9, response_p99_ms=5.0)  # 38% of the response, but under 2 ms
+def test_lateness_that_does_not_move_the_tail_is_noise():
+    small = Evidence(lateness_p99_ms=1.9, response_p99_ms=5.0, service_p99_ms=3.0)  # under 2 ms late
     assert judge(timeline(5), resources(5), small).trustworthy
-    slow_server = Evidence(lateness_p99_ms=30.0, response_p99_ms=900.0)  # 3% of a slow server's p99
+    slow_server = Evidence(lateness_p99_ms=30.0, response_p99_ms=900.0, service_p99_ms=880.0)  # 2% of the tail
     assert judge(timeline(5), resources(5), slow_server).trustworthy
+    # 2.5 ms late at p99, but those sends are not the slow ones: response p99 is service p99's, near enough.
+    fast_endpoint = Evidence(lateness_p99_ms=2.5, response_p99_ms=7.0, service_p99_ms=6.6)
+    assert judge(timeline(5), resources(5), fast_endpoint).trustworthy
 
 
 def test_a_busy_generator_and_each_starved_core_are_named_per_core_not_averaged():

@@ -46,11 +46,15 @@ def analyse_run(out_dir: Path, summary: Summary) -> Summary:
 
 
 def _evidence(summary: Summary, resources_meta: dict) -> Evidence:
-    lateness, response = summary.percentiles("lateness"), summary.percentiles("response")
+    def p99(metric: str) -> float | None:
+        figures = summary.percentiles(metric)
+        return figures.p99 if figures else None
+
     return Evidence(
         warmup_s=summary.warmup_s,
-        lateness_p99_ms=lateness.p99 if lateness else None,
-        response_p99_ms=response.p99 if response else None,
+        lateness_p99_ms=p99("lateness"),
+        response_p99_ms=p99("response"),
+        service_p99_ms=p99("service"),
         dropped=summary.accounting.total.dropped,
         lost_workers=getattr(summary.run, "lost_workers", ()) or (),
         generator_cores=resources_meta.get("generator_cores"),

@@ -4,10 +4,12 @@ Latency is measured from the intended send time, so a generator that falls behin
 puts its own delay into every figure, and a gate on them blames the server for it. A run is not
 trustworthy when any of these rules holds; each names the seconds it covers:
 
-- **lateness**: the generator sent late by a material share of what it reports: over the measured
-  run, send lateness p99 above 10% of response p99 *and* above 2 ms (below 2 ms, gevent's timer
-  resolution and one scheduling slice are noise, not a stall). The seconds listed are those whose
-  own lateness p99 is over the same bounds.
+- **lateness**: the generator's own sending delay is a material share of what it reports. Over
+  the measured run, send lateness p99 is above 2 ms, and response p99 (from the intended send)
+  exceeds service p99 (from the actual send) by over 2 ms and over 10% of response p99: that
+  part of the reported tail is the generator's, not the server's. Below 2 ms it is gevent's timer
+  resolution and one scheduling slice; a few late sends that do not move the tail are not held
+  against the run. The seconds listed are those that break the same bounds on their own figures.
 - **generator busy**: the generator's processes used over 85% of the cores they may run on, so
   they queue behind themselves.
 - **starved cores**: in a measured second, every core the generator may run on was starved: over
@@ -39,7 +41,8 @@ CORE_BUSY_LIMIT = 95.0  # per cent busy, any one of the generator's cores
 CORE_STEAL_LIMIT = 20.0  # per cent stolen by the hypervisor, any one of the generator's cores
 
 RULES = (
-    f"lateness p99 over {LATENESS_SHARE:.0%} of response p99 and over {LATENESS_FLOOR_MS:g} ms; "
+    f"lateness p99 over {LATENESS_FLOOR_MS:g} ms with response p99 over service p99 by over {LATENESS_FLOOR_MS:g} ms "
+    f"and {LATENESS_SHARE:.0%}; "
     f"generator over {GENERATOR_LIMIT:.0%} of its cores; every generator core over {CORE_BUSY_LIMIT:.0f}% busy "
     f"or {CORE_STEAL_LIMIT:.0f}% stolen; a lost worker; arrivals dropped by the client"
 )
@@ -51,6 +54,7 @@ class Evidence:
 
     warmup_s: float = 0.0
     lateness_p99_ms: float | None = None
+    service_p99_ms: float | None = None
     response_p99_ms: float | None = None
     dropped: int = 0
     lost_workers: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
@@ -76,26 +80,42 @@ def _measured(table: pd.DataFrame | None, warmup: float) -> pd.DataFrame | None:
     return table[table["second"] >= warmup].sort_values("second")
 
 
-def _material(lateness_ms: float | None, response_ms: float | None) -> bool:
-    if lateness_ms is None or pd.isna(lateness_ms) or lateness_ms <= LATENESS_FLOOR_MS:
+def _known(value) -> bool:
+    return value is not None and not pd.isna(value)
+
+
+def _material(lateness_ms, response_ms, service_ms) -> bool:
+    """Late by over 2 ms, and the tail the generator added (response over service p99) over 2 ms and 10%."""
+    if not _known(lateness_ms) or lateness_ms <= LATENESS_FLOOR_MS:
         return False
-    return response_ms is None or pd.isna(response_ms) or lateness_ms > LATENESS_SHARE * response_ms
+    if not _known(response_ms):
+        return True
+    added = response_ms - service_ms if _known(service_ms) else lateness_ms
+    return added > LATENESS_FLOOR_MS and added > LATENESS_SHARE * response_ms
 
 
 def _lateness(measured: pd.DataFrame | None, evidence: Evidence) -> TrustReason | None:
-    if not _material(evidence.lateness_p99_ms, evidence.response_p99_ms):
+    e = evidence
+    if not _material(e.lateness_p99_ms, e.response_p99_ms, e.service_p99_ms):
         return None
     seconds: list[float] = []
-    if measured is not None and "lateness_p99_ms" in measured.columns:
-        late = pd.to_numeric(measured["lateness_p99_ms"], errors="coerce")
-        response = pd.to_numeric(measured["response_p99_ms"], errors="coerce")
-        pairs = zip(measured["second"], late, response, strict=True)
-        seconds = [float(second) for second, lat, resp in pairs if _material(lat, resp)]
-    share = evidence.lateness_p99_ms / evidence.response_p99_ms if evidence.response_p99_ms else None
-    of_response = f", {share:.0%} of response p99 {evidence.response_p99_ms:.1f} ms" if share is not None else ""
+    if measured is not None and {"lateness_p99_ms", "service_p99_ms"} <= set(measured.columns):
+        columns = [
+            pd.to_numeric(measured[c], errors="coerce")
+            for c in ("lateness_p99_ms", "response_p99_ms", "service_p99_ms")
+        ]
+        rows = zip(measured["second"], *columns, strict=True)
+        seconds = [float(second) for second, late, resp, serv in rows if _material(late, resp, serv)]
+    tail = ""
+    if _known(e.response_p99_ms) and _known(e.service_p99_ms):
+        added = e.response_p99_ms - e.service_p99_ms
+        tail = (
+            f"; response p99 {e.response_p99_ms:.1f} ms is {added:.1f} ms ({added / e.response_p99_ms:.0%}) "
+            f"above service p99 {e.service_p99_ms:.1f} ms"
+        )
     return TrustReason(
         "lateness",
-        f"the load generator sent late: lateness p99 {evidence.lateness_p99_ms:.1f} ms{of_response}; "
+        f"the load generator sent late: lateness p99 {e.lateness_p99_ms:.1f} ms{tail}; "
         "its own delay is in the latencies",
         tuple(seconds),
     )
