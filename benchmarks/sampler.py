@@ -1,8 +1,9 @@
 """What the resource sampler costs: its own CPU time, as a share of one core, at its default rate.
 
 A script, not a test; it prints the figure measured in one run. It watches a real reference server
-(with its ONNX Runtime threads) and a Locust-like process tree (a parent and two children), as in
-a ``--processes 2`` run, for ``--seconds`` at ``--hz`` (default 4).
+(with its ONNX Runtime threads, each read per window, and its ``/metrics`` read at ``--hz``) and a
+Locust-like process tree (a parent and two children), as in a ``--processes 2`` run, for
+``--seconds`` at ``--hz`` (default 4).
 
 Run: ``.venv/bin/python benchmarks/sampler.py`` (about 40 s).
 """
@@ -42,6 +43,7 @@ def main() -> None:
         sampler = subprocess.Popen(
             [sys.executable, "-m", "loadtest.engine.sampler", "--out", str(Path(tmp) / "resources.csv")]
             + ["--server-pid", str(server.pid), "--generator-pid", str(generator.pid), "--hz", str(args.hz)]
+            + ["--metrics-url", f"{server.url}/metrics"]
         )
         watched = psutil.Process(sampler.pid)
         time.sleep(3.0)  # past the interpreter's start-up and imports
@@ -51,12 +53,13 @@ def main() -> None:
         sampler.terminate()
         sampler.wait()
         rows = (Path(tmp) / "resources.csv").read_text().count("\n") - 1
-    generator.kill()
-    for child in psutil.Process().children(recursive=True):
+    for child in psutil.Process().children(recursive=True):  # the generator's children first: none is orphaned
         child.kill()
+    generator.wait()
     used = (after.user + after.system) - (before.user + before.system)
     print(
-        f"sampler at {args.hz:g} Hz, watching a server and a 3-process generator tree, {rows} rows written: "
+        f"sampler at {args.hz:g} Hz, watching a server (its threads and /metrics) and a 3-process generator tree, "
+        f"{rows} rows written: "
         f"{used:.3f} s of CPU in {elapsed:.1f} s = {100 * used / elapsed:.2f}% of one core"
     )
 

@@ -20,7 +20,8 @@ MEANINGS = {
     ExitCode.PASSED: "the run completed and every gate passed",
     ExitCode.GATE_FAILED: "a gate failed (threshold or baseline regression)",
     ExitCode.USAGE: "a usage or input error (scenario, profile, options, thresholds, baseline, unreachable target)",
-    ExitCode.RUN_FAILED: "the run itself failed (the target stopped answering, a load-generator worker was lost)",
+    ExitCode.RUN_FAILED: "the run itself failed: the target stopped answering, over 10% of requests failed in transit, "
+    "or a load-generator worker was lost (one line says which; the results are still written)",
     ExitCode.UNTRUSTED: "--strict: the run is not trustworthy (its load generator was late, starved or lost)",
     ExitCode.INTERRUPTED: "interrupted (the results directory still holds what was measured; gates are not checked)",
 }
@@ -31,11 +32,16 @@ def exit_code_table() -> str:
     return "exit codes:\n" + "\n".join(f"  {code.value:<4} {meaning}" for code, meaning in MEANINGS.items())
 
 
-def outcome_code(interrupted: bool, gates_failed: bool, *, untrusted: bool = False) -> ExitCode:
-    """A finished run's code: an interruption wins (its gates were not checked), then a failed gate,
-    then (``untrusted``: the run is not trustworthy and ``--strict`` was given) an untrusted run."""
+def outcome_code(
+    interrupted: bool, gates_failed: bool, *, untrusted: bool = False, run_failed: bool = False
+) -> ExitCode:
+    """A finished run's code: an interruption wins (its gates were not checked), then a failed run (its
+    gates are not what decides), then a failed gate, then (``untrusted``: the run is not trustworthy and
+    ``--strict`` was given) an untrusted run."""
     if interrupted:
         return ExitCode.INTERRUPTED
+    if run_failed:
+        return ExitCode.RUN_FAILED
     if gates_failed:
         return ExitCode.GATE_FAILED
     return ExitCode.UNTRUSTED if untrusted else ExitCode.PASSED

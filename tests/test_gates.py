@@ -42,8 +42,11 @@ def summary(p99: float = 20.0, ok: int = 990, errors: int = 5, timeouts: int = 5
                 "by_class": {"long": {**by_class, "scheduled": ok // 2 + errors + timeouts + dropped}},
             },
             "latency_ms": {
-                "response": {"all": {"p50": 5.0, "p99": p99, "max": 90.0}, "long": {"p95": 300.0, "p99": 450.0}},
-                "service": {"all": {"p99": 8.0}},
+                "response": {
+                    "all": {"count": ok, "p50": 5.0, "p99": p99, "max": 90.0},
+                    "long": {"count": ok // 2, "p95": 300.0, "p99": 450.0},
+                },
+                "service": {"all": {"count": ok, "p99": 8.0}},
             },
         }
     )
@@ -118,27 +121,41 @@ def test_junit_has_one_case_per_gate_and_failures_marked():
     assert root.find("testsuite").get("failures") == "1"
 
 
-def untrusted_summary(tmp_path: Path) -> Summary:
-    reason = {"rule": "lateness", "message": "the load generator sent late", "seconds": [3.0]}
+def untrusted_summary(tmp_path: Path, rule: str = "lateness") -> Summary:
+    reason = {"rule": rule, "message": "the load generator sent late", "seconds": [3.0]}
     data = {**summary().as_dict(), "trust": {"trustworthy": False, "reasons": [reason], "rules": "..."}}
     return Summary.from_dict(data)
 
 
 def test_an_untrusted_runs_latency_gates_are_neither_passed_nor_failed(tmp_path):
-    gates = prepare(GateOptions(thresholds=("p99 < 250ms", "p99 < 1ms", "error_rate < 0.1%")))
+    gates = prepare(GateOptions(thresholds=("p99 < 250ms", "p99 < 10ms", "error_rate < 0.1%")))
     verdict = apply(gates, tmp_path, untrusted_summary(tmp_path), Console(quiet=True))
     assert [r.verdict for r in verdict.results] == ["untrusted", "untrusted", "fail"]
     assert verdict.results[1].passed is None and "not judged, the run is not trustworthy" in verdict.results[1].message
     assert not verdict.passed and verdict.untrusted  # the error-rate gate still counts
-    only_latency = apply(prepare(GateOptions(thresholds=("p99 < 1ms",))), tmp_path, untrusted_summary(tmp_path),
+    only_latency = apply(prepare(GateOptions(thresholds=("p99 < 10ms",))), tmp_path, untrusted_summary(tmp_path),
                          Console(quiet=True))  # fmt: skip
     assert only_latency.passed and only_latency.untrusted  # not a failure unless --strict
     saved = json.loads((tmp_path / "gates.json").read_text())
     assert saved["results"][0]["status"] == "untrusted" and saved["results"][0]["passed"] is None
 
 
+def test_a_gate_that_service_latency_breaks_too_fails_on_a_run_doubted_only_for_lateness(tmp_path):
+    # Service latency is timed from the actual send: the generator's lateness is not in it.
+    service_p99 = summary().percentiles("service").p99
+    below_service = f"p99 < {service_p99 / 2:g}ms"
+    late = apply(prepare(GateOptions(thresholds=(below_service,))), tmp_path, untrusted_summary(tmp_path),
+                 Console(quiet=True))  # fmt: skip
+    assert late.results[0].verdict == "fail" and not late.passed and not late.untrusted
+    assert "breaks it too: the server's own" in late.results[0].message
+    # A starved generator reads its responses late: even service latency holds its delay.
+    starved = apply(prepare(GateOptions(thresholds=(below_service,))), tmp_path,
+                    untrusted_summary(tmp_path, "starved_core"), Console(quiet=True))  # fmt: skip
+    assert starved.results[0].verdict == "untrusted" and starved.passed
+
+
 def test_junit_skips_untrusted_gates_and_strict_fails_them(tmp_path):
-    results = list(apply(prepare(GateOptions(thresholds=("p99 < 1ms",))), tmp_path, untrusted_summary(tmp_path),
+    results = list(apply(prepare(GateOptions(thresholds=("p99 < 10ms",))), tmp_path, untrusted_summary(tmp_path),
                          Console(quiet=True)).results)  # fmt: skip
     lenient = ET.fromstring(junit_xml(results, "steady")).find("./testsuite")
     assert lenient.get("failures") == "0" and lenient.get("skipped") == "1"

@@ -57,6 +57,7 @@ def test_every_arrival_ends_in_exactly_one_bucket():
         "errors_by_kind": {"connection": 1, "http_503": 1},
         "timeouts": 1,
         "dropped": 4,
+        "lost_worker": 0,
         "unfinished": 0,
     }
     assert collector.histogram("response").get_total_count() == 3  # only successes have a latency

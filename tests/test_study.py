@@ -52,6 +52,7 @@ def capacity_dir(study, queries) -> Path:
         "--min-step", "2s", "--max-steps", "2", "--out", str(out), timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    (study / "capacity-int8.txt").write_text(result.stderr)  # what the terminal showed
     return out
 
 
@@ -77,6 +78,29 @@ def test_capacity_steps_are_judged_runs_and_never_pass_the_onnx_runtime_ceiling(
     assert only["classes"] == ["sentence"]
     if cls["capacity_rps"]:
         assert cls["capacity_rps"] <= cls["raw_ort_rps"]
+
+
+@pytest.mark.slow
+def test_a_capacity_is_confirmed_from_an_idle_server_and_says_the_rule_it_was_found_by(capacity_dir, study):
+    data = json.loads((capacity_dir / "capacity.json").read_text())
+    # the last of the two steps the fixture allows is kept for running the passing rate again
+    assert [(s["target_rps"], s["role"], s["passed"]) for s in data["steps"]] == [
+        (40.0, "search", True),
+        (40.0, "confirm", True),
+    ]
+    assert data["capacity_rps"] == data["interval"]["passing_rps"] == 40.0
+    assert data["repeat"] == {**data["repeat"], "searches": 1, "capacities": [40.0], "spread": 0.0}
+    assert data["idle"]["signal"] == "metrics"  # the reference server's in-flight and queue gauges
+    for step in data["steps"] + data["classes"]["sentence"]["steps"]:
+        drain = step["drain"]
+        assert drain["idle"] and drain["signal"] == "metrics" and 0 < drain["waited_s"] <= 30, step
+        assert drain["last"].startswith("in flight 0, queued 0, cores [0] ")  # the profile pins the server to core 0
+        assert drain["other_work"] is not None and step["other_work"] is not None  # beside it, on a shared machine
+    for part in ("2 of 2 runs", "130 samples", "1,825", "idle server (in flight 0 and queued 0 on its /metrics"):
+        assert part in data["rule"], data["rule"]
+    terminal = (study / "capacity-int8.txt").read_text()
+    assert "40.0 req/s again" in terminal and "idle after" in terminal and "rule: capacity = " in terminal
+    assert "interval: 40.0 req/s held in 2 of 2 runs" in terminal
 
 
 @pytest.fixture(scope="module")

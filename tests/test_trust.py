@@ -40,7 +40,7 @@ def resources(seconds: int, generator_util: dict | None = None, **core_columns: 
 def test_a_sound_run_is_trustworthy_and_says_by_which_rules():
     trust = judge(timeline(10), resources(10), Evidence(lateness_p99_ms=0.4, response_p99_ms=20.0, generator_cores=[1]))
     assert trust.trustworthy and trust.reasons == () and trust.lines == []
-    assert "lateness p99 over 2 ms with response p99 over service p99 by over 2 ms and 10%" in trust.rules
+    assert "lateness p99 over 2 ms (at least 5 sends that late) with response p99 over service p99" in trust.rules
 
 
 def test_lateness_that_is_a_material_share_of_the_response_is_not_trusted_with_its_seconds():
@@ -63,6 +63,15 @@ def test_lateness_that_does_not_move_the_tail_is_noise():
     # 2.5 ms late at p99, but those sends are not the slow ones: response p99 is service p99's, near enough.
     fast_endpoint = Evidence(lateness_p99_ms=2.5, response_p99_ms=7.0, service_p99_ms=6.6)
     assert judge(timeline(5), resources(5), fast_endpoint).trustworthy
+
+
+def test_a_p99_that_rests_on_a_few_late_sends_is_one_hiccup_not_a_verdict():
+    # CI's case: 100 requests, one scheduling hiccup is the p99 (4 ms late, response 7.9 vs service 5.0 ms).
+    hiccup = {"lateness_p99_ms": 4.0, "response_p99_ms": 7.9, "service_p99_ms": 5.0}
+    assert judge(timeline(2), resources(2), Evidence(**hiccup, late_sends=1)).trustworthy
+    assert judge(timeline(2), resources(2), Evidence(**hiccup, late_sends=4)).trustworthy
+    trust = judge(timeline(2), resources(2), Evidence(**hiccup, late_sends=5))
+    assert [r.rule for r in trust.reasons] == ["lateness"] and "(5 sends over 2 ms late)" in trust.lines[0]
 
 
 def test_a_busy_generator_and_each_starved_core_are_named_per_core_not_averaged():
@@ -88,6 +97,13 @@ def test_the_generators_start_up_and_warm_up_are_not_held_against_it():
     assert judge(timeline(10), r, Evidence(warmup_s=2.0, generator_cores=[1])).trustworthy
     assert generator_peak(r, 2.0) == 0.3
     assert not judge(timeline(10), r, Evidence(warmup_s=0.0, generator_cores=[1])).trustworthy  # measured now
+
+
+def test_processes_exiting_after_the_runs_end_are_not_held_against_it():
+    # 5 measured seconds after a 1 s warm-up; seconds 7-9 are the drain and shutdown.
+    exiting = resources(10, generator_util={8: 0.99}, core1_busy_pct={9: 100.0})
+    assert judge(timeline(10), exiting, Evidence(warmup_s=1.0, duration_s=5.0, generator_cores=[1])).trustworthy
+    assert not judge(timeline(10), exiting, Evidence(warmup_s=1.0, generator_cores=[1])).trustworthy
 
 
 def test_client_drops_and_a_lost_worker_are_not_trusted():

@@ -13,9 +13,11 @@ from pathlib import Path
 
 from loadtest.analysis.fidelity import fidelity
 from loadtest.analysis.saturation import analyse, sufficiency
-from loadtest.analysis.trust import Evidence, generator_peak, judge
+from loadtest.analysis.trust import LATENESS_FLOOR_MS, Evidence, generator_peak, judge
+from loadtest.errors import ConfigError
 from loadtest.results.directory import read_replay, read_table
 from loadtest.results.files import read_json, write_atomic, write_json
+from loadtest.results.intervals import read_interval_counts
 from loadtest.results.summary import MESSY_PREFIX, SampleCheck, Saturation, Summary, Trust
 
 
@@ -26,8 +28,8 @@ def analyse_run(out_dir: Path, summary: Summary) -> Summary:
     saturation, trust = summary.saturation, summary.trust
     if timeline is not None and len(timeline):
         saturation = analyse(timeline, resources, summary.warmup_s)
-        trust = judge(timeline, resources, _evidence(summary, resources_meta))
-        saturation = _with_trust(saturation, trust, generator_peak(resources, summary.warmup_s))
+        trust = judge(timeline, resources, _evidence(summary, resources_meta, late_sends(out_dir, summary.warmup_s)))
+        saturation = _with_trust(saturation, trust, generator_peak(resources, summary.warmup_s, summary.duration_s))
     # Messy kinds are a few requests each: their percentiles are shown, not claimed (the messy total is).
     counts = {
         cls: stats.count
@@ -45,14 +47,25 @@ def analyse_run(out_dir: Path, summary: Summary) -> Summary:
     )
 
 
-def _evidence(summary: Summary, resources_meta: dict) -> Evidence:
+def late_sends(out_dir: Path, warmup: float) -> int | None:
+    """Measured sends later than the lateness floor, from ``lateness.hlog``; None where it is missing or unreadable."""
+    try:
+        counts = read_interval_counts(out_dir, None, "lateness", warmup)
+    except ConfigError:
+        return None
+    return int(counts.counts[:, counts.values_ms > LATENESS_FLOOR_MS].sum())
+
+
+def _evidence(summary: Summary, resources_meta: dict, late: int | None) -> Evidence:
     def p99(metric: str) -> float | None:
         figures = summary.percentiles(metric)
         return figures.p99 if figures else None
 
     return Evidence(
         warmup_s=summary.warmup_s,
+        duration_s=summary.duration_s,
         lateness_p99_ms=p99("lateness"),
+        late_sends=late,
         response_p99_ms=p99("response"),
         service_p99_ms=p99("service"),
         dropped=summary.accounting.total.dropped,

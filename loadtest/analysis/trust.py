@@ -9,7 +9,8 @@ trustworthy when any of these rules holds; each names the seconds it covers:
   exceeds service p99 (from the actual send) by over 2 ms and over 10% of response p99: that
   part of the reported tail is the generator's, not the server's. Below 2 ms it is gevent's timer
   resolution and one scheduling slice; a few late sends that do not move the tail are not held
-  against the run. The seconds listed are those that break the same bounds on their own figures.
+  against the run, nor is a p99 that rests on fewer than 5 late sends (in a 100-request run one
+  hiccup is the p99). The seconds listed are those that break the same bounds on their own figures.
 - **generator busy**: the generator's processes used over 85% of the cores they may run on, so
   they queue behind themselves.
 - **starved cores**: in a measured second, every core the generator may run on was starved: over
@@ -36,13 +37,14 @@ from loadtest.results.summary import Trust, TrustReason
 
 LATENESS_SHARE = 0.10  # of response p99
 LATENESS_FLOOR_MS = 2.0
+MIN_LATE_SENDS = 5  # sends later than the floor, for lateness to be more than one hiccup
 GENERATOR_LIMIT = 0.85  # share of the generator's cores its processes may use
 CORE_BUSY_LIMIT = 95.0  # per cent busy, any one of the generator's cores
 CORE_STEAL_LIMIT = 20.0  # per cent stolen by the hypervisor, any one of the generator's cores
 
 RULES = (
-    f"lateness p99 over {LATENESS_FLOOR_MS:g} ms with response p99 over service p99 by over {LATENESS_FLOOR_MS:g} ms "
-    f"and {LATENESS_SHARE:.0%}; "
+    f"lateness p99 over {LATENESS_FLOOR_MS:g} ms (at least {MIN_LATE_SENDS} sends that late) "
+    f"with response p99 over service p99 by over {LATENESS_FLOOR_MS:g} ms and {LATENESS_SHARE:.0%}; "
     f"generator over {GENERATOR_LIMIT:.0%} of its cores; every generator core over {CORE_BUSY_LIMIT:.0f}% busy "
     f"or {CORE_STEAL_LIMIT:.0f}% stolen; a lost worker; arrivals dropped by the client"
 )
@@ -53,7 +55,9 @@ class Evidence:
     """The whole-run figures the rules read besides the two tables."""
 
     warmup_s: float = 0.0
+    duration_s: float | None = None  # measured seconds after the warm-up; None: to the end of the tables
     lateness_p99_ms: float | None = None
+    late_sends: int | None = None  # measured sends later than LATENESS_FLOOR_MS; None: not known
     service_p99_ms: float | None = None
     response_p99_ms: float | None = None
     dropped: int = 0
@@ -63,7 +67,7 @@ class Evidence:
 
 def judge(timeline: pd.DataFrame | None, resources: pd.DataFrame | None, evidence: Evidence) -> Trust:
     """Every rule over the measured seconds; trustworthy when none holds."""
-    measured = _measured(timeline, evidence.warmup_s)
+    measured = _measured(timeline, evidence.warmup_s, evidence.duration_s)
     reasons = [
         _lateness(measured, evidence),
         *_generator(resources, evidence),
@@ -74,10 +78,15 @@ def judge(timeline: pd.DataFrame | None, resources: pd.DataFrame | None, evidenc
     return Trust(not found, found, RULES)
 
 
-def _measured(table: pd.DataFrame | None, warmup: float) -> pd.DataFrame | None:
+def _measured(table: pd.DataFrame | None, warmup: float, duration: float | None = None) -> pd.DataFrame | None:
+    """The rows of the measured seconds: not the warm-up, and not the drain and shutdown after the run's end
+    (processes exiting then are not the generator falling behind)."""
     if table is None or not len(table):
         return None
-    return table[table["second"] >= warmup].sort_values("second")
+    kept = table["second"] >= warmup
+    if duration:
+        kept &= table["second"] <= warmup + duration
+    return table[kept].sort_values("second")
 
 
 def _known(value) -> bool:
@@ -96,6 +105,8 @@ def _material(lateness_ms, response_ms, service_ms) -> bool:
 
 def _lateness(measured: pd.DataFrame | None, evidence: Evidence) -> TrustReason | None:
     e = evidence
+    if e.late_sends is not None and e.late_sends < MIN_LATE_SENDS:
+        return None
     if not _material(e.lateness_p99_ms, e.response_p99_ms, e.service_p99_ms):
         return None
     seconds: list[float] = []
@@ -106,6 +117,7 @@ def _lateness(measured: pd.DataFrame | None, evidence: Evidence) -> TrustReason 
         ]
         rows = zip(measured["second"], *columns, strict=True)
         seconds = [float(second) for second, late, resp, serv in rows if _material(late, resp, serv)]
+    late = "" if e.late_sends is None else f" ({e.late_sends} sends over {LATENESS_FLOOR_MS:g} ms late)"
     tail = ""
     if _known(e.response_p99_ms) and _known(e.service_p99_ms):
         added = e.response_p99_ms - e.service_p99_ms
@@ -115,15 +127,15 @@ def _lateness(measured: pd.DataFrame | None, evidence: Evidence) -> TrustReason 
         )
     return TrustReason(
         "lateness",
-        f"the load generator sent late: lateness p99 {e.lateness_p99_ms:.1f} ms{tail}; "
+        f"the load generator sent late: lateness p99 {e.lateness_p99_ms:.1f} ms{late}{tail}; "
         "its own delay is in the latencies",
         tuple(seconds),
     )
 
 
-def generator_peak(resources: pd.DataFrame | None, warmup: float) -> float | None:
+def generator_peak(resources: pd.DataFrame | None, warmup: float, duration: float | None = None) -> float | None:
     """The generator's busiest measured second, as a share of its cores."""
-    measured = _measured(resources, warmup)
+    measured = _measured(resources, warmup, duration)
     if measured is None or "generator_cpu_util" not in measured.columns:
         return None
     peak = measured["generator_cpu_util"].max()
@@ -132,7 +144,7 @@ def generator_peak(resources: pd.DataFrame | None, warmup: float) -> float | Non
 
 def _generator(resources: pd.DataFrame | None, evidence: Evidence) -> list[TrustReason | None]:
     """Generator busy, and starved cores (busy or stolen), from the sampler's rows of the measured seconds."""
-    measured = _measured(resources, evidence.warmup_s)
+    measured = _measured(resources, evidence.warmup_s, evidence.duration_s)
     if measured is None:
         return []
     seconds = measured["second"].round()

@@ -91,6 +91,7 @@ def run_rounds(options: CompareOptions, profiles: list[Profile], out: Path, cons
                 )
                 if outcome.interrupted:
                     raise KeyboardInterrupt
+                outcome.raise_if_failed(f"round {r} of {p.name}")
                 s = outcome.summary
                 lat = s.percentiles()
                 console.print(

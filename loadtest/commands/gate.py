@@ -38,4 +38,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
     verdict = apply(gates, args.results, summary, console)
     write_summary(args.results, replace(summary, gates=verdict))
     untrusted = summary.trust is not None and not summary.trust.trustworthy
-    return outcome_code(False, not verdict.passed, untrusted=gates.strict and untrusted)
+    if summary.failure is not None:
+        console.print(f"[red bold]the run failed:[/] {summary.failure.line}", highlight=False, soft_wrap=True)
+    failed = summary.failure is not None
+    return outcome_code(False, not verdict.passed, untrusted=gates.strict and untrusted, run_failed=failed)

@@ -24,14 +24,14 @@ from loadtest.commands.options import (
     share,
 )
 from loadtest.config.gate_options import GateOptions
-from loadtest.errors import ExitCode, outcome_code
+from loadtest.errors import ExitCode, RunError, outcome_code
 
 # The engine, analysis and reports (psutil, numpy, pandas) are imported when a run starts: ``loadtest --help``
 # loads none of them.
 if TYPE_CHECKING:
     from loadtest.engine.runner import RunOptions
     from loadtest.gates.verdict import Gates
-    from loadtest.results.summary import Summary
+    from loadtest.results.summary import Failure, Summary
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,25 @@ class RunOutcome:
     interrupted: bool
     gates_failed: bool = False
     untrusted: bool = False  # the trust verdict says its latencies are partly the generator's own
+    failure: Failure | None = None  # the run itself failed (``analysis.failure``): exit RUN_FAILED whatever the gates
 
     def exit_code(self, strict: bool = False) -> ExitCode:
         """The command's exit code; ``strict`` (``--strict``) makes an untrusted run a failure of its own."""
-        return outcome_code(self.interrupted, self.gates_failed, untrusted=strict and self.untrusted)
+        return outcome_code(
+            self.interrupted,
+            self.gates_failed,
+            untrusted=strict and self.untrusted,
+            run_failed=self.failure is not None,
+        )
+
+    def raise_if_failed(self, what: str) -> None:
+        """For commands made of many runs (capacity, compare): a failed run stops them, with its one line.
+
+        A capacity step whose target died is not a failing step, and a compare round without answers
+        has nothing to compare: going on would judge the harness's failure as the server's verdict.
+        """
+        if self.failure is not None:
+            raise RunError(f"{what} failed: {self.failure.line} (results: {self.out_dir})")
 
 
 def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
@@ -68,7 +83,7 @@ def conclude(options: RunOptions, out_dir: Path, gates: Gates, interrupted: bool
     from loadtest.report.terminal import print_summary
     from loadtest.results.summary import write_summary
 
-    summary = analyse_run(out_dir, measured_summary(out_dir))
+    summary = _judge_failure(out_dir, analyse_run(out_dir, measured_summary(out_dir)))
     print_summary(summary, console)
     if summary.messy is not None:
         summary = _messy_outcome(options, out_dir, summary, console)
@@ -85,7 +100,17 @@ def conclude(options: RunOptions, out_dir: Path, gates: Gates, interrupted: bool
     untrusted = summary.trust is not None and not summary.trust.trustworthy
     if untrusted and options.gates.strict and not interrupted:
         console.print("[red bold]--strict: the run is not trustworthy[/] (the reasons above); exit 4")
-    return RunOutcome(out_dir, summary, interrupted, failed, untrusted)
+    if summary.failure is not None and not interrupted:
+        console.print(f"[red bold]the run failed:[/] {summary.failure.line}", highlight=False, soft_wrap=True)
+    return RunOutcome(out_dir, summary, interrupted, failed, untrusted, summary.failure)
+
+
+def _judge_failure(out_dir: Path, summary: Summary) -> Summary:
+    """The summary, with ``failure`` when the target stopped answering or a worker was lost (``analysis.failure``)."""
+    from loadtest.analysis.failure import judge
+    from loadtest.results.directory import read_table
+
+    return replace(summary, failure=judge(read_table(out_dir / "timeline.csv"), summary))
 
 
 def _load_what_follows(report: bool) -> None:

@@ -2,13 +2,15 @@
 
 In one process the collector pulls from the local recorder; in Locust's distributed mode the
 master's collector absorbs what each worker attaches to its reports. Either way the result is one
-set of histograms whose counts equal the sum of the parts, and an accounting that adds up.
+set of histograms whose counts equal the sum of the parts, and an accounting that adds up: a worker
+lost mid-run (``lose``) has the part of its share it never reported counted as ``lost_worker``, so
+``scheduled`` is still the whole schedule.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from hdrh.histogram import HdrHistogram
 
@@ -17,6 +19,7 @@ from loadtest.results.hdr_bulk import mean_value, value_at_percentile
 from loadtest.results.summary import ALL, Counts, Percentiles
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
+FINISHED = ("ok", "timeout", "dropped")  # with every ``error:<kind>``: the outcomes a worker reports as finished
 
 
 Key = tuple[str, str]  # (metric, request class)
@@ -32,9 +35,13 @@ class Collector:
         self.timeline: defaultdict[int, Counter[str]] = defaultdict(Counter)
         self.in_flight: dict[str, int] = {}
         self.done: set[str] = set()
+        self.by_worker: defaultdict[str, defaultdict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
+        self.last_report: dict[str, float] = {}  # worker -> when its last report came (the caller's clock)
 
-    def absorb(self, delta: dict, worker: str = "local", pause: Callable[[], None] = lambda: None) -> None:
-        """Add one process's delta; ``pause`` is called between histograms (see ``Recorder.take_delta``)."""
+    def absorb(
+        self, delta: dict, worker: str = "local", pause: Callable[[], None] = lambda: None, at: float | None = None
+    ) -> None:
+        """Add one process's delta, which came at ``at``; ``pause`` runs between histograms (see take_delta)."""
         for metric, by_class in delta["histograms"].items():
             for cls, encoded in by_class.items():
                 pause()
@@ -50,6 +57,7 @@ class Collector:
                     self.intervals[int(second)][(metric, cls)].append(payload)
         for cls, counts in delta["counts"].items():
             self.counts[cls].update(counts)
+            self.by_worker[worker][cls].update(counts)
         for cls, verdicts in delta.get("verdicts", {}).items():
             self.verdicts[cls].update(verdicts)
         self.clamped += delta.get("clamped", 0)
@@ -58,6 +66,30 @@ class Collector:
         self.in_flight[worker] = delta["in_flight"]
         if delta.get("done"):
             self.done.add(worker)
+        if at is not None:
+            self.last_report[worker] = at
+
+    def reported(self, worker: str, outcome: str) -> dict[str, int]:
+        """What one worker reported of one outcome, by class: a closed-load worker's share is what it scheduled."""
+        return {cls: counts[outcome] for cls, counts in self.by_worker.get(worker, {}).items()}
+
+    def lose(self, worker: str, share: Mapping[str, int]) -> int:
+        """Account for a lost worker whose share of the schedule was ``share`` (measured arrivals by class).
+
+        What it reported stays as reported; the rest of its share is scheduled and ``lost_worker``:
+        never sent, or sent and never reported. Returns how many arrivals that is.
+        """
+        reported = self.by_worker.get(worker, {})
+        lost_total = 0
+        for cls, intended in share.items():
+            counts = reported.get(cls, Counter())
+            finished = sum(n for outcome, n in counts.items() if outcome in FINISHED or outcome.startswith("error:"))
+            self.counts[cls]["scheduled"] += max(0, intended - counts["scheduled"])
+            lost = max(0, intended - finished)
+            self.counts[cls]["lost_worker"] += lost
+            lost_total += lost
+        self.in_flight.pop(worker, None)
+        return lost_total
 
     def histogram(self, metric: str, cls: str = ALL) -> HdrHistogram | None:
         return self.histograms.get((metric, cls))
@@ -68,7 +100,7 @@ class Collector:
         return sorted(names)
 
     def accounting(self, cls: str | None = None) -> Counts:
-        """scheduled = ok + errors + timeouts + dropped (+ unfinished, only if a run was cut short)."""
+        """scheduled = ok + errors + timeouts + dropped + lost_worker (+ unfinished, only if a run was cut short)."""
         totals: Counter[str] = Counter()
         errors: Counter[str] = Counter()
         for name, counts in self.counts.items():
@@ -80,7 +112,7 @@ class Collector:
                     totals["errors"] += count
                 else:
                     totals[outcome] += count
-        finished = totals["ok"] + totals["errors"] + totals["timeout"] + totals["dropped"]
+        finished = totals["ok"] + totals["errors"] + totals["timeout"] + totals["dropped"] + totals["lost_worker"]
         return Counts(
             scheduled=totals["scheduled"],
             ok=totals["ok"],
@@ -88,6 +120,7 @@ class Collector:
             errors_by_kind=dict(sorted(errors.items())),
             timeouts=totals["timeout"],
             dropped=totals["dropped"],
+            lost_worker=totals["lost_worker"],
             unfinished=totals["scheduled"] - finished,
         )
 

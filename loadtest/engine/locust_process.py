@@ -109,6 +109,11 @@ def _start_sampler(config: RunConfig, server_pid: int | None, generator_pid: int
     command += ["--generator-pid", str(generator_pid), "--hz", str(hz), "--start-epoch", str(time.time())]
     if server_pid:
         command += ["--server-pid", str(server_pid)]
+    from loadtest.engine.preflight import is_loopback
+    from loadtest.engine.server_metrics import metrics_url
+
+    if is_loopback(config.target_url):  # the sampler reads it only if it is there (the reference server's)
+        command += ["--metrics-url", metrics_url(config.target_url)]
     if pin:
         command += ["--cpus", ",".join(map(str, pin))]  # beside the generator, never on the server's cores
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

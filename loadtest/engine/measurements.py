@@ -101,6 +101,7 @@ def _add_merged(
         errors_by_kind=dict(sorted(errors.items())),
         timeouts=sum(p.timeouts for p in parts),
         dropped=sum(p.dropped for p in parts),
+        lost_worker=sum(p.lost_worker for p in parts),
         unfinished=sum(p.unfinished for p in parts),
     )
 
@@ -111,7 +112,7 @@ def timeline_rows(collector: Collector, target_at: Callable[[float], float]) -> 
     for second in seconds:
         counts = collector.timeline.get(second, {})
         row = {"second": second, "target": round(target_at(second + 0.5), 3)}
-        for column in ("scheduled", "sent", "ok", "error", "timeout", "dropped", "warmup"):
+        for column in ("scheduled", "sent", "ok", "error", "transport", "timeout", "dropped", "warmup"):
             row[column] = counts.get(column, 0)
         for metric in INTERVAL_METRICS:
             histogram = collector.interval_histogram(second, metric)

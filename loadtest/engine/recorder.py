@@ -37,6 +37,7 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from loadtest.results.hdr_bulk import record_many, reset
+from loadtest.results.summary import transport_error
 
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
@@ -276,6 +277,8 @@ class Recorder:
         for at, cls, kind in c["failures"]:  # rare: counted one by one
             outcome = "timeout" if kind == TIMEOUT else "error"
             self._timeline[int(seconds[at])][outcome] += 1
+            if outcome == "error" and transport_error(kind):  # no answer at all: the run's failure rule reads these
+                self._timeline[int(seconds[at])]["transport"] += 1
             if measured[at]:
                 self._counts[cls][outcome if kind == TIMEOUT else "error:" + kind] += 1
         # Interval logs: every success, warm-up included, by the second it completed in.

@@ -13,7 +13,16 @@ on the load generator's event loop. It samples at ``--hz`` (4 by default) and wr
 
 Per-process CPU comes from cumulative CPU-time deltas over each window, not from psutil's
 ``cpu_percent``: its first reading is always 0, and it moves in 10 ms ticks, which a 250 ms
-sample cannot resolve but a one-second window can.
+sample cannot resolve but a one-second window can. ``process_tree`` keeps those totals honest when
+processes start, exit and are reaped mid-run; a window's CPU is still capped at the cores the tree
+may use (clock skew between two readings can push it a hair over), and ``resources.json`` counts
+the windows that were capped (``clamped``), so a cap never hides a fault.
+
+For the server it also records its busiest thread's CPU as a share of one core (a 1-thread model
+server saturates on that thread while its process is at half its cores) and, with ``--metrics-url``,
+the rows its queue holds and the requests in flight, from its Prometheus ``/metrics``
+(``engine.server_metrics``), read once at each window's end: a read costs the sampler about 2 ms
+of CPU, and four a second would double what the sampler costs.
 """
 
 from __future__ import annotations
@@ -24,11 +33,15 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
+from loadtest.engine.process_tree import NO_TREE, Tree, TreeReading
+from loadtest.engine.server_metrics import IN_FLIGHT, QUEUE_ROWS, read_metrics, total
+from loadtest.errors import MetricsUnavailable
 from loadtest.results.files import write_json
 
 RESOURCE_COLUMNS_FIXED = (
@@ -37,54 +50,17 @@ RESOURCE_COLUMNS_FIXED = (
     "server_cpu_util",
     "server_rss_mb",
     "server_ctx_switches_per_s",
+    "server_thread_max_busy",
+    "server_thread_max_util",
+    "server_thread_max_tid",
     "generator_cpu_cores",
     "generator_cpu_util",
     "generator_rss_mb",
     "loopback_rx_mb_per_s",
     "loopback_tx_mb_per_s",
 )
-
-
-@dataclass
-class Tree:
-    """One process and its descendants: CPU seconds and context switches so far, per pid."""
-
-    root: psutil.Process
-    cpu: dict[int, float] = field(default_factory=dict)
-    switches: dict[int, int] = field(default_factory=dict)
-    processes: dict[int, psutil.Process] = field(default_factory=dict)
-
-    def read(self) -> tuple[float, int, float, int]:
-        """(CPU seconds, context switches, RSS bytes, processes alive), summed over the tree now."""
-        try:
-            members = [self.root, *self.root.children(recursive=True)]
-        except psutil.Error:
-            members = []
-        rss = alive = 0
-        for process in members:
-            known = self.processes.setdefault(process.pid, process)
-            try:
-                with known.oneshot():
-                    times = known.cpu_times()
-                    ctx = known.num_ctx_switches()
-                    rss += known.memory_info().rss
-            except psutil.Error:
-                continue
-            alive += 1
-            self.cpu[process.pid] = times.user + times.system + times.children_user + times.children_system
-            self.switches[process.pid] = ctx.voluntary + ctx.involuntary
-        # Exited processes keep their last reading: a tree's totals never go backwards.
-        return sum(self.cpu.values()), sum(self.switches.values()), rss, alive
-
-    def cores(self) -> list[int]:
-        """The cores the tree may run on (its root's affinity)."""
-        try:
-            return sorted(self.root.cpu_affinity())
-        except (psutil.Error, AttributeError):
-            return list(range(psutil.cpu_count() or 1))
-
-    def allowed_cores(self) -> int:
-        return len(self.cores())
+QUEUE_COLUMNS = ("server_queue_rows", "server_in_flight")
+METRICS_TIMEOUT_S = 0.25  # a read slower than this is skipped: the sampler's windows must not wait on the server
 
 
 def gpu_reader():
@@ -117,6 +93,31 @@ def gpu_reader():
     return read, [n.decode() if isinstance(n, bytes) else n for n in names]
 
 
+def queue_reader(url: str | None) -> tuple[Callable[[], tuple[float, float] | None] | None, str]:
+    """(reader, why-absent): reader() gives (queue rows, requests in flight) from the server's ``/metrics``.
+
+    The reader gives None for a read that failed or was too slow; the page must name
+    ``inference_queue_rows`` at the start (the reference server's), or there is no reader.
+    """
+    if not url:
+        return None, "no --metrics-url: the target is not on this machine"
+    try:
+        first = read_metrics(url, METRICS_TIMEOUT_S * 4)
+    except MetricsUnavailable as exc:
+        return None, str(exc)
+    if total(first, QUEUE_ROWS) is None:
+        return None, f"{url} has no {QUEUE_ROWS}"
+
+    def read() -> tuple[float, float] | None:
+        try:
+            samples = read_metrics(url, METRICS_TIMEOUT_S)
+        except MetricsUnavailable:
+            return None
+        return total(samples, QUEUE_ROWS) or 0.0, total(samples, IN_FLIGHT) or 0.0  # no gauge yet: none in flight
+
+    return read, url
+
+
 def _loopback() -> tuple[int, int]:
     counters = psutil.net_io_counters(pernic=True).get("lo")
     return (counters.bytes_recv, counters.bytes_sent) if counters else (0, 0)
@@ -126,14 +127,11 @@ def _loopback() -> tuple[int, int]:
 class Reading:
     """What one window edge reads: each tree's totals (``Tree.read``), every core's times, loopback bytes."""
 
-    server: tuple[float, int, float, int]
-    generator: tuple[float, int, float, int]
+    server: TreeReading
+    generator: TreeReading
     cores: list
     loopback: tuple[int, int]
     time: float
-
-
-NO_TREE = (0.0, 0, 0, 0)
 
 
 def read_all(server: Tree | None, generator: Tree | None, now: float | None = None) -> Reading:
@@ -145,36 +143,77 @@ def read_all(server: Tree | None, generator: Tree | None, now: float | None = No
     return Reading(server_now, generator_now, cores, loopback, time.time() if now is None else now)
 
 
-def resource_columns(cores: int, gpus: int) -> list[str]:
+def resource_columns(cores: int, gpus: int, queue: bool = False) -> list[str]:
     columns = list(RESOURCE_COLUMNS_FIXED)
     columns += [f"core{i}_busy_pct" for i in range(cores)] + [f"core{i}_steal_pct" for i in range(cores)]
+    columns += list(QUEUE_COLUMNS) if queue else []
     for i in range(gpus):
         columns += [f"gpu{i}_util_pct", f"gpu{i}_memory_mb", f"gpu{i}_power_w"]
     return columns
 
 
-def _tree_cells(tree: Tree | None, before: tuple, after: tuple, elapsed: float, switches: bool) -> list:
-    """CPU cores, CPU share and RSS of one tree over a window (and for the server, context switches per second)."""
-    width = 4 if switches else 3
-    if tree is None or not after[3]:  # not watched, or exited: no reading rather than a misleading zero
-        return [""] * width
-    used = (after[0] - before[0]) / elapsed
-    cells = [round(used, 4), round(used / tree.allowed_cores(), 4), round(after[2] / 2**20, 1)]
-    if switches:
-        cells.append(round((after[1] - before[1]) / elapsed, 1))
-    return cells
+@dataclass
+class Clamps:
+    """Per tree, the windows whose CPU came out above the cores the tree may use, and the highest such reading."""
+
+    windows: dict[str, int] = field(default_factory=dict)
+    peak_cores: dict[str, float] = field(default_factory=dict)
+
+    def note(self, tree: str, cores: float) -> None:
+        self.windows[tree] = self.windows.get(tree, 0) + 1
+        self.peak_cores[tree] = round(max(cores, self.peak_cores.get(tree, 0.0)), 4)
+
+    def as_dict(self) -> dict:
+        return {tree: {"windows": n, "peak_cores": self.peak_cores[tree]} for tree, n in self.windows.items()}
+
+
+def _cpu_cells(
+    name: str, tree: Tree | None, before: TreeReading, after: TreeReading, elapsed: float, clamps: Clamps
+) -> list:
+    """CPU cores, CPU share (capped at the tree's cores) and RSS of one tree over a window."""
+    if tree is None or not after.alive:  # not watched, or exited: no reading rather than a misleading zero
+        return [""] * 3
+    allowed = tree.allowed_cores()
+    used = (after.cpu_s - before.cpu_s) / elapsed
+    if used > allowed:
+        clamps.note(name, used)
+        used = allowed
+    return [round(used, 4), round(used / allowed, 4), round(after.rss / 2**20, 1)]
+
+
+def _server_cells(tree: Tree | None, before: TreeReading, after: TreeReading, elapsed: float) -> list:
+    """Context switches per second, and the busiest thread: its share of the window running or runnable, CPU, id.
+
+    Busiest means most time running or waiting for a core: a thread that always has work.
+    """
+    if tree is None or not after.alive:
+        return [""] * 4
+    switches = round((after.switches - before.switches) / elapsed, 1)
+    both = after.threads.keys() & before.threads.keys()  # a thread first seen now has no baseline yet
+    if not both:
+        return [switches, "", "", ""]
+    cpu = {t: after.threads[t][0] - before.threads[t][0] for t in both}
+    wait = {t: after.threads[t][1] - before.threads[t][1] for t in both}
+    busiest = max(both, key=lambda t: (cpu[t] + wait[t], cpu[t]))
+    busy, used = min((cpu[busiest] + wait[busiest]) / elapsed, 1.0), min(cpu[busiest] / elapsed, 1.0)
+    return [switches, round(busy, 4), round(used, 4), busiest]  # one thread: all of the window, one core, at most
 
 
 def _core_cells(before: list, after: list) -> list[float]:
     """Every core's busy percentage, then every core's steal percentage, over a window."""
     busy, steal = [], []
     for start, end in zip(before, after, strict=True):
-        total = sum(end) - sum(start)
+        total_s = sum(end) - sum(start)
         idle = (end.idle + getattr(end, "iowait", 0)) - (start.idle + getattr(start, "iowait", 0))
-        busy.append(round(100 * (1 - idle / total), 2) if total > 0 else 0.0)
+        busy.append(round(100 * (1 - idle / total_s), 2) if total_s > 0 else 0.0)
         stolen = getattr(end, "steal", 0) - getattr(start, "steal", 0)
-        steal.append(round(100 * stolen / total, 2) if total > 0 else 0.0)
+        steal.append(round(100 * stolen / total_s, 2) if total_s > 0 else 0.0)
     return busy + steal
+
+
+def _queue_cells(read: tuple[float, float] | None) -> list:
+    """The queue rows and requests in flight read at the window's end; empty if the read failed."""
+    return ["", ""] if read is None else [round(read[0], 2), round(read[1], 2)]
 
 
 def _gpu_cells(samples: list[list[tuple[float, float, float]]], gpus: int) -> list[float]:
@@ -191,13 +230,20 @@ def _gpu_cells(samples: list[list[tuple[float, float, float]]], gpus: int) -> li
 
 
 def resource_row(
-    before: Reading, after: Reading, server: Tree | None, generator: Tree | None, start_epoch: float
+    before: Reading,
+    after: Reading,
+    server: Tree | None,
+    generator: Tree | None,
+    start_epoch: float,
+    clamps: Clamps | None = None,
 ) -> list:
-    """One window's row of ``resources.csv`` but the GPU columns, from the readings at its two edges."""
+    """One window's row of ``resources.csv`` up to the cores' columns, from the readings at its two edges."""
+    clamps = clamps if clamps is not None else Clamps()
     elapsed = after.time - before.time
     row: list = [round(before.time - start_epoch, 3)]
-    row += _tree_cells(server, before.server, after.server, elapsed, switches=True)
-    row += _tree_cells(generator, before.generator, after.generator, elapsed, switches=False)
+    row += _cpu_cells("server", server, before.server, after.server, elapsed, clamps)
+    row += _server_cells(server, before.server, after.server, elapsed)
+    row += _cpu_cells("generator", generator, before.generator, after.generator, elapsed, clamps)
     row += [round((after.loopback[i] - before.loopback[i]) / elapsed / 2**20, 4) for i in (0, 1)]
     return row + _core_cells(before.cores, after.cores)
 
@@ -222,50 +268,86 @@ class _Stop:
         return self.now
 
 
+@dataclass
+class Watch:
+    """What one sampler watches: the two trees, the GPUs (read at ``hz``) and the server's ``/metrics``."""
+
+    server: Tree | None
+    generator: Tree | None
+    read_gpus: Callable[[], list[tuple[float, float, float]]] | None
+    gpus: int
+    read_queue: Callable[[], tuple[float, float] | None] | None
+    clamps: Clamps = field(default_factory=Clamps)
+
+
 def sample(
-    out: Path, server_pid: int | None, generator_pid: int | None, start_epoch: float, hz: float, window: float
+    out: Path,
+    server_pid: int | None,
+    generator_pid: int | None,
+    start_epoch: float,
+    hz: float,
+    window: float,
+    metrics_url: str | None = None,
 ) -> None:
     """Sample until SIGTERM/SIGINT or until the generator exits; write ``resources.csv`` as it goes."""
-    server = Tree(psutil.Process(server_pid)) if server_pid else None
-    generator = Tree(psutil.Process(generator_pid)) if generator_pid else None
     read_gpus, gpu_info = gpu_reader()
+    read_queue, queue_info = queue_reader(metrics_url)
+    watch = Watch(
+        Tree(psutil.Process(server_pid), with_threads=True) if server_pid else None,
+        Tree(psutil.Process(generator_pid)) if generator_pid else None,
+        read_gpus,
+        len(gpu_info) if read_gpus else 0,
+        read_queue,
+    )
     cores = psutil.cpu_count() or 1
-    gpus = len(gpu_info) if read_gpus else 0
     meta = {
         "start_epoch": start_epoch,  # "second" counts from here
         "hz": hz,
         "window_s": window,
         "cores": cores,
         "server_pid": server_pid,
-        "server_cores": server.cores() if server else None,
+        "server_cores": watch.server.cores() if watch.server else None,
         "generator_pid": generator_pid,
-        "generator_cores": generator.cores() if generator else None,
+        "generator_cores": watch.generator.cores() if watch.generator else None,
         "gpus": gpu_info if read_gpus else [],
         "gpu_absent": None if read_gpus else gpu_info,
+        "server_metrics": queue_info if read_queue else None,
+        "server_metrics_absent": None if read_queue else queue_info,
+        "clamped": {},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.parent / "resources.json", meta)
-    stop = _Stop()
-    last = read_all(server, generator)
-    gpu_samples: list[list[tuple[float, float, float]]] = []
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(resource_columns(cores, gpus))
+        writer.writerow(resource_columns(cores, watch.gpus, read_queue is not None))
         handle.flush()
-        while not stop.now:
-            if read_gpus:
-                gpu_samples.append(read_gpus())  # utilisation is sampled at hz; the rest is per window
-            stopping = stop.wait(1 / hz)
-            now = time.time()
-            if now - last.time < window and not stopping:
-                continue
-            current = read_all(server, generator, now)
-            writer.writerow(resource_row(last, current, server, generator, start_epoch) + _gpu_cells(gpu_samples, gpus))
-            handle.flush()
-            gpu_samples = []
-            last = current
-            if generator is not None and not generator.root.is_running():
-                break
+        _write_rows(watch, writer, handle, start_epoch, hz, window)
+    write_json(out.parent / "resources.json", {**meta, "clamped": watch.clamps.as_dict()})
+
+
+def _write_rows(watch: Watch, writer, handle, start_epoch: float, hz: float, window: float) -> None:
+    """One row per window until asked to stop or the generator exits; GPUs are read at ``hz``, the rest per window."""
+    stop = _Stop()
+    last = read_all(watch.server, watch.generator)
+    gpu_samples: list[list[tuple[float, float, float]]] = []
+    while not stop.now:
+        if watch.read_gpus:
+            gpu_samples.append(watch.read_gpus())  # utilisation is sampled at hz; the rest is per window
+        stopping = stop.wait(1 / hz)
+        now = time.time()
+        if now - last.time < window and not stopping:
+            continue
+        if stopping and now - last.time < window / 2:
+            break  # a sliver after Locust has quit: too short for CPU times in 10 ms ticks to mean anything
+        current = read_all(watch.server, watch.generator, now)
+        row = resource_row(last, current, watch.server, watch.generator, start_epoch, watch.clamps)
+        row += _queue_cells(watch.read_queue()) if watch.read_queue else []
+        writer.writerow(row + _gpu_cells(gpu_samples, watch.gpus))
+        handle.flush()
+        gpu_samples = []
+        last = current
+        if watch.generator is not None and not watch.generator.root.is_running():
+            break
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,11 +359,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hz", type=float, default=4.0, help="samples per second (default 4)")
     parser.add_argument("--window", type=float, default=1.0, help="seconds per written row (default 1)")
     parser.add_argument("--cpus", help="pin the sampler to these cores, e.g. 1")
+    parser.add_argument("--metrics-url", help="the server's Prometheus page, for its queue rows and requests in flight")
     args = parser.parse_args(argv)
     if args.cpus:
         os.sched_setaffinity(0, [int(c) for c in args.cpus.split(",")])
+    start = args.start_epoch or time.time()
     try:
-        sample(args.out, args.server_pid, args.generator_pid, args.start_epoch or time.time(), args.hz, args.window)
+        sample(args.out, args.server_pid, args.generator_pid, start, args.hz, args.window, args.metrics_url)
     except psutil.NoSuchProcess as exc:
         print(f"sampler: no process {exc.pid}", file=sys.stderr)
         return 2

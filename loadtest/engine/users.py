@@ -15,6 +15,14 @@ number of users over time, and each user sends, waits for its answer, thinks, an
 
 The run configuration arrives as the custom option ``--loadtest-run`` (JSON), which Locust's
 master forwards to every worker in its spawn message, so workers on other hosts need no files.
+
+A worker lost mid-run (killed, crashed, cut off) is noticed by Locust's own heartbeat: after
+``HEARTBEAT_LIVENESS`` missed beats the master marks it missing. The master then stops waiting for
+it, and at the end counts the part of its share of the schedule it never reported as ``lost_worker``
+(the master knows the whole schedule and how it is partitioned), and records which worker was lost
+and when its last report came (``run.lost_workers``), so the run fails with one line instead of
+idling to the hard stop and reading as interrupted. Locust may hand a lost worker's user to a
+surviving worker: a process walks its share of the schedule once, so that user only waits.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import json
 import os
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import gevent
@@ -32,7 +41,7 @@ from gevent.lock import BoundedSemaphore, Semaphore
 from gevent.pool import Group
 from locust import LoadTestShape, events, runners, task
 from locust.contrib.fasthttp import FastHttpUser, LocustBadStatusCode
-from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner, WorkerRunner
 
 from loadtest.engine.collector import Collector, quick_percentiles
 from loadtest.engine.measurements import write_results
@@ -52,6 +61,7 @@ from loadtest.traffic.protocols import unchecked
 runners.WORKER_REPORT_INTERVAL = 1.0  # deltas every second, so the master's progress is current
 HEADERS = {"Content-Type": "application/json"}
 LATE_SLEEP = 0.002  # below this much time left, stop sleeping coarsely and re-check the clock
+SILENT_S = 3.0  # a worker silent this much longer than the others at the end is lost (Locust's HEARTBEAT_LIVENESS)
 
 
 @dataclass
@@ -70,6 +80,8 @@ class RunState:
     started_epoch: float = field(default_factory=time.time)
     closed_sent: int = 0
     complete: bool = False  # the shape ended the run on schedule (not Ctrl-C, not the hard stop)
+    scheduling: bool = False  # an open-load scheduler walks this process's share (one per process, ever)
+    lost: dict[str, float] = field(default_factory=dict)  # master: missing worker -> its last report (s since start)
     pull_lock: Semaphore = field(default_factory=Semaphore)
     _payloads: tuple | None = None
     _target: list[int] | None = None  # a replay's intended sends per second, read once
@@ -195,14 +207,16 @@ class ScenarioUser(FastHttpUser):
         self.protocol, self.payloads = state.payloads()
 
     def wait_time(self) -> float:
-        if self.state.done:
-            return 3600.0  # the schedule is sent: wait outside the task, where a stop ends us at once
+        if self.state.done or (self.load.model == "open" and self.state.scheduling):
+            return 3600.0  # the schedule is sent or being sent: wait outside the task, where a stop ends us at once
         return self.load.think_time
 
     @task
     def work(self) -> None:
         if self.load.model == "open":
-            self.run_schedule()
+            if not self.state.scheduling:  # a second user in this process (a lost worker's, handed over) only waits
+                self.state.scheduling = True
+                self.run_schedule()
         else:
             self.closed_request()
 
@@ -236,7 +250,7 @@ class ScenarioUser(FastHttpUser):
 
     def run_schedule(self) -> None:
         state, load = self.state, self.state.scenario.load
-        arrivals = self.arrivals()
+        arrivals = worker_arrivals(state, state.worker_index, self.payloads)
         first = next(arrivals, None)  # opens a capture and fills its reorder window before the clock starts
         start = time.perf_counter()
         recorder = state.recorder = Recorder(start, load.warmup)
@@ -256,33 +270,13 @@ class ScenarioUser(FastHttpUser):
         if state.local:
             gevent.spawn(_end_now, state)
 
-    def arrivals(self):
-        """(intended offset, payload) of this worker's share of the schedule: synthetic, or a capture's."""
-        state, load = self.state, self.load
-        if state.config.replay:
-            spec, requests = build_replay(state.config, self.payloads)
-            for arrival in schedule(spec):
-                if isinstance(arrival, Arrival) and arrival.index % state.workers == state.worker_index:
-                    yield arrival.offset, requests.payload(arrival)
-            return
-        times = arrival_times(load.shape, load.warmup + load.duration, load.arrivals, state.scenario.seed)
-        for index, offset in partition(times, state.worker_index, state.workers):
-            yield offset, self.pick(index)
-
-    def pick(self, index: int) -> Payload:
-        """Arrival ``index``'s payload: a messy one for the scenario's messy share, else a clean one."""
-        messy = self.state.messy()
-        if messy is not None and (request := messy.pick(index)) is not None:
-            return messy_payload(request)
-        return self.payloads.pick(index)
-
     def closed_request(self) -> None:
         state = self.state
         if state.recorder is None:
             state.recorder = Recorder(state.started, state.scenario.load.warmup)
         index = state.worker_index + state.workers * state.closed_sent
         state.closed_sent += 1
-        payload = self.pick(index)
+        payload = pick(state, self.payloads, index)
         if payload.twin:  # a messy duplicate: this user sends it twice at once
             Group().map(lambda _: self._closed_send(payload), range(2))
         else:
@@ -300,6 +294,38 @@ class ScenarioUser(FastHttpUser):
         if payload.expect is not None:
             kind = judge_answer(recorder, payload, actual, kind, response)
         recorder.completed(payload.cls, actual, actual, done, kind, timing)
+
+
+def worker_arrivals(state: RunState, worker_index: int, payloads):
+    """(intended offset, payload) of one worker's share of the schedule: synthetic, or a capture's."""
+    load = state.scenario.load
+    if state.config.replay:
+        spec, requests = build_replay(state.config, payloads)
+        for arrival in schedule(spec):
+            if isinstance(arrival, Arrival) and arrival.index % state.workers == worker_index:
+                yield arrival.offset, requests.payload(arrival)
+        return
+    times = arrival_times(load.shape, load.warmup + load.duration, load.arrivals, state.scenario.seed)
+    for index, offset in partition(times, worker_index, state.workers):
+        yield offset, pick(state, payloads, index)
+
+
+def pick(state: RunState, payloads, index: int) -> Payload:
+    """Arrival ``index``'s payload: a messy one for the scenario's messy share, else a clean one."""
+    messy = state.messy()
+    if messy is not None and (request := messy.pick(index)) is not None:
+        return messy_payload(request)
+    return payloads.pick(index)
+
+
+def measured_share(state: RunState, worker_index: int) -> Counter[str]:
+    """A worker's measured arrivals by class (a messy twin counts twice, as it is scheduled twice)."""
+    share: Counter[str] = Counter()
+    _, payloads = state.payloads()
+    for offset, payload in worker_arrivals(state, worker_index, payloads):
+        if offset >= state.scenario.load.warmup:
+            share[payload.cls] += 2 if payload.twin else 1
+    return share
 
 
 class ScenarioShape(LoadTestShape):
@@ -324,9 +350,61 @@ class ScenarioShape(LoadTestShape):
 
 
 def _all_done(state: RunState) -> bool:
+    """Every worker has sent its share, or was lost (no use waiting for it)."""
     if state.local:
         return state.done
-    return state.collector is not None and len(state.collector.done) >= state.workers
+    return state.collector is not None and len(state.collector.done | set(state.lost)) >= state.workers
+
+
+def _notice_lost(state: RunState) -> None:
+    """Master: a worker Locust's heartbeat marks missing, or that left, before it was done, is lost."""
+    runner = state.environment.runner
+    if not isinstance(runner, MasterRunner) or state.complete or runner.state not in (STATE_SPAWNING, STATE_RUNNING):
+        return
+    collector = state.collector
+    present = {client.id: client.state for client in runner.clients.all}
+    for client_id in runner.worker_indexes:
+        if client_id in collector.done or client_id in state.lost:
+            continue
+        if present.get(client_id, STATE_MISSING) == STATE_MISSING:
+            state.lost[client_id] = collector.last_report.get(client_id, 0.0)
+            if state.scenario.load.model == "open" and _all_done(state):
+                gevent.spawn(_end_now, state)
+
+
+def _notice_silent(state: RunState) -> None:
+    """Master, at the end: a worker whose reports stopped ``SILENT_S`` before the others' is lost too.
+
+    Locust's heartbeat takes a few seconds to mark a worker missing; closed load ends on the clock,
+    not when every worker is done, so a worker lost in its last seconds is caught here.
+    """
+    reports = state.collector.last_report
+    if not isinstance(state.environment.runner, MasterRunner) or not reports:
+        return
+    newest = max(reports.values())
+    for client_id in state.environment.runner.worker_indexes:
+        if client_id in state.collector.done or client_id in state.lost:
+            continue
+        if newest - reports.get(client_id, 0.0) > SILENT_S:
+            state.lost[client_id] = reports.get(client_id, 0.0)
+
+
+def _lost_workers(state: RunState) -> list[dict]:
+    """At the end: each lost worker that never finished, with its unsent arrivals now in the accounting."""
+    _notice_silent(state)
+    runner = state.environment.runner
+    lost = []
+    for client_id, at in state.lost.items():
+        if client_id in state.collector.done:  # it came back and finished its share after all
+            continue
+        index = runner.worker_indexes.get(client_id, 0)
+        if state.scenario.load.model == "open":
+            share = measured_share(state, index)
+        else:  # closed load has no schedule: what it lost is what it sent and never reported back
+            share = state.collector.reported(client_id, "scheduled")
+        arrivals = state.collector.lose(client_id, share)
+        lost.append({"worker": index + 1, "of": state.workers, "at_s": float(int(at)), "arrivals": arrivals})
+    return sorted(lost, key=lambda w: w["worker"])
 
 
 def _end_now(state: RunState) -> None:
@@ -380,7 +458,8 @@ def _on_report_to_master(client_id, data, **_) -> None:
 def _on_worker_report(client_id, data, **_) -> None:
     state = _STATE
     if state is not None and state.collector is not None and "loadtest" in data:
-        state.collector.absorb(data["loadtest"], client_id)  # the master sends nothing: no need to yield
+        at = time.perf_counter() - state.started
+        state.collector.absorb(data["loadtest"], client_id, at=at)  # the master sends nothing: no need to yield
         if state.scenario.load.model == "open" and _all_done(state):
             gevent.spawn(_end_now, state)
 
@@ -399,6 +478,7 @@ def _progress_loop(state: RunState) -> None:
     while True:
         gevent.sleep(1.0)
         _pull_local(state)
+        _notice_lost(state)
         _write_progress(state)
 
 
@@ -434,6 +514,7 @@ def _on_quitting(environment, **_) -> None:
     if state is None or state.collector is None:
         return
     _pull_local(state, final=True)
+    lost_workers = _lost_workers(state) if state.workers > 1 else []
     stats = environment.stats.total
     meta = state.config.meta_for_summary(
         started_epoch=state.started_epoch,
@@ -442,5 +523,6 @@ def _on_quitting(environment, **_) -> None:
         processes=state.workers,
         locust_requests=stats.num_requests,
         locust_failures=stats.num_failures,
+        lost_workers=lost_workers,
     )
     write_results(state.config.out_dir, state.collector, meta, state.target_at, state.started_epoch)

@@ -16,9 +16,12 @@ from loadtest.config.gate_options import GateOptions
 from loadtest.errors import ConfigError
 from loadtest.gates.thresholds import (
     LATENCY_STATS,
+    OPERATORS,
     GateError,
+    Threshold,
     check_regressions,
     check_thresholds,
+    figure,
     junit_xml,
     parse_regression,
     parse_threshold,
@@ -79,7 +82,12 @@ def apply(gates: Gates, out_dir: Path, summary: Summary, console: Console) -> Ga
         results += check_regressions(summary, gates.baseline, list(gates.regressions))
         latency += [limit.stat in LATENCY_STATS for limit in gates.regressions]
     if summary.trust is not None and not summary.trust.trustworthy:
-        results = [untrusted(r) if on_latency else r for r, on_latency in zip(results, latency, strict=True)]
+        server_own = [_server_own_failure(t, summary) for t in gates.thresholds]
+        server_own += [None] * len(gates.regressions if gates.baseline is not None else ())
+        results = [
+            (untrusted(r) if own is None else _stands(r, own)) if on_latency else r
+            for r, on_latency, own in zip(results, latency, server_own, strict=True)
+        ]
     verdict = GateResults(
         passed=all(r.passed for r in results if r.verdict != UNTRUSTED),
         baseline=str(gates.baseline_dir) if gates.baseline_dir else None,
@@ -97,6 +105,36 @@ def apply(gates: Gates, out_dir: Path, summary: Summary, console: Console) -> Ga
             + "[/]"
         )
     return verdict
+
+
+# Reasons that leave the client's own clock doubtful: a busy or starved generator reads its
+# responses late, so even service latency (from the actual send) may hold its delay.
+CLOCK_DOUBTS = frozenset({"generator_busy", "starved_core"})
+
+
+def _server_own_failure(threshold: Threshold, summary: Summary) -> float | None:
+    """A response-latency gate that service latency (from the actual send) breaks too: the server's own failure.
+
+    Send lateness, a lost worker and client drops only add to response latency or take load
+    away; neither makes the server's own time longer. So when those are the only doubts and
+    service latency alone breaks the limit, the failure stands, and CI keeps its red build.
+    The service figure that breaks the limit, or None when the gate is not judged.
+    """
+    if threshold.stat not in LATENCY_STATS or threshold.metric not in ("response", "service"):
+        return None
+    if threshold.op not in ("<", "<="):  # only an upper bound is broken the same way by both
+        return None
+    if summary.trust is None or any(r.rule in CLOCK_DOUBTS for r in summary.trust.reasons):
+        return None
+    service = figure(summary, threshold.stat, threshold.cls, "service")
+    if service is None or OPERATORS[threshold.op](service, threshold.limit):
+        return None
+    return service
+
+
+def _stands(result: GateResult, service_ms: float) -> GateResult:
+    own = f"service latency {service_ms:.3f}ms breaks it too: the server's own"
+    return replace(result, message=f"{result.message} ({own})")
 
 
 def untrusted(result: GateResult) -> GateResult:

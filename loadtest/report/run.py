@@ -353,8 +353,11 @@ def _headline(s: Summary) -> list[str]:
         f"{load.get('shape', {}).get('kind', '?')} shape, {s.duration_s:g} s measured",
         f"target {s.target.get('url', '?')}",
         f"scheduled {a.scheduled} = ok {a.ok} + errors {a.errors} + timeouts {a.timeouts} + dropped {a.dropped}"
+        + (f" + lost_worker {a.lost_worker}" if a.lost_worker else "")
         + ("" if s.accounting.balanced else f" (+ {a.unfinished} unfinished)"),
     ]
+    if s.failure is not None:
+        lines.append(f"RUN FAILED: {s.failure.line}")
     if s.run.interrupted:
         lines.append("INTERRUPTED: these figures cover only what was measured")
     if s.replay:

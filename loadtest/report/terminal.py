@@ -42,6 +42,8 @@ def summary_table(summary: Summary) -> Table:
 def accounting_line(summary: Summary) -> str:
     a = summary.accounting.total
     line = f"scheduled {a.scheduled} = ok {a.ok} + errors {a.errors} + timeouts {a.timeouts} + dropped {a.dropped}"
+    if a.lost_worker:
+        line += f" + lost_worker {a.lost_worker} (a load-generator worker was lost)"
     if a.unfinished:
         line += f" + unfinished {a.unfinished} (the run was cut short)"
     if a.errors_by_kind:

@@ -30,6 +30,7 @@ TIMELINE_COLUMNS = (
     "sent",
     "ok",
     "error",
+    "transport",
     "timeout",
     "dropped",
     "warmup",

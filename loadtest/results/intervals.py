@@ -147,10 +147,16 @@ def _parse(path: Path, text: str, cls: str | None) -> tuple[list[int], list[str]
     return seconds, payloads, tags
 
 
-def read_interval_counts(run_dir: Path, cls: str | None = None, metric: str = "response") -> IntervalCounts:
-    """The measured seconds of ``<metric>.hlog`` in a results directory, for one class (None: all classes)."""
+def read_interval_counts(
+    run_dir: Path, cls: str | None = None, metric: str = "response", warmup: float | None = None
+) -> IntervalCounts:
+    """The measured seconds of ``<metric>.hlog`` in a results directory, for one class (None: all classes).
+
+    ``warmup`` is read from the directory's summary unless given (the analysis runs before it is written).
+    """
     path = Path(run_dir) / f"{metric}.hlog"
-    warmup = read_summary(Path(run_dir)).warmup_s
+    if warmup is None:
+        warmup = read_summary(Path(run_dir)).warmup_s
     try:
         text = path.read_text()
     except FileNotFoundError:

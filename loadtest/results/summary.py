@@ -73,9 +73,23 @@ class Percentiles:
 Latency = Mapping[str, Mapping[str, Percentiles]]  # metric -> class -> figures
 
 
+# Error kinds that are an answer from the target: an HTTP status, a body that failed its check, a messy
+# request's wrong answer. Any other kind (``connection``, an exception's name) means no answer came back.
+ANSWER_KINDS = ("http_", "invalid_body", "wrong_")
+
+
+def transport_error(kind: str) -> bool:
+    """Whether an error kind failed at the transport level (refused, reset, closed, a broken reply): no answer."""
+    return not kind.startswith(ANSWER_KINDS)
+
+
 @dataclass(frozen=True)
 class Counts:
-    """Where every scheduled request of one class ended: scheduled = ok + errors + timeouts + dropped (+ unfinished)."""
+    """Where every scheduled request of one class ended.
+
+    scheduled = ok + errors + timeouts + dropped + lost_worker (+ unfinished, only if a run was cut short).
+    ``lost_worker`` counts the arrivals of a load-generator worker that was lost mid-run and never reported them.
+    """
 
     scheduled: int = 0
     ok: int = 0
@@ -83,7 +97,13 @@ class Counts:
     errors_by_kind: Mapping[str, int] = field(default_factory=dict)
     timeouts: int = 0
     dropped: int = 0
+    lost_worker: int = 0
     unfinished: int = 0
+
+    @property
+    def transport_errors(self) -> int:
+        """Errors with no answer from the target behind them (timeouts are counted apart)."""
+        return sum(n for kind, n in self.errors_by_kind.items() if transport_error(kind))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Counts:
@@ -136,6 +156,26 @@ class RunInfo:
     processes: int = 1
     locust_requests: int | None = None
     locust_failures: int | None = None
+    # Workers lost mid-run: {"worker": 2, "of": 2, "at_s": 3.0, "arrivals": 412}, the worker counted from 1,
+    # ``at_s`` its last report (seconds since the start), ``arrivals`` those of its share it never reported
+    # (0 for closed load, which has no schedule).
+    lost_workers: list[Mapping[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why the run itself failed (``analysis.failure``): the rule that fired, the second, the line a person reads."""
+
+    reason: str  # target_stopped | transport_errors | lost_worker
+    at_s: float | None
+    line: str
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Failure:
+        return cls(d["reason"], d.get("at_s"), d["line"])
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -149,6 +189,12 @@ class Saturation:
     generator_overloaded_seconds: list[float]
     trustworthy: bool
     lines: list[str]  # what a person reads
+    # Which server signal fired first ("process cores" | "busiest thread" | "queue"; "" if none), the second
+    # each one that fired fired at, and the busiest thread's busiest second: the share of it that thread was
+    # running or waiting for a core (``analysis.saturation``).
+    server_saturation_signal: str = ""
+    server_signals: dict[str, float] = field(default_factory=dict)
+    server_thread_peak_busy: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -290,6 +336,7 @@ class Summary:
     clamped_values: int = 0
     classes: tuple[str, ...] = ()
     messy: Mapping[str, Any] | None = None  # share, gate, verdicts per kind (runs with messy traffic)
+    failure: Failure | None = None  # the run itself failed: the target stopped answering, a worker was lost
     saturation: Saturation | None = None
     trust: Trust | None = None  # whether the latencies are the server's, or partly the generator's own
     resources: Mapping[str, Any] | None = None  # what the sampler watched
@@ -337,6 +384,7 @@ class Summary:
             clamped_values=d.get("clamped_values", 0),
             classes=tuple(d.get("classes", ())),
             messy=d.get("messy"),
+            failure=Failure.from_dict(d["failure"]) if d.get("failure") is not None else None,
             saturation=Saturation(**saturation) if saturation is not None else None,
             trust=Trust.from_dict(d["trust"]) if d.get("trust") is not None else None,
             resources=d.get("resources"),
@@ -365,6 +413,7 @@ class Summary:
         d["clamped_values"] = self.clamped_values
         d["classes"] = list(self.classes)
         optional = {
+            "failure": self.failure.as_dict() if self.failure is not None else None,
             "saturation": self.saturation.as_dict() if self.saturation is not None else None,
             "trust": self.trust.as_dict() if self.trust is not None else None,
             "resources": dict(self.resources) if self.resources is not None else None,
