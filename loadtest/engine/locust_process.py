@@ -146,6 +146,12 @@ def run_locust(
         if pin:
             os.sched_setaffinity(0, pin)
 
+    if pin and processes > len(pin):
+        console.print(
+            f"[yellow]{processes} load-generator processes on {len(pin)} core(s): they take turns on it, "
+            "and a send due while another process runs waits for its time slice (send lateness); "
+            "the trust verdict says whether it mattered[/]"
+        )
     with (config.out_dir / "locust.log").open("wb") as log:
         process = subprocess.Popen(
             locust_command(config, processes),
