@@ -7,7 +7,11 @@ with 503 and Retry-After rather than let latency and memory grow without limit.
 
 Length grouping: the oldest request always goes into the next batch (so nothing starves), and the
 rest of the batch is filled with the queued requests closest to it in token length, so one long
-input does not make a batch of short ones pad to its length.
+input does not make a batch of short ones pad to its length. A request joins only if the padding
+it adds (to itself and to the rows already in) is at most ``max_padding_tokens``: about what one
+more batch costs in fixed overhead. Measured for MiniLM fp32 on one thread (2.4 ms + 0.17 ms per
+padded token), 31 rows of 10 tokens and one of 48 took 295 ms as one batch, where the 31 alone
+take about 52 ms and the long one 8 ms: past the closest lengths, a fuller batch is a slower one.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class BatchingConfig:
     max_queue_delay_ms: float = 0.0
     max_queue_rows: int = 512
     group_by_length: bool = True
+    max_padding_tokens: int = 16  # padding one request may add to a batch (group_by_length); <0: no limit
 
     @property
     def batch_rows(self) -> int:
@@ -127,17 +132,27 @@ class Batcher:
         oldest, rest = self._queue[0], self._queue[1:]
         if self.config.group_by_length:
             rest = sorted(rest, key=lambda p: abs(p.prepared.length - oldest.prepared.length))
-        batch, rows = [oldest], oldest.rows
+        batch, rows, longest = [oldest], oldest.rows, oldest.prepared.length
         for pending in rest:
-            if rows + pending.rows <= limit:
+            if rows + pending.rows <= limit and self._fits(rows, longest, pending):
                 batch.append(pending)
                 rows += pending.rows
+                longest = max(longest, pending.prepared.length)
             if rows >= limit:
                 break
         chosen = set(map(id, batch))
         self._queue = [p for p in self._queue if id(p) not in chosen]
         self._queued_rows -= rows
         return batch
+
+    def _fits(self, rows: int, longest: int, pending: _Pending) -> bool:
+        """Whether ``pending`` pads the batch (and itself) by no more than the padding budget, in tokens."""
+        budget = self.config.max_padding_tokens
+        if not self.config.group_by_length or budget < 0:
+            return True
+        length = pending.prepared.length
+        added = rows * max(0, length - longest) + pending.rows * max(0, longest - length)
+        return added <= budget
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         rows = [row for pending in batch for row in pending.prepared.rows]

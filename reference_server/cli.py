@@ -96,6 +96,13 @@ def _add_batching_options(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument("--no-batching", action="store_true", help="run every request alone (batch-1 serving)")
     serve.add_argument("--no-length-grouping", action="store_true", help="batch in arrival order only")
+    serve.add_argument(
+        "--max-padding-tokens",
+        type=int,
+        default=16,
+        help="padding one request may add to a batch, in tokens (default 16: about one batch's fixed cost; "
+        "-1: no limit, fill batches whatever the padding)",
+    )
 
 
 def _add_limit_options(serve: argparse.ArgumentParser) -> None:
@@ -165,6 +172,7 @@ def _server_config(args: argparse.Namespace, models_dir: Path) -> ServerConfig:
             max_queue_delay_ms=args.max_queue_delay_ms,
             max_queue_rows=args.max_queue_rows,
             group_by_length=not args.no_length_grouping,
+            max_padding_tokens=args.max_padding_tokens,
         ),
         max_body_bytes=args.max_body_bytes,
         max_rows=args.max_rows,

@@ -126,6 +126,33 @@ def test_length_grouping_pads_less_and_keeps_every_answer_right(models_dir):
         assert np.abs(np.stack(outputs) - np.stack(alone)).max() < 1e-5
 
 
+def test_a_long_request_does_not_join_a_batch_of_short_ones_past_the_padding_budget(models_dir):
+    # Seven short queries and one long text queued together. Padded into one batch, the short rows
+    # would cost as much as the long one each (31 short + 1 long: 295 ms against 60 ms apart, measured).
+    model = load_model(models_dir, "minilm", "fp32", SessionSettings())
+    texts = ["short query one"] * 7 + [LONG_TEXT[:300]]
+    alone = [model.infer(model.prepare_texts([t]).rows)["embedding"][0] for t in texts]
+
+    async def run(budget: int) -> tuple[list[tuple[int, float]], list[np.ndarray]]:
+        batches: list[tuple[int, float]] = []
+        batcher = Batcher(
+            model,
+            BatchingConfig(max_batch_size=8, max_queue_delay_ms=100, max_padding_tokens=budget),
+            observe=lambda rows, queue, infer, eff: batches.append((rows, eff)),
+        )
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit(model.prepare_texts([t])) for t in texts))
+        await batcher.stop()
+        return batches, [outputs["embedding"][0] for outputs, _ in results]
+
+    budgeted, budgeted_out = asyncio.run(run(16))
+    unlimited, unlimited_out = asyncio.run(run(-1))
+    assert sorted(rows for rows, _ in budgeted) == [1, 7] and all(eff == 1.0 for _, eff in budgeted), budgeted
+    assert [rows for rows, _ in unlimited] == [8] and unlimited[0][1] < 0.3, unlimited
+    for outputs in (budgeted_out, unlimited_out):
+        assert np.abs(np.stack(outputs) - np.stack(alone)).max() < 1e-5
+
+
 tritonclient_http = pytest.importorskip("tritonclient.http")
 
 
