@@ -31,10 +31,10 @@ demo: $(MODELS)
 	rm -rf $(DEMO)
 	$(BIN)/loadtest capacity scenarios/queries.toml --profile minilm-fp32 --slo "$(DEMO_SLO)" --resolution 10% --out $(DEMO)/capacity-fp32
 	$(BIN)/loadtest capacity scenarios/queries.toml --profile minilm-int8 --slo "$(DEMO_SLO)" --resolution 10% --out $(DEMO)/capacity-int8
-	$(BIN)/loadtest compare minilm-fp32 minilm-int8 --scenario scenarios/queries.toml --rounds 3 --agreement 128 \
+	$(BIN)/loadtest compare scenarios/queries.toml minilm-fp32 minilm-int8 --rounds 3 --agreement 128 \
 		--capacity $(DEMO)/capacity-fp32 $(DEMO)/capacity-int8 --out $(DEMO)/compare
-	$(BIN)/loadtest cost $(DEMO)/capacity-fp32 $(DEMO)/capacity-int8 --profile example-openai-embeddings \
-		--profile example-openai-embeddings-large --forecast "mean=20/s peak=3x growth=1,10,100" --out $(DEMO)/cost
+	$(BIN)/loadtest cost $(DEMO)/capacity-fp32 $(DEMO)/capacity-int8 --managed example-openai-embeddings \
+		--managed example-openai-embeddings-large --forecast "mean=20/s peak=3x growth=1,10,100" --out $(DEMO)/cost
 	$(BIN)/loadtest report $(DEMO)
 
 lint: $(STAMP)

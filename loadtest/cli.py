@@ -8,7 +8,9 @@ harness raises on purpose (``LoadTestError``) becomes one line and its exit code
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from typing import Any, NoReturn
 
 from rich.console import Console
 
@@ -19,8 +21,26 @@ from loadtest.errors import ExitCode, LoadTestError, exit_code_table
 COMMANDS = (run, replay, capacity, compare, cost, report, gate, probe)  # in the order ``--help`` lists them
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (what is wrong, and where the usage is) and exit 2.
+
+    argparse's own error prints the whole usage first, a dozen wrapped lines for ``run``, above the one
+    line that matters. Subcommands' parsers are made of this class too (``add_subparsers`` uses the
+    parent's class).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse takes "-5" for a value but "-5s" or "-20/s" for an unknown option, and then says only that
+        # --duration "expected one argument"; read as values, they reach the option's type and its message.
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)\S*$")
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="loadtest",
         description="loadtest: load tests for ML model endpoints.",
         epilog=exit_code_table(),

@@ -1,11 +1,33 @@
-"""The human units that scenarios are written in and reports print: durations ("90s", "2m"), shares ("5%"), bytes."""
+"""The human units that scenarios are written in and reports print: durations ("90s", "2m"), rates ("20/s"),
+shares ("5%"), bytes.
+
+The parsers check a value's range too, so a negative, NaN or malformed duration or rate gets the same
+message from the command line (``commands.options``) as from a TOML file (``config``).
+"""
 
 from __future__ import annotations
 
+import math
 import re
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|s|m|h)")
 _SECONDS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?:/(?P<per>s|m|h))?")
+_PER = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def check_number(value: float, *, minimum: float = 0.0, above: bool = False) -> float:
+    """``value`` if it is a finite number at least ``minimum`` (above it, with ``above``); raises ValueError.
+
+    NaN compares false with everything, so without this a ``nan`` slips past every ``value < minimum``.
+    """
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}")
+    if above and value <= minimum:
+        raise ValueError(f"must be above {minimum:g}, got {value:g}")
+    if value < minimum:
+        raise ValueError(f"must be at least {minimum:g}, got {value:g}")
+    return value
 
 
 def parse_duration(value: str | int | float) -> float:
@@ -13,16 +35,52 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like '30s', got {value!r}")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"a duration must be a finite number of seconds, got {value}")
         if value < 0:
             raise ValueError(f"a duration cannot be negative, got {value}")
         return float(value)
     text = value.strip().replace(" ", "")
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
+    if text.startswith("-"):
+        raise ValueError(f"a duration cannot be negative, got {value!r}")
+    if (seconds := _plain_number(text)) is not None:
+        return parse_duration(seconds)  # "nan", "inf" and 400 nines are floats too: refused as TOML's are
     parts = _PART.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"expected a duration like '30s', '2m', '1h30m' or '250ms', got {value!r}")
-    return sum(float(number) * _SECONDS[unit] for number, unit in parts)
+    return parse_duration(sum(float(number) * _SECONDS[unit] for number, unit in parts))
+
+
+def parse_rate(value: str | int | float) -> float:
+    """Requests per second from a number (per second) or "20/s", "1200/m", "72000/h"; raises ValueError.
+
+    The unit is optional, as in a threshold's ``throughput >= 50/s``; zero is a rate (a ramp starts
+    there), so callers that need more say so (``check_number(..., above=True)``).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a rate like 20, 20/s or 1200/m, got {value!r}")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"a rate must be a finite number, got {value}")
+        if value < 0:
+            raise ValueError(f"a rate cannot be negative, got {value}")
+        return float(value)
+    text = value.strip().replace(" ", "")
+    if text.startswith("-"):
+        raise ValueError(f"a rate cannot be negative, got {value!r}")
+    if (per_second := _plain_number(text)) is not None:
+        return parse_rate(per_second)
+    match = _RATE.fullmatch(text)
+    if not match:
+        raise ValueError(f"expected a rate like 20, 20/s or 1200/m, got {value!r}")
+    return parse_rate(float(match["number"]) / _PER[match["per"]])
+
+
+def _plain_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def parse_share(value: str | int | float, *, below_one: bool = False) -> float:

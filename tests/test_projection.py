@@ -262,7 +262,7 @@ def test_the_same_profile_from_two_scenarios_is_told_apart_by_the_scenario(tmp_p
         project([HAND_100, HAND_100 / "capacity.json"], FORECAST)
 
 
-# -- --profile -----------------------------------------------------------------------------------
+# -- --profile (a measured deployment's new price) and --managed (an endpoint priced per request) ---------
 
 
 def profile_file(tmp_path: Path, name: str, price: str) -> str:
@@ -276,7 +276,7 @@ def test_a_profile_named_like_a_measured_one_supplies_its_price(tmp_path):
     repriced = profile_file(
         tmp_path, "hand-100", '[price]\nper_hour = 0.2\nsource = "a newer quote"\ndate = "2026-02-01"\n'
     )
-    hand = option(project([unpriced], FORECAST, [repriced]), "hand-100")
+    hand = option(project([unpriced], FORECAST, repriced=[repriced]), "hand-100")
     assert hand["plans"][0]["monthly_cost"] == pytest.approx(3 * 0.2 * 730)  # the measured 3 instances, new price
     assert (hand["price"]["source"], hand["price"]["from"]) == ("a newer quote", repriced)
 
@@ -294,8 +294,21 @@ def test_a_profile_without_a_price_cannot_be_projected(tmp_path):
 
 
 def test_a_profile_given_twice_is_refused():
-    with pytest.raises(ConfigError, match=re.escape("--profile: 'managed' given twice")):
+    with pytest.raises(ConfigError, match=re.escape("--managed: 'managed' given twice")):
         project([HAND_100], FORECAST, [MANAGED, MANAGED])
+
+
+def test_a_new_price_for_a_deployment_nothing_measured_points_to_managed():
+    with pytest.raises(ConfigError, match=re.escape("--profile: no capacity result measures 'managed'")) as caught:
+        project([HAND_100], FORECAST, repriced=[MANAGED])
+    assert "is --managed" in str(caught.value)
+
+
+def test_a_measured_deployment_is_not_a_managed_endpoint(tmp_path):
+    price = '[price]\nper_1m_requests = 2.0\nsource = "a quote"\ndate = "2026-01-01"\n'
+    per_request = profile_file(tmp_path, "hand-100", price)
+    with pytest.raises(ConfigError, match=re.escape("--managed: 'hand-100' has capacity results")):
+        project([HAND_100], FORECAST, [per_request])
 
 
 def test_a_bad_profile_price_names_the_profile_file_and_key(tmp_path):

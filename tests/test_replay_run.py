@@ -236,7 +236,7 @@ def test_the_capture_profile_recovers_the_known_shape_and_feeds_cost_and_a_fitte
     # The profile is the forecast of the cost projection, as it stands.
     cost = loadtest(
         "cost",
-        "--profile",
+        "--managed",
         "example-openai-embeddings",
         "--forecast",
         str(out / "forecast.toml"),

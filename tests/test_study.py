@@ -114,7 +114,7 @@ def comparison(study) -> tuple[subprocess.CompletedProcess, dict, Path]:
     slow, twin = profile(tmp, "int8-slowed", "inject_delay_ms = 5"), profile(tmp, "int8-twin")
     out = study / "compare"
     result = loadtest(
-        "compare", "minilm-int8", str(slow), str(twin), "--scenario", SCENARIO, "--rounds", "3", "--rate", "20",
+        "compare", SCENARIO, "minilm-int8", str(slow), str(twin), "--rounds", "3", "--rate", "20",
         "--duration", "2s", "--agreement", "8", "--out", str(out), timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
@@ -168,7 +168,7 @@ def test_compare_finds_no_significant_difference_between_identical_profiles(comp
 def cost_dir(capacity_dir, study) -> Path:
     managed = REPO / "tests" / "fixtures" / "capacity" / "managed.toml"
     result = loadtest(
-        "cost", str(capacity_dir), "--profile", str(managed), "--forecast", "mean=50/s peak=3x growth=1,10,100",
+        "cost", str(capacity_dir), "--managed", str(managed), "--forecast", "mean=50/s peak=3x growth=1,10,100",
         "--out", str(study / "cost"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -188,12 +188,12 @@ def test_cost_projects_the_measured_capacity_and_a_managed_price(capacity_dir, c
 def test_bad_inputs_are_one_clear_message_naming_the_option_file_or_key(tmp_path):
     bad_slo = loadtest("capacity", SCENARIO, "--slo", "p99>100ms")
     assert bad_slo.returncode == 2 and "--slo" in bad_slo.stderr and "Traceback" not in bad_slo.stderr
-    bad_forecast = loadtest("cost", "--profile", "minilm-int8", "--forecast", "mean=lots")
+    bad_forecast = loadtest("cost", "--managed", "minilm-int8", "--forecast", "mean=lots")
     assert bad_forecast.returncode == 2 and "--forecast" in bad_forecast.stderr
     broken = profile(tmp_path, "broken", "inject_delay_ms = -1")
-    bad_profile = loadtest("compare", "minilm-int8", str(broken), "--scenario", SCENARIO)
+    bad_profile = loadtest("compare", SCENARIO, "minilm-int8", str(broken))
     assert bad_profile.returncode == 2 and str(broken) in bad_profile.stderr and "inject_delay_ms" in bad_profile.stderr
-    missing = loadtest("compare", "minilm-int8", "no-such-profile", "--scenario", SCENARIO)
+    missing = loadtest("compare", SCENARIO, "minilm-int8", "no-such-profile")
     assert missing.returncode == 2 and "no-such-profile" in missing.stderr and "known profiles" in missing.stderr
 
 

@@ -1,4 +1,4 @@
-"""What ``loadtest cost`` reads, checked: capacity searches, profiles with a price, and a traffic forecast.
+"""What ``loadtest cost`` reads, checked: capacity searches, priced profiles, and a traffic forecast.
 
 The I/O edge of the cost projection: ``project`` reads every input, in the order a user fixes them
 (the provisioning options, the forecast, the capacity files, the profiles), and hands them to the
@@ -23,18 +23,22 @@ from loadtest.results.capacity_file import capacity_file, read_capacity
 def project(
     capacity_dirs: Sequence[Path | str],
     forecast_text: str,
-    profiles: Sequence[str] = (),
+    managed: Sequence[str] = (),
+    *,
+    repriced: Sequence[str] = (),
     utilisation: float = 0.7,
     min_instances: int = 2,
 ) -> dict:
-    """Read the capacity searches, the ``--profile``s and the forecast, and price every option (``cost.json``)."""
+    """Read the capacity searches, the profiles (``--managed`` endpoints, ``--profile`` new prices) and the
+    forecast, and price every option (``cost.json``)."""
     check_provisioning(utilisation, min_instances)
     forecast = load_forecast(forecast_text)
     measured = [measured_capacity(Path(d)) for d in capacity_dirs]
     return price_options(
         forecast,
         measured,
-        [load_profile(name) for name in profiles],
+        [load_profile(name) for name in managed],
+        repriced=[load_profile(name) for name in repriced],
         forecast_source=forecast_text,
         utilisation=utilisation,
         min_instances=min_instances,

@@ -10,7 +10,8 @@ per 1M predictions; the same for the most expensive request class alone; the che
 every traffic level where the cheapest option changes, found exactly on the cost step functions.
 
 Options come from two places: capacity searches (an instance price needs a measured capacity per
-instance) and profiles with a per-request price (managed endpoints, which need no capacity).
+instance; a deployment profile given again, ``--profile``, replaces the price it was measured with)
+and profiles with a per-request price (managed endpoints, ``--managed``, which need no capacity).
 Every input error is a ``ConfigError`` naming the file (or the option) and the key.
 """
 
@@ -55,17 +56,18 @@ def check_provisioning(utilisation: float, min_instances: int) -> None:
 def price_options(
     forecast: Forecast,
     measured: Sequence[Measured],
-    profiles: Sequence[Profile],
+    managed: Sequence[Profile],
     *,
+    repriced: Sequence[Profile] = (),
     forecast_source: str,
     utilisation: float = 0.7,
     min_instances: int = 2,
 ) -> dict:
     """Price every option at every growth multiple of the forecast; JSON-able (``cost.json`` holds it)."""
     check_provisioning(utilisation, min_instances)
-    options = _options(measured, profiles)
+    options = _options(measured, _managed(measured, managed), _repriced(measured, repriced))
     if not options:
-        raise ConfigError("loadtest cost", None, "nothing to price: give a capacity directory or a --profile")
+        raise ConfigError("loadtest cost", None, "nothing to price: give a capacity directory or a --managed endpoint")
     for option, record in options:
         _add_plans(record, option, forecast, utilisation, min_instances)
     means = [forecast.mean_rps * g for g in forecast.growth]
@@ -118,9 +120,10 @@ def _crossovers(segments: list[tuple[float, float, tuple[str, ...]]], forecast: 
 # -- the options ---------------------------------------------------------------------------------
 
 
-def _options(measured: Sequence[Measured], profiles: Sequence[Profile]) -> list[tuple[Option, dict]]:
-    """Every option and its record: measured ones in the order given, then per-request profiles."""
-    overrides, managed = _sort_profiles(measured, profiles)
+def _options(
+    measured: Sequence[Measured], managed: Sequence[Profile], overrides: dict[str, Profile]
+) -> list[tuple[Option, dict]]:
+    """Every option and its record: measured ones in the order given, then the managed endpoints."""
     names = [m.profile for m in measured]
     options, seen = [], {}
     for m in measured:
@@ -130,37 +133,56 @@ def _options(measured: Sequence[Measured], profiles: Sequence[Profile]) -> list[
         seen[name] = m.source
         override = overrides.get(m.profile)
         options.append(_measured_option(m, name, override.price if override else m.price, override))
-    options += [_managed_option(profile) for profile in managed.values()]
+    options += [_managed_option(profile) for profile in managed]
     return options
 
 
-def _sort_profiles(
-    measured: Sequence[Measured], profiles: Sequence[Profile]
-) -> tuple[dict[str, Profile], dict[str, Profile]]:
-    """The ``--profile``s that reprice a measured option, and those that are managed options of their own.
-
-    A ``--profile`` named like a measured one supplies its price (a price changed since measuring, or
-    missing then); any other ``--profile`` must have a per-request price, as it has no capacity.
-    """
+def _repriced(measured: Sequence[Measured], profiles: Sequence[Profile]) -> dict[str, Profile]:
+    """The ``--profile``s by name: each a measured deployment's profile, whose [price] replaces the recorded one
+    (a price changed since measuring, or missing then)."""
     overrides: dict[str, Profile] = {}
-    managed: dict[str, Profile] = {}
-    for profile in profiles:
-        if profile.price is None:
-            raise ConfigError(profile.source, "price", "missing: a --profile needs a [price] to be projected")
-        if profile.name in overrides or profile.name in managed:
-            raise ConfigError("--profile", None, f"{profile.name!r} given twice")
+    for profile in _priced(profiles, "--profile"):
+        if not any(m.profile == profile.name for m in measured):
+            raise ConfigError(
+                "--profile",
+                None,
+                f"no capacity result measures {profile.name!r}: --profile gives a measured deployment a new price; "
+                "a managed endpoint priced per request is --managed",
+            )
+        overrides[profile.name] = profile
+    return overrides
+
+
+def _managed(measured: Sequence[Measured], profiles: Sequence[Profile]) -> list[Profile]:
+    """The ``--managed`` endpoints: options of their own, priced per request, with no capacity to measure."""
+    managed = _priced(profiles, "--managed")
+    for profile in managed:
         if any(m.profile == profile.name for m in measured):
-            overrides[profile.name] = profile
-        elif profile.price.per_request is None:
+            raise ConfigError(
+                "--managed",
+                None,
+                f"{profile.name!r} has capacity results, so it is a deployment: give its new price with --profile",
+            )
+        if profile.price.per_request is None:
             raise ConfigError(
                 profile.source,
                 "price.per_hour",
                 "an instance price needs the measured capacity of an instance: run a capacity search with "
-                f"profile {profile.name!r} and pass its directory (a --profile alone is for per-request prices)",
+                f"profile {profile.name!r} and pass its directory (--managed is for per-request prices)",
             )
-        else:
-            managed[profile.name] = profile
-    return overrides, managed
+    return managed
+
+
+def _priced(profiles: Sequence[Profile], option: str) -> list[Profile]:
+    """The profiles, each with a [price] and given once."""
+    names: set[str] = set()
+    for profile in profiles:
+        if profile.price is None:
+            raise ConfigError(profile.source, "price", f"missing: a {option} profile needs a [price] to be projected")
+        if profile.name in names:
+            raise ConfigError(option, None, f"{profile.name!r} given twice")
+        names.add(profile.name)
+    return list(profiles)
 
 
 def _measured_option(m: Measured, name: str, price: Price | None, override: Profile | None) -> tuple[Option, dict]:

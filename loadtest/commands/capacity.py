@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from loadtest.commands.options import count, duration, fraction
+from loadtest.commands.options import count, duration, fraction, positive_duration, rate
 from loadtest.commands.searcher import CapacityOptions, Searcher, probe_request, repeated
 from loadtest.config.profile import Profile, load_profile
 from loadtest.engine.target import embedded_server
 from loadtest.errors import ExitCode
 from loadtest.report.capacity import capacity_lines
 from loadtest.results.capacity_file import SCHEMA, write_capacity
-from loadtest.results.directory import results_root, run_dir_name
+from loadtest.results.directory import provisional_dir, results_root, run_dir_name
 
 # The ceiling and the payloads are imported in the functions that use them: ``loadtest --help`` loads neither.
 if TYPE_CHECKING:
@@ -100,13 +100,19 @@ def profile_meta(profile: Profile | None) -> dict | None:
 def find_capacity(options: CapacityOptions, console: Console | None = None) -> tuple[Path, dict]:
     """Run the whole search (all traffic, then the most expensive class); write and return capacity.json."""
     from loadtest.config.scenario import load_scenario
-    from loadtest.engine.idle import IdleWatch
 
     console = console or Console(stderr=True)
     scenario = load_scenario(options.scenario).with_overrides(url=options.target, profile=options.profile)
     profile = load_profile(scenario.target.profile) if scenario.target.url is None else None
     out = options.out or results_root() / run_dir_name(f"capacity-{profile.name if profile else scenario.name}")
-    out.mkdir(parents=True, exist_ok=True)
+    with provisional_dir(out):  # an unreachable target or a server that did not start: no empty directory
+        return out, _search(options, scenario, profile, out, console)
+
+
+def _search(options: CapacityOptions, scenario: Scenario, profile: Profile | None, out: Path, console: Console) -> dict:
+    """The searches and what capacity.json records of them, written as they finish."""
+    from loadtest.engine.idle import IdleWatch
+
     data: dict = {
         "schema": SCHEMA,
         "profile": profile_meta(profile),
@@ -145,7 +151,7 @@ def find_capacity(options: CapacityOptions, console: Console | None = None) -> t
                 server.stop()  # the ceiling is measured on the server's cores, with nothing else on them
                 data["classes"][cls]["raw_ort_rps"] = raw_ort_rps(profile, scenario_texts(scenario, cls))
     write_capacity(out, data)
-    return out, data
+    return data
 
 
 # -- the command line -----------------------------------------------------------------------------
@@ -158,13 +164,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--target", help="search an endpoint that is already running instead (loopback only)")
     parser.add_argument("--slo", default="p99<100ms", help="latency percentile under a budget (default p99<100ms)")
     parser.add_argument("--max-error", type=fraction, default=0.01, help="error budget, e.g. 1%% (default 1%%)")
-    parser.add_argument("--start", type=float, help="first rate to try, req/s (default: half of a closed-loop probe)")
+    parser.add_argument(
+        "--start", type=rate, help="first rate to try, e.g. 40 or 40/s (default: half of a closed-loop probe)"
+    )
     parser.add_argument("--resolution", type=fraction, default=0.05, help="stop within this of the capacity (5%%)")
     parser.add_argument(
         "--class-resolution", type=fraction, help="the same for the most expensive class (default: --resolution)"
     )
-    parser.add_argument("--min-step", type=duration, default=5.0, help="shortest step (default 5s)")
-    parser.add_argument("--max-step", type=duration, default=120.0, help="longest step (default 2m)")
+    parser.add_argument("--min-step", type=positive_duration, default=5.0, help="shortest step (default 5s)")
+    parser.add_argument("--max-step", type=positive_duration, default=120.0, help="longest step (default 2m)")
     parser.add_argument(
         "--max-steps", type=count, default=16, help="steps per search at most, confirmations included (default 16)"
     )

@@ -26,18 +26,20 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from loadtest.commands.options import duration
+from loadtest.commands.options import count, count_or_zero, positive_duration, rate
 from loadtest.config.profile import Profile, load_profile
 from loadtest.engine.target import embedded_server
 from loadtest.errors import ConfigError, ExitCode
 from loadtest.report.compare import compare_markdown, print_comparison
 from loadtest.results.capacity_file import read_capacity
-from loadtest.results.directory import read_table, results_root, run_dir_name
+from loadtest.results.directory import provisional_dir, read_table, results_root, run_dir_name
 from loadtest.results.files import write_atomic, write_json
 
 # The engine, numpy and the statistics are imported in the functions that use them: ``loadtest --help`` loads none.
 if TYPE_CHECKING:
     import numpy as np
+
+    from loadtest.config.scenario import Scenario
 
 SCHEMA = "loadtest.compare/1"
 LOWER_IS_BETTER = {"throughput_per_s": False}  # every other metric: latency or cost, lower is better
@@ -204,9 +206,15 @@ def compare(options: CompareOptions, console: Console | None = None) -> tuple[Pa
     names = [p.name for p in profiles]
     if len(set(names)) != len(names):
         raise ConfigError("compare", None, f"a profile is named twice: {', '.join(names)}")
-    cores = {p.name: list(p.server.cpus) for p in profiles}
     out = options.out or results_root() / run_dir_name(f"compare-{'-vs-'.join(names)}")
-    out.mkdir(parents=True, exist_ok=True)
+    with provisional_dir(out):  # a server that did not start: no empty directory left behind
+        return out, _compare(options, scenario, profiles, out, console)
+
+
+def _compare(options: CompareOptions, scenario: Scenario, profiles: list[Profile], out: Path, console: Console) -> dict:
+    """The rounds, the differences and the agreement, written to compare.json as each is known."""
+    names = [p.name for p in profiles]
+    cores = {p.name: list(p.server.cpus) for p in profiles}
     if len({tuple(c) for c in cores.values()}) > 1:
         console.print(
             f"[yellow]the profiles pin their servers to different cores ({cores}): the comparison "
@@ -245,7 +253,7 @@ def compare(options: CompareOptions, console: Console | None = None) -> tuple[Pa
             entry["agreement"] = measure_agreement(profiles[0], p, options.scenario, options.agreement_n)
             _save(out, data)
     write_atomic(out / "compare.md", compare_markdown(data))
-    return out, data
+    return data
 
 
 def _save(out: Path, data: dict) -> None:
@@ -257,13 +265,26 @@ def _save(out: Path, data: dict) -> None:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("compare", help="the same traffic against two or more profiles, with 95%% intervals")
-    parser.add_argument("profiles", nargs="+", help="profiles (names in profiles/ or paths); the first is the baseline")
-    parser.add_argument("--scenario", type=Path, required=True, help="scenario TOML: schedule, payloads and seed")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per profile (default 3)")
-    parser.add_argument("--rate", type=float, help="constant open load (req/s) instead of the scenario's shape")
-    parser.add_argument("--duration", type=duration, help="measured duration of each round, e.g. 15s")
+    parser.add_argument("scenario", type=Path, help="scenario TOML: schedule, payloads and seed")
     parser.add_argument(
-        "--agreement", type=int, default=256, metavar="N", help="inputs for output agreement (default 256; 0 skips)"
+        "profiles",
+        nargs="+",
+        metavar="PROFILE",
+        help="profiles (names in profiles/ or paths); the first is the baseline",
+    )
+    # Before the scenario was positional (as in run and capacity): `compare A B --scenario FILE` still works.
+    parser.add_argument("--scenario", dest="scenario_option", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=count, default=3, help="interleaved rounds per profile (default 3)")
+    parser.add_argument(
+        "--rate", type=rate, help="constant open load, e.g. 20 or 1200/m, instead of the scenario's shape"
+    )
+    parser.add_argument("--duration", type=positive_duration, help="measured duration of each round, e.g. 15s")
+    parser.add_argument(
+        "--agreement",
+        type=count_or_zero,
+        default=256,
+        metavar="N",
+        help="inputs for output agreement (default 256; 0 skips)",
     )
     parser.add_argument(
         "--capacity", type=Path, nargs="+", default=[], metavar="DIR", help="capacity results, one per profile"
@@ -273,9 +294,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace, console: Console) -> int:
+    scenario, profiles = args.scenario, tuple(args.profiles)
+    if args.scenario_option is not None:  # the deprecated spelling: the first positional was a profile
+        console.print("[yellow]compare --scenario FILE is deprecated: give the scenario first, `compare FILE A B`[/]")
+        scenario, profiles = args.scenario_option, (str(args.scenario), *profiles)
     options = CompareOptions(
-        scenario=args.scenario,
-        profiles=tuple(args.profiles),
+        scenario=scenario,
+        profiles=profiles,
         rounds=args.rounds,
         rate=args.rate,
         duration=args.duration,

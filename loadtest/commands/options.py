@@ -1,52 +1,86 @@
 """Option types and option groups that several commands share, so each is spelled and checked once.
 
-The types turn a bad value into argparse's own usage error (exit 2, the command's usage line and
-the option named), before any command starts work.
+The types turn a bad value into a usage error (exit 2, one line naming the option), before any
+command starts work. Every number is checked here: a negative, NaN, infinite or empty value is
+refused, a duration with the message it gets in a TOML file (both read by ``loadtest.units``).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from loadtest.config.gate_options import GateOptions
-from loadtest.units import parse_duration, parse_share
+from loadtest.units import check_number, parse_duration, parse_rate, parse_share
+
+
+def _typed(parse: Callable[[str], Any], text: str) -> Any:
+    """``parse(text)``, its ValueError turned into argparse's usage error (exit 2, the option named)."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def duration(text: str) -> float:
-    """Seconds from "30s", "2m", "250ms" or a plain number."""
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    """Seconds from "30s", "2m", "250ms" or a plain number; zero allowed (a window, a wait that may be none)."""
+    return _typed(parse_duration, text)
+
+
+def positive_duration(text: str) -> float:
+    """A duration above zero: a run's length, a timeout, a step, a bucket."""
+    return _typed(lambda t: check_number(parse_duration(t), above=True), text)
+
+
+def rate(text: str) -> float:
+    """Requests per second above zero, from "20", "20/s", "1200/m" or "72000/h", as thresholds write them."""
+    return _typed(lambda t: check_number(parse_rate(t), above=True), text)
+
+
+def positive_number(text: str) -> float:
+    """A finite number above zero (a speed-up factor)."""
+    return _typed(lambda t: check_number(_float(t), above=True), text)
+
+
+def non_negative_number(text: str) -> float:
+    """A finite number, zero or more (a sampling rate, where 0 turns sampling off)."""
+    return _typed(lambda t: check_number(_float(t)), text)
 
 
 def share(text: str) -> float:
     """A share of traffic, "5%" or 0.05, from 0 to 100% inclusive."""
-    try:
-        return parse_share(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return _typed(parse_share, text)
 
 
 def fraction(text: str) -> float:
     """A fraction below one, "1%" or 0.01: an error budget, a resolution, a utilisation."""
-    try:
-        return parse_share(text, below_one=True)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return _typed(lambda t: parse_share(t, below_one=True), text)
 
 
 def count(text: str) -> int:
-    """A whole number of at least 1 (processes, workers)."""
+    """A whole number of at least 1 (processes, users, rounds, workers)."""
+    return _typed(lambda t: int(check_number(_int(t), minimum=1)), text)
+
+
+def count_or_zero(text: str) -> int:
+    """A whole number of at least 0, where 0 turns something off (``compare --agreement 0``)."""
+    return _typed(lambda t: int(check_number(_int(t))), text)
+
+
+def _float(text: str) -> float:
     try:
-        value = int(text)
+        return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+        raise ValueError(f"expected a number, got {text!r}") from None
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
 
 
 def add_target_options(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +96,7 @@ def add_load_generator_options(parser: argparse.ArgumentParser, out_default: str
     parser.add_argument("--out", type=Path, help=f"results directory (default {out_default})")
     add_allow_remote(parser)
     parser.add_argument(
-        "--sample-hz", type=float, default=4.0, help="resource samples per second; 0 turns sampling off"
+        "--sample-hz", type=non_negative_number, default=4.0, help="resource samples per second; 0 turns sampling off"
     )
     parser.add_argument(
         "--no-report",

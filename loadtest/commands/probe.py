@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from loadtest.commands.options import add_allow_remote, duration
+from loadtest.commands.options import add_allow_remote, positive_duration
 from loadtest.errors import ConfigError
 
 DESCRIPTION = """\
@@ -44,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--scenario", type=Path, help="scenario TOML: protocol, model, payload, [messy] (default: OIP v2, minilm, text)"
     )
     parser.add_argument("--profile", help="deployment profile for the embedded server (default: the scenario's)")
-    parser.add_argument("--timeout", type=duration, default=5.0, help="per request, e.g. 2s (default 5s)")
+    parser.add_argument("--timeout", type=positive_duration, default=5.0, help="per request, e.g. 2s (default 5s)")
     parser.add_argument(
         "--kind", action="append", default=[], metavar="KIND", help="probe only this kind (repeatable; default: all)"
     )

@@ -23,13 +23,17 @@ from loadtest.commands.options import (
     add_gate_options,
     add_load_generator_options,
     add_target_options,
+    count,
     duration,
+    positive_duration,
+    positive_number,
+    rate,
     run_fields,
 )
 from loadtest.config.gate_options import GateOptions
 from loadtest.errors import ConfigError, ExitCode
 from loadtest.replay.readers import detect_format, read_capture
-from loadtest.results.directory import results_root, run_dir_name
+from loadtest.results.directory import provisional_dir, results_root, run_dir_name
 from loadtest.results.files import write_atomic, write_json
 from loadtest.units import format_bytes
 
@@ -57,7 +61,7 @@ class ReplayOptions:
     report: bool = True  # build report.html and report.md at the end
     profile_only: bool = False
     fit_scenario: Path | None = None
-    resolution: float = 1.0  # the capture description's bucket length, seconds
+    bucket: float = 1.0  # the capture description's bucket length, seconds (``--bucket``)
 
 
 def parse_window(text: str) -> tuple[float | None, float | None]:
@@ -83,7 +87,7 @@ def scan(spec: ReplaySpec, console: Console) -> tuple[ReplaySpec, dict]:
 
     size = os.path.getsize(spec.capture) if os.path.exists(spec.capture) else 0
     one_pass = replace(spec, loops=1)
-    count, first, last = 0, None, None
+    arrivals, first, last = 0, None, None
     per_second: list[int] = []
     skipped: dict[str, dict] = {}
     origin = None
@@ -94,20 +98,20 @@ def scan(spec: ReplaySpec, console: Console) -> tuple[ReplaySpec, dict]:
                 if origin is None:
                     origin = item.request.time - (item.offset * spec.speed + (spec.window_start or 0.0))
                     first = item.offset
-                count += 1
+                arrivals += 1
                 last = item.offset
                 _tally(per_second, item.offset)
-                if count % 20000 == 0:
-                    status.update(f"scanning {spec.capture} ({format_bytes(size)}): {count:,} requests")
+                if arrivals % 20000 == 0:
+                    status.update(f"scanning {spec.capture} ({format_bytes(size)}): {arrivals:,} requests")
                 continue
             entry = skipped.setdefault(item.reason, {"count": 0, "lines": [], "why": SKIP_REASONS[item.reason]})
             entry["count"] += 1
             if len(entry["lines"]) < LISTED and item.reason != "outside_window":
                 entry["lines"].append({"line": item.line, "detail": item.detail} if item.detail else item.line)
-    if count == 0:
+    if arrivals == 0:
         raise ConfigError(spec.capture, None, "holds no request to replay" + _why_none(skipped))
     # One pass lasts from the first intended send to one mean gap past the last, so loops do not collide.
-    gap = (last - first) / (count - 1) if count > 1 else 1.0
+    gap = (last - first) / (arrivals - 1) if arrivals > 1 else 1.0
     loop_length = last + gap
     spec = replace(spec, origin=origin, loop_length=loop_length)
     intended = _looped(per_second, spec)
@@ -122,7 +126,7 @@ def scan(spec: ReplaySpec, console: Console) -> tuple[ReplaySpec, dict]:
         "max_rate": spec.max_rate,
         "reorder_window_s": spec.reorder_window,
         "send_secrets": spec.send_secrets,
-        "requests_per_pass": count,
+        "requests_per_pass": arrivals,
         "pass_seconds": round(loop_length, 3),
         "duration_s": round(loop_length * spec.loops, 3),
         "skipped": skipped,
@@ -176,9 +180,6 @@ duration = "1s"  # replaced by the capture's length
 
 
 def replay(options: ReplayOptions, console: Console) -> RunOutcome | None:
-    from loadtest.commands.run import run
-    from loadtest.engine.runner import RunOptions
-
     spec = options.spec
     _check(spec)
     if spec.format == "auto":  # once here, not in every worker; the report names the format found
@@ -189,7 +190,19 @@ def replay(options: ReplayOptions, console: Console) -> RunOutcome | None:
         return None
     spec, found = scan(spec, console)
     out_dir = options.out or results_root() / run_dir_name(name)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # A preflight that fails (an unreachable target) takes the scan's files and the directory with it.
+    with provisional_dir(out_dir, written_first=("replay.json", "scenario.toml")):
+        return _replay_scanned(options, spec, found, out_dir, console)
+
+
+def _replay_scanned(
+    options: ReplayOptions, spec: ReplaySpec, found: dict, out_dir: Path, console: Console
+) -> RunOutcome:
+    """The run of a scanned capture: ``replay.json`` and, without ``--scenario``, a scenario for its target."""
+    from loadtest.commands.run import run
+    from loadtest.engine.runner import RunOptions
+
+    name = f"replay-{Path(spec.capture).stem}"
     write_json(out_dir / "replay.json", found, indent=1)
     console.print(
         f"capture {spec.capture}: {found['requests_per_pass']:,} requests over "
@@ -259,10 +272,10 @@ def describe_only(options: ReplayOptions, console: Console) -> dict:
 
     spec = options.spec
     with console.status(f"profiling {spec.capture}..."):
-        if options.resolution <= 0:
-            raise ConfigError("--resolution", None, "must be above 0")
+        if options.bucket <= 0:
+            raise ConfigError("--bucket", None, "must be above 0")
         items = read_capture(spec.capture, spec.format, spec.log_time)
-        description = describe_capture(items, options.resolution, source=spec.capture)
+        description = describe_capture(items, options.bucket, source=spec.capture)
     if spec.format == "combined":
         # A log's clock has whole seconds and the reader spreads each second's requests evenly: the
         # gaps inside a second are made up, so the capture says nothing of burstiness below a second.
@@ -309,7 +322,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--profile-only", action="store_true", help="profile the capture (rate, burstiness, mix); send nothing"
     )
     parser.add_argument(
-        "--resolution", type=duration, default=1.0, help="with --profile-only: the rate's bucket length (default 1s)"
+        "--bucket",
+        type=positive_duration,
+        default=1.0,
+        metavar="DURATION",
+        help="with --profile-only: count the rate per bucket of this length (default 1s)",
     )
     parser.add_argument(
         "--fit-scenario",
@@ -323,13 +340,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_timing_options(parser: argparse.ArgumentParser) -> None:
     """When each captured request is sent: speed, loops, a window, a rate cap, reordering, the log's clock."""
-    parser.add_argument("--speed", type=float, default=1.0, help="divide the captured inter-arrival times by this")
-    parser.add_argument("--loop", type=int, default=1, help="replay the capture this many times, back to back")
+    parser.add_argument(
+        "--speed", type=positive_number, default=1.0, help="divide the captured inter-arrival times by this"
+    )
+    parser.add_argument("--loop", type=count, default=1, help="replay the capture this many times, back to back")
     parser.add_argument(
         "--window", help="only this part of the capture, from its first request: START..END, e.g. 1m..5m"
     )
     parser.add_argument(
-        "--max-rate", type=float, help="cap the send rate (req/s, after --speed); the excess is skipped"
+        "--max-rate", type=rate, help="cap the send rate (e.g. 50/s, after --speed); the excess is skipped"
     )
     parser.add_argument(
         "--reorder-window", type=duration, default=5.0, help="put out-of-order requests back in order within this"
@@ -375,7 +394,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
         spec=replay_spec(args),
         profile_only=args.profile_only,
         fit_scenario=args.fit_scenario,
-        resolution=args.resolution,
+        bucket=args.bucket,
     )
     outcome = replay(options, console)
     if outcome is None:  # --profile-only: nothing was sent, nothing gated

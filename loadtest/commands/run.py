@@ -19,7 +19,9 @@ from loadtest.commands.options import (
     add_gate_options,
     add_load_generator_options,
     add_target_options,
-    duration,
+    count,
+    positive_duration,
+    rate,
     run_fields,
     share,
 )
@@ -163,12 +165,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("scenario", type=Path, help="scenario TOML, e.g. scenarios/steady.toml")
     add_target_options(parser)
-    parser.add_argument("--rate", type=float, help="open load at this constant rate (req/s), replacing the shape")
-    parser.add_argument("--users", type=int, help="closed load with this many users, replacing the shape")
-    parser.add_argument("--duration", type=duration, help="measured duration, e.g. 30s or 2m")
+    parser.add_argument(
+        "--rate", type=rate, help="open load at this constant rate, e.g. 20, 20/s or 1200/m, replacing the shape"
+    )
+    parser.add_argument("--users", type=count, help="closed load with this many users, replacing the shape")
+    parser.add_argument("--duration", type=positive_duration, help="measured duration, e.g. 30s or 2m")
     add_load_generator_options(parser, out_default="results/<time>-<scenario>")
     parser.add_argument(
-        "--server-pid", type=int, help="the server process to sample (default: the embedded one, or the target's port)"
+        "--server-pid",
+        type=count,
+        help="the server process to sample (default: the embedded one, or the target's port)",
     )
     parser.add_argument(
         "--messy",

@@ -202,11 +202,9 @@ def _load(t: Table) -> LoadSpec:
     kind = shape_table.get("kind", "constant")
     if kind == "stages":
         shape = shapes.from_table(shape_table, 0.0, t.source, t.key("shape"))
-        duration = t.duration("duration", shapes.stages_duration(shape) - warmup)
+        duration = t.duration("duration", shapes.stages_duration(shape) - warmup, above_zero=True)
     else:
-        duration = t.duration("duration", required=True)
-    if duration <= 0:
-        raise t.error("duration", "must be more than zero")
+        duration = t.duration("duration", required=True, above_zero=True)
     shape = shapes.from_table(shape_table, warmup + duration, t.source, t.key("shape"))
     # A bursty shape, or stages given a burstiness other than 1, only mean something with gamma gaps.
     gamma_only = kind == "bursty" or (kind == "stages" and shape.burstiness != 1.0)
@@ -215,14 +213,12 @@ def _load(t: Table) -> LoadSpec:
         shape=shape,
         duration=duration,
         warmup=warmup,
-        timeout=t.duration("timeout", "10s"),
+        timeout=t.duration("timeout", "10s", above_zero=True),
         max_in_flight=int(t.number("max_in_flight", 256, minimum=1)),
         arrivals=t.choice("arrivals", PROCESSES, "gamma" if gamma_only else "poisson"),
         think_time=t.duration("think_time", 0),
         connections=int(t.number("connections", 0)),
     )
-    if spec.timeout <= 0:
-        raise t.error("timeout", "must be more than zero")
     if gamma_only and spec.arrivals != "gamma":
         what = "a bursty shape" if kind == "bursty" else f"a stages shape with burstiness {shape.burstiness:g}"
         raise t.error("arrivals", f"{what} draws gamma inter-arrivals; leave arrivals out or set 'gamma'")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.errors import ConfigError
-from loadtest.units import parse_duration
+from loadtest.units import check_number, parse_duration
 
 
 def read_toml(path: Path) -> dict:
@@ -52,15 +52,23 @@ class Table:
         return value
 
     def number(self, name: str, default: float | None = None, minimum: float = 0.0, required: bool = False) -> float:
+        """A finite number at least ``minimum`` (TOML reads ``nan`` and ``inf`` as numbers)."""
         value = self.get(name, (int, float), default, required)
-        if value is not None and value < minimum:
-            raise self.error(name, f"must be at least {minimum:g}, got {value}")
-        return value
+        if value is None:
+            return value
+        try:
+            return check_number(value, minimum=minimum)
+        except ValueError as exc:
+            raise self.error(name, str(exc)) from None
 
-    def duration(self, name: str, default: str | float | None = None, required: bool = False) -> float:
+    def duration(
+        self, name: str, default: str | float | None = None, required: bool = False, above_zero: bool = False
+    ) -> float:
+        """Seconds, as the command line's duration options read them (``units.parse_duration``)."""
         value = self.get(name, (str, int, float), default, required)
         try:
-            return parse_duration(value)
+            seconds = parse_duration(value)
+            return check_number(seconds, above=True) if above_zero else seconds
         except ValueError as exc:
             raise self.error(name, str(exc)) from None
 

@@ -100,10 +100,10 @@ def measure(
 ) -> Measured:
     """Start the target if needed, check it, run Locust to the end; Locust writes the measurements into ``out``.
 
-    ``while_starting`` runs while Locust starts (``locust_process.run_locust``).
+    ``while_starting`` runs while Locust starts (``locust_process.run_locust``). The results directory is
+    made once the target has passed its preflight: a run that never started leaves no empty directory.
     """
     out_dir = options.out or results_root() / run_dir_name(scenario.name)
-    out_dir.mkdir(parents=True, exist_ok=True)
     with _target(options, scenario, console) as target:
         config = RunConfig(
             scenario_toml=Path(scenario.source).read_text(),
@@ -116,6 +116,7 @@ def measure(
             replay=options.replay,
         )
         _check_target(options, config)
+        out_dir.mkdir(parents=True, exist_ok=True)
         if options.print_locust_command:
             print_distributed_commands(config, max(options.processes, 2))
             return Measured(out_dir, interrupted=False, ran=False)

@@ -13,8 +13,10 @@ class; ``timeline.csv`` has one row per second that pandas reads. Every file is 
 from __future__ import annotations
 
 import os
+import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,6 +57,25 @@ def run_dir_name(scenario: str, when: float | None = None) -> str:
     stamp = datetime.fromtimestamp(when or time.time(), UTC).strftime("%Y%m%d-%H%M%S")
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in scenario)
     return f"{stamp}-{safe}"
+
+
+@contextmanager
+def provisional_dir(out: Path, written_first: Collection[str] = ()) -> Iterator[Path]:
+    """``out``, made now, and removed again if the command fails while it holds only ``written_first``.
+
+    ``written_first`` names the files a command writes before its first run (a replay's scan); a run's
+    own files come only after its preflight (``engine.runner.measure``). So a command that stops at an
+    unreachable target or a server that did not start leaves no empty results directory to be taken
+    for a run, and whatever a run measured is never removed. A directory that was there before is kept.
+    """
+    existed = out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield out
+    except BaseException:
+        if not existed and all(p.is_file() and p.name in written_first for p in out.iterdir()):
+            shutil.rmtree(out)
+        raise
 
 
 def read_replay(directory: Path) -> dict | None:

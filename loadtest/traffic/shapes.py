@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from loadtest.errors import ConfigError
-from loadtest.units import parse_duration
+from loadtest.units import check_number, parse_duration
 
 # kind -> (required keys, optional keys with defaults); durations are seconds once parsed.
 # ``burstiness`` is the shape ``k`` of gamma inter-arrivals (1 = Poisson, below 1 burstier): ``bursty``
@@ -100,7 +100,7 @@ def _number(source: str, key: str, value: object, duration: bool) -> float:
             raise ValueError(f"expected a number, got {value!r}")
         if value < 0:
             raise ValueError(f"must not be negative, got {value}")
-        return float(value)
+        return float(check_number(value))  # NaN and infinity
     except ValueError as exc:
         raise ConfigError(source, key, str(exc)) from None
 
