@@ -13,7 +13,7 @@ The load average is printed before and after: other work on the machine, above a
 takes the server's CPU, and no search can hold its capacity then. Each run's untrusted steps
 (the generator's cores starved, its sends late) are counted for the same reason.
 
-Run: ``.venv/bin/python benchmarks/capacity_repeatability.py`` (about 1 to 2 minutes a run).
+Run: ``.venv/bin/python benchmarks/capacity_repeatability.py`` (about 1.5 to 3 minutes a run).
 ``--repeat-inside`` runs one command with ``--repeat 3`` instead: one server, three searches.
 """
 
@@ -54,6 +54,7 @@ def run(command: list[str]) -> dict:
 
 
 def describe(data: dict) -> str:
+    """One line per search; ONNX Runtime's own rows/s shows how fast the machine was during it."""
     steps = data["steps"]
     untrusted = sum(1 for s in steps if s.get("trusted") is False)
     waits = [s["drain"]["waited_s"] for s in steps if s.get("drain")]
@@ -61,6 +62,7 @@ def describe(data: dict) -> str:
     return (
         f"capacity {data['capacity_rps']} req/s, first failing {interval.get('failing_rps')} "
         f"({len(steps)} steps, {untrusted} untrusted, longest idle wait {max(waits, default=0):.1f} s, "
+        f"ONNX Runtime alone {data.get('raw_ort_rps') or 0:.0f} rows/s, "
         f"{data['_seconds']:.0f} s)"
     )
 
