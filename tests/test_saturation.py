@@ -182,12 +182,13 @@ def test_a_run_past_capacity_shows_saturation_and_the_knee_in_summary_and_report
     assert saturation["knee_at"] is not None, saturation
     # Its one thread on its one core: the process at 90% of it, or on a machine others share, the thread
     # running or waiting for the core 90% of the time (it gets 85-90% of the core, and waits the rest).
-    assert saturation["server_saturation_signal"] in ("process cores", "busiest thread"), saturation
+    # Its queue may grow a second or two before that, and is then named first; the CPU fires as well.
+    assert {"process cores", "busiest thread"} & set(saturation["server_signals"]), saturation
     assert max(saturation["server_peak_util"], saturation["server_thread_peak_busy"]) >= 0.9, saturation
-    assert "server CPU saturated from second" in result.stderr and "latency knee at second" in result.stderr
+    assert "saturated from second" in result.stderr and "latency knee at second" in result.stderr
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "server CPU saturated from second" in report and "latency knee at second" in report
-    assert "server CPU saturated from second" in (tmp_path / "out" / "report.html").read_text()
+    assert "saturated from second" in report and "latency knee at second" in report
+    assert "saturated from second" in (tmp_path / "out" / "report.html").read_text()
 
 
 @pytest.mark.slow
