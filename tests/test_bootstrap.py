@@ -9,6 +9,8 @@ difference about 95% of the time.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
@@ -21,6 +23,7 @@ from loadtest.analysis.bootstrap import (
     compare_ratio,
     percentiles_resampled,
     second_weights,
+    t_quantile,
 )
 from loadtest.engine.collector import Collector
 from loadtest.engine.measurements import write_results
@@ -312,3 +315,10 @@ def test_a_ratio_with_nothing_under_it_is_an_error():
     some, none = PerSecond(np.ones(3), np.ones(3)), PerSecond(np.ones(3), np.zeros(3))
     with pytest.raises(ValueError, match="CPU ms/request of B: round 2 has a denominator of zero"):
         compare_ratio("CPU ms/request", [some], [some, none])
+
+
+def test_the_t_quantile_is_exact_at_the_demos_two_degrees_of_freedom():
+    # Tables: t(0.975; 1) = 12.706, t(0.975; 2) = 4.303, t(0.975; 4) = 2.776; the normal's 1.960 at infinity.
+    from loadtest.analysis.bootstrap import t_quantile
+
+    assert [round(t_quantile(0.975, df), 3) for df in (1, 2, 4, math.inf)] == [12.706, 4.303, 2.776, 1.96]
