@@ -319,5 +319,4 @@ def test_a_ratio_with_nothing_under_it_is_an_error():
 
 def test_the_t_quantile_is_exact_at_the_demos_two_degrees_of_freedom():
     # Tables: t(0.975; 1) = 12.706, t(0.975; 2) = 4.303, t(0.975; 4) = 2.776; the normal's 1.960 at infinity.
-
     assert [round(t_quantile(0.975, df), 3) for df in (1, 2, 4, math.inf)] == [12.706, 4.303, 2.776, 1.96]
