@@ -2,7 +2,7 @@
 
 Three formats, detected from the file's first bytes (``detect_format``) or named:
 
-- ``jsonl``: one request per line, the harness's own format (the README documents it)::
+- ``jsonl``: one request per line, the harness's own format (docs/replay.md documents it)::
 
       {"timestamp": "2026-11-30T14:03:07.123456Z", "method": "POST",
        "path": "/v2/models/minilm/infer", "headers": {"content-type": "application/json"},
