@@ -32,23 +32,7 @@ def check_number(value: float, *, minimum: float = 0.0, above: bool = False) -> 
 
 def parse_duration(value: str | int | float) -> float:
     """Seconds from a number (seconds) or a string of number-unit parts; raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like '30s', got {value!r}")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError(f"a duration must be a finite number of seconds, got {value}")
-        if value < 0:
-            raise ValueError(f"a duration cannot be negative, got {value}")
-        return float(value)
-    text = value.strip().replace(" ", "")
-    if text.startswith("-"):
-        raise ValueError(f"a duration cannot be negative, got {value!r}")
-    if (seconds := _plain_number(text)) is not None:
-        return parse_duration(seconds)  # "nan", "inf" and 400 nines are floats too: refused as TOML's are
-    parts = _PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"expected a duration like '30s', '2m', '1h30m' or '250ms', got {value!r}")
-    return parse_duration(sum(float(number) * _SECONDS[unit] for number, unit in parts))
+    return _amount(value, "a duration", "a finite number of seconds", "a duration like '30s'", _duration_text)
 
 
 def parse_rate(value: str | int | float) -> float:
@@ -57,23 +41,41 @@ def parse_rate(value: str | int | float) -> float:
     The unit is optional, as in a threshold's ``throughput >= 50/s``; zero is a rate (a ramp starts
     there), so callers that need more say so (``check_number(..., above=True)``).
     """
+    return _amount(value, "a rate", "a finite number", "a rate like 20, 20/s or 1200/m", _rate_text)
+
+
+def _amount(value: str | int | float, noun: str, finite: str, example: str, from_text) -> float:
+    """The checks a duration and a rate share: not a bool, not negative, finite; text read by ``from_text``.
+
+    A plain number in text ("nan", "inf", 400 nines) is read as a float and refused as TOML's are.
+    """
     if isinstance(value, bool):
-        raise ValueError(f"expected a rate like 20, 20/s or 1200/m, got {value!r}")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError(f"a rate must be a finite number, got {value}")
-        if value < 0:
-            raise ValueError(f"a rate cannot be negative, got {value}")
-        return float(value)
-    text = value.strip().replace(" ", "")
-    if text.startswith("-"):
-        raise ValueError(f"a rate cannot be negative, got {value!r}")
-    if (per_second := _plain_number(text)) is not None:
-        return parse_rate(per_second)
+        raise ValueError(f"expected {example}, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        if text.startswith("-"):
+            raise ValueError(f"{noun} cannot be negative, got {value!r}")
+        number = _plain_number(text)
+        value = from_text(text, value) if number is None else number
+    if not math.isfinite(value):
+        raise ValueError(f"{noun} must be {finite}, got {value}")
+    if value < 0:
+        raise ValueError(f"{noun} cannot be negative, got {value}")
+    return float(value)
+
+
+def _duration_text(text: str, value: str) -> float:
+    parts = _PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"expected a duration like '30s', '2m', '1h30m' or '250ms', got {value!r}")
+    return sum(float(number) * _SECONDS[unit] for number, unit in parts)
+
+
+def _rate_text(text: str, value: str) -> float:
     match = _RATE.fullmatch(text)
     if not match:
         raise ValueError(f"expected a rate like 20, 20/s or 1200/m, got {value!r}")
-    return parse_rate(float(match["number"]) / _PER[match["per"]])
+    return float(match["number"]) / _PER[match["per"]]
 
 
 def _plain_number(text: str) -> float | None:
