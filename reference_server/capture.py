@@ -20,7 +20,9 @@ still read in full before the answer goes out; one over ``--max-body-bytes`` is 
 as it was read, and its line says ``"body_truncated": true``. Health checks and ``GET /metrics``
 are not recorded. Lines are in order of completion, sorted by arrival within each write, so
 requests that overlap a write can be slightly out of arrival order. Headers are written as
-received, credentials included.
+received, credentials included: so a new capture file is created with mode 0600 (owner only, set
+at creation, whatever the umask). A file that already exists is appended to and keeps its mode,
+which its owner chose; ``serve`` warns when that mode lets others read it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import base64
 import contextlib
 import hashlib
 import logging
+import os
+import stat
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,12 +116,20 @@ def recorded(method: str, path: str) -> bool:
 
 
 def open_capture_file(path: Path) -> BinaryIO:
+    """Open for appending; a new file is created 0600 (the mode is given to open(2), so it holds from creation)."""
     if not path.parent.is_dir():
         raise CaptureError(f"--capture {path}: directory {path.parent} does not exist")
     try:
-        return path.open("ab")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise CaptureError(f"--capture {path}: cannot open for appending: {exc.strerror}") from None
+    return os.fdopen(fd, "ab")
+
+
+def loose_mode(path: Path) -> int | None:
+    """The file's permission bits if anyone but its owner may read or write it, else None."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    return mode if mode & 0o077 else None
 
 
 class Capture:
@@ -280,4 +292,12 @@ def _path_with_query(scope) -> str:
     return f"{path}?{query.decode('latin-1')}" if query else path
 
 
-__all__ = ["Capture", "CaptureError", "CaptureMiddleware", "RecordedExchange", "encode_line", "sampled"]
+__all__ = [
+    "Capture",
+    "CaptureError",
+    "CaptureMiddleware",
+    "RecordedExchange",
+    "encode_line",
+    "loose_mode",
+    "sampled",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -35,6 +36,22 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"takes a fraction like 0.1, got {text!r}") from None
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
+    return value
+
+
+def _milliseconds(text: str) -> float:
+    """A duration such as 500ms, 2s or 1.5 (seconds), in milliseconds."""
+    number, scale = text.strip(), 1000.0
+    if number.endswith("ms"):
+        number, scale = number[:-2], 1.0
+    elif number.endswith("s"):
+        number = number[:-1]
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a duration like 500ms or 2s, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a duration of 0 or more, like 500ms or 2s, got {text!r}")
     return value
 
 
@@ -111,6 +128,15 @@ def _add_limit_options(serve: argparse.ArgumentParser) -> None:
         "--max-queue-rows", type=_positive, default=512, help="queue bound; beyond it: 503 (default 512)"
     )
     serve.add_argument(
+        "--max-queue-time",
+        type=_milliseconds,
+        default=1000.0,
+        metavar="DURATION",
+        help="longest a request may wait for its batch, e.g. 500ms or 2s (default 1s; 0: no limit): a request "
+        "expected to wait longer is refused with 503 on arrival, one that waited longer is answered 503 "
+        "without being computed",
+    )
+    serve.add_argument(
         "--max-body-bytes", type=_positive, default=8 * 1024 * 1024, help="beyond it: 413 (default 8 MiB)"
     )
     serve.add_argument("--max-rows", type=_positive, default=128, help="rows per request; beyond it: 400 (default 128)")
@@ -173,6 +199,7 @@ def _server_config(args: argparse.Namespace, models_dir: Path) -> ServerConfig:
             max_queue_rows=args.max_queue_rows,
             group_by_length=not args.no_length_grouping,
             max_padding_tokens=args.max_padding_tokens,
+            max_queue_time_ms=args.max_queue_time,
         ),
         max_body_bytes=args.max_body_bytes,
         max_rows=args.max_rows,
@@ -191,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--capture-sample needs --capture FILE")
     models_dir = args.models_dir or default_models_dir()
     try:
+        config = _server_config(args, models_dir) if args.command == "serve" else None
+    except ValueError as exc:  # settings that contradict each other
+        parser.error(f"--max-queue-time: {exc}")
+    try:
         if args.command == "build-models":
             from .build import build_models
 
@@ -198,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "serve":
             from .serve import serve
 
-            serve(_server_config(args, models_dir), args.ready_file, args.log_level, args.access_log)
+            serve(config, args.ready_file, args.log_level, args.access_log)
         else:
             from .selftest import selftest
 

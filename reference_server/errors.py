@@ -42,6 +42,12 @@ class UnsupportedMediaType(RequestError):
 
 
 class Overloaded(RequestError):
-    """The batch queue is full: the client should back off and retry."""
+    """The batch queue is full, or too slow to wait for (the queue time limit): back off and retry."""
 
     status = 503
+
+
+class ClientGone(RequestError):
+    """The client disconnected before its answer was ready: nginx's 499, counted in metrics, sent to nobody."""
+
+    status = 499

@@ -3,10 +3,16 @@
 The child binds port 0 (the kernel picks a free port) and writes its URL to a ready file once it
 accepts requests; the parent waits for that file. Used by the tests, the benchmark, ``selftest``
 and the load harness when no target URL is given.
+
+The server goes with its parent, whatever ends it: Ctrl-C or SIGTERM while it starts or stops
+kills it and removes its work directory, and on Linux the kernel sends it SIGTERM when the parent
+dies, even by SIGKILL (``exit_with_parent``), so no server is left on its port, pinned to its core.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import os
 import shutil
@@ -14,13 +20,16 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ReferenceServerError
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass
@@ -44,18 +53,24 @@ class RunningServer:
         """SIGTERM (in-flight requests finish), then SIGKILL if it has not exited by ``timeout``.
 
         The temporary work directory (ready file and log) goes with the process, so a long test
-        session or a loop of runs leaves nothing behind in the temp dir.
+        session or a loop of runs leaves nothing behind in the temp dir. Ctrl-C or SIGTERM while it
+        waits kills the server at once, and still removes the directory.
         """
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
+        try:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                with suppress(subprocess.TimeoutExpired):  # then killed, below
+                    self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
                 self.process.kill()
                 self.process.wait()
-        if self._final_log is None:
-            self._final_log = self.log()
-            shutil.rmtree(self.log_path.parent, ignore_errors=True)
+            if self._final_log is None:
+                try:
+                    self._final_log = self.log()
+                except OSError:
+                    self._final_log = ""
+                shutil.rmtree(self.log_path.parent, ignore_errors=True)
         return self.process.returncode
 
 
@@ -75,22 +90,70 @@ def start_server(args: Sequence[str], timeout: float = 60.0, env: dict[str, str]
         str(ready_file),
     ]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            preexec_fn=exit_with_parent(signal.SIGTERM),
+        )
+    try:
+        _wait_ready(process, ready_file, log_path, timeout)
+        url = json.loads(ready_file.read_text())["url"]
+    except BaseException:  # not ready, or Ctrl-C / SIGTERM while it started: no server and no directory left
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return RunningServer(url, process, log_path)
+
+
+def _wait_ready(process: subprocess.Popen, ready_file: Path, log_path: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not ready_file.exists():
         problem = None
         if process.poll() is not None:
             problem = f"reference server exited with {process.returncode}"
         elif time.monotonic() > deadline:
-            process.kill()
-            process.wait()
             problem = f"reference server not ready after {timeout:.0f}s"
         if problem:
             log_tail = log_path.read_text(errors="replace")[-2000:]
-            shutil.rmtree(workdir, ignore_errors=True)
             raise ReferenceServerError(f"{problem}:\n{log_tail}")
         time.sleep(0.05)
-    return RunningServer(json.loads(ready_file.read_text())["url"], process, log_path)
+
+
+def exit_with_parent(signum: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send the child ``signum`` when this process dies (Linux).
+
+    Nothing in a process runs when it is SIGKILLed (or OOM-killed): its ``finally`` blocks that stop
+    its children never run, and a child in a session of its own (Locust, the sampler) is out of
+    reach of a signal to its group too. ``PR_SET_PDEATHSIG`` costs one system call in the child.
+    It fires when the *thread* that started the child ends, so it is set only from the main thread
+    (whose end is the process's); elsewhere, and off Linux, None: no guard.
+    """
+    prctl = _prctl()
+    if prctl is None or threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signum)
+        if os.getppid() != parent:  # the parent died between the fork and the prctl: nobody to wait for
+            os._exit(1)
+
+    return preexec
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once in the parent (never in a child between fork and exec)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 @contextmanager

@@ -12,6 +12,8 @@ from .errors import RequestError
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+REJECTED_REASONS = ("queue_full", "expected_wait", "queue_timeout")
+DROPPED_REASONS = ("client_gone",)
 
 
 class Metrics:
@@ -66,6 +68,19 @@ class Metrics:
             registry=r,
         )
         self.queue_rows = Gauge("inference_queue_rows", "Rows waiting to be batched", ["model"], registry=r)
+        self.rejected = Counter(
+            "inference_rejected",
+            "Requests answered 503 without being computed: queue_full (no room), expected_wait (refused on "
+            "arrival: the expected wait is over the queue time limit), queue_timeout (waited past the limit)",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "inference_dropped",
+            "Queued requests removed uncomputed: client_gone (the client disconnected)",
+            ["model", "reason"],
+            registry=r,
+        )
 
     def track_queue(self, model: str, rows: Callable[[], int]) -> None:
         self.queue_rows.labels(model).set_function(rows)
@@ -82,6 +97,19 @@ class Metrics:
             padding.observe(efficiency)
 
         return observe
+
+    def shed_counter(self, model: str) -> Callable[[str, str], None]:
+        """Counts, by reason, the requests the batcher answers 503 ("rejected") or drops ("dropped") uncomputed."""
+        counters = {"rejected": self.rejected, "dropped": self.dropped}
+        for reason in REJECTED_REASONS:  # every series from the start at 0, so a rate() sees the first one
+            self.rejected.labels(model, reason)
+        for reason in DROPPED_REASONS:
+            self.dropped.labels(model, reason)
+
+        def count(outcome: str, reason: str) -> None:
+            counters[outcome].labels(model, reason).inc()
+
+        return count
 
     @contextmanager
     def observe(self, model: str, endpoint: str) -> Iterator[None]:

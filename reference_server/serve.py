@@ -1,13 +1,17 @@
 """Run the app under uvicorn: pin the process first, then load models, bind, and serve until SIGTERM.
 
 uvicorn's own shutdown lets in-flight requests finish on SIGTERM; the app's lifespan then drains
-the batch queues.
+the batch queues. A request's headers must arrive within the header timeout (5 s, or
+``$REFERENCE_SERVER_HEADER_TIMEOUT_S``) and 64 KiB (``header_limits.py``), and an idle keep-alive
+connection is closed after uvicorn's ``timeout_keep_alive`` (5 s).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+import os
 import signal
 from pathlib import Path
 
@@ -15,7 +19,29 @@ import psutil
 import uvicorn
 
 from .app import create_app
+from .capture import loose_mode
 from .config import ServerConfig
+from .errors import ReferenceServerError
+from .header_limits import DEFAULT_HEADER_TIMEOUT_S, header_limits_protocol
+
+HEADER_TIMEOUT_ENV = "REFERENCE_SERVER_HEADER_TIMEOUT_S"
+
+
+def header_timeout_s() -> float:
+    """``$REFERENCE_SERVER_HEADER_TIMEOUT_S``, else 5 s: how long a request's headers may take to arrive.
+
+    An environment variable until ``ServerConfig`` has a setting (and the CLI an option) for it.
+    """
+    text = os.environ.get(HEADER_TIMEOUT_ENV)
+    if text is None:
+        return DEFAULT_HEADER_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ReferenceServerError(f"${HEADER_TIMEOUT_ENV} must be a number of seconds above 0, got {text!r}")
+    return seconds
 
 
 def pin_to_cpus(cpus: tuple[int, ...]) -> None:
@@ -24,12 +50,14 @@ def pin_to_cpus(cpus: tuple[int, ...]) -> None:
 
 
 async def _serve(config: ServerConfig, ready_file: Path | None, log_level: str, access_log: bool) -> None:
+    protocol = header_limits_protocol(header_timeout_s())
     app = create_app(config)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
             host=config.host,
             port=config.port,
+            http=protocol,
             log_level=log_level,
             access_log=access_log,
             timeout_graceful_shutdown=30,
@@ -62,6 +90,12 @@ async def _serve(config: ServerConfig, ready_file: Path | None, log_level: str, 
     if config.capture:
         share = "all requests" if config.capture_sample >= 1.0 else f"a deterministic {config.capture_sample:g} sample"
         print(f"capturing {share} to {config.capture} (JSONL; health checks and /metrics are not recorded)", flush=True)
+        if mode := loose_mode(config.capture):
+            print(
+                f"warning: {config.capture} has mode {mode:o}, open to others than its owner; "
+                "it records headers as sent, credentials included",
+                flush=True,
+            )
     if ready_file:
         tmp = ready_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"url": url, "pid": psutil.Process().pid}))

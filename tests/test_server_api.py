@@ -173,6 +173,36 @@ BAD_REQUESTS = {
         400,
         dict(json=text_request(["hi"]), headers={"Inference-Header-Content-Length": "x"}),
     ),
+    # A list or object where a string is due once met a dict lookup: a 500 and a reset connection.
+    "datatype as a list": (
+        400,
+        dict(json={"inputs": [{"name": "text", "datatype": ["BYTES"], "shape": [1], "data": ["a"]}]}),
+    ),
+    "datatype as an object": (
+        400,
+        dict(json={"inputs": [{"name": "text", "datatype": {"BYTES": 1}, "shape": [1], "data": ["a"]}]}),
+    ),
+    "parameters as a list": (400, dict(json=text_request(["hi"], parameters=[]))),
+    "outputs' parameters as a number": (
+        400,
+        dict(json=text_request(["hi"], outputs=[{"name": "embedding", "parameters": 1}])),
+    ),
+    "a shape of 70 dimensions": (
+        400,
+        dict(json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1] * 70, "data": ["a"]}]}),
+    ),
+    "data padded with empty lists": (
+        400,
+        dict(json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [[]] * 50 + ["a"]}]}),
+    ),
+    "200,000 numbers": (
+        400,
+        dict(json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [0] * 200_000}]}),
+    ),
+    "binary header with a sign": (
+        400,
+        dict(json=text_request(["hi"]), headers={"Inference-Header-Content-Length": "+1"}),
+    ),
     "wrong content type": (
         415,
         dict(content=b"text=hello", headers={"content-type": "application/x-www-form-urlencoded"}),
@@ -244,6 +274,28 @@ def test_openai_errors_use_openai_error_shape(client):
     assert _bad(client, "POST", "/v1/embeddings", content=b"{").status_code == 400
     assert _bad(client, "POST", "/v1/embeddings", json={"input": "x", "encoding_format": "int4"}).status_code == 400
     assert _bad(client, "POST", "/v1/embeddings", json={"input": []}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("model", ["minilm"], "'model' must be a string"),
+        ("input", ["x"] * 129, "at most 128"),
+        ("input", {"text": "x"}, "'input' must be a string or a list"),
+        ("encoding_format", ["float"], "got a list"),
+        ("dimensions", 512, "'dimensions' must be 384"),
+        ("dimensions", "384", "got a string"),
+        ("user", 7, "'user' must be a string"),
+    ],
+)
+def test_every_openai_field_is_type_checked(client, field, value, message):
+    response = _bad(client, "POST", "/v1/embeddings", json={"input": "hello", field: value})
+    assert response.status_code == 400 and message in response.json()["error"]["message"]
+
+
+def test_openai_optional_fields_may_be_null_or_say_what_the_model_does(client):
+    body = {"input": "hello", "model": None, "encoding_format": None, "dimensions": 384, "user": "u-1"}
+    assert len(client.post("/v1/embeddings", json=body).json()["data"][0]["embedding"]) == 384
 
 
 def test_tabular_zero_rows_is_400(client):
