@@ -13,10 +13,13 @@ import sys
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 
 from loadtest import __version__
 from loadtest.commands import capacity, compare, cost, gate, probe, replay, report, run
 from loadtest.errors import ExitCode, LoadTestError, exit_code_table
+from loadtest.replay.redact import redact_urls_in
+from loadtest.stop_signals import stop_signals
 
 COMMANDS = (run, replay, capacity, compare, cost, report, gate, probe)  # in the order ``--help`` lists them
 
@@ -63,10 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # a usage error exits here, with ExitCode.USAGE (argparse's 2)
     console = terminal()
     try:
-        return args.func(args, console)
-    except LoadTestError as exc:
-        console.print(f"[red]loadtest:[/] {exc}", highlight=False, soft_wrap=True)  # one line, however long
+        with stop_signals():  # SIGTERM and SIGHUP stop a run as Ctrl-C does, down the same paths
+            return args.func(args, console)
+    except LoadTestError as exc:  # one line, however long; its text is the user's (paths, thresholds): escaped
+        console.print(f"[red]loadtest:[/] {escape(redact_urls_in(str(exc)))}", highlight=False, soft_wrap=True)
         return exc.exit_code
+    except OSError as exc:  # a path that cannot be written or read (--out, --junit): where and why, not a traceback
+        line = (f"cannot use {exc.filename}: " if exc.filename else "") + (exc.strerror or str(exc))
+        console.print(f"[red]loadtest:[/] {escape(redact_urls_in(line))}", highlight=False, soft_wrap=True)
+        return ExitCode.USAGE if exc.filename else ExitCode.RUN_FAILED
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
 

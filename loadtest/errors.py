@@ -21,9 +21,11 @@ MEANINGS = {
     ExitCode.GATE_FAILED: "a gate failed (threshold or baseline regression)",
     ExitCode.USAGE: "a usage or input error (scenario, profile, options, thresholds, baseline, unreachable target)",
     ExitCode.RUN_FAILED: "the run itself failed: the target stopped answering, over 10% of requests failed in transit, "
-    "or a load-generator worker was lost (one line says which; the results are still written)",
+    "or a load-generator worker was lost (one line says which; the results are still written); "
+    "or its results could not be written (no space left on device; what was written is whole)",
     ExitCode.UNTRUSTED: "--strict: the run is not trustworthy (its load generator was late, starved or lost)",
-    ExitCode.INTERRUPTED: "interrupted (the results directory still holds what was measured; gates are not checked)",
+    ExitCode.INTERRUPTED: "interrupted by Ctrl-C, SIGTERM or SIGHUP "
+    "(the results directory still holds what was measured; gates are not checked)",
 }
 
 
@@ -74,6 +76,10 @@ class RunError(LoadTestError):
     """The run itself failed (the load generator crashed, the server died)."""
 
     exit_code = ExitCode.RUN_FAILED
+
+
+class DiskFull(RunError):
+    """A results file could not be written for want of space (or a file-size limit); those written before are whole."""
 
 
 class ServerStartError(RunError):

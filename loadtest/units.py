@@ -16,10 +16,12 @@ _RATE = re.compile(r"(?P<number>\d+(?:\.\d+)?)(?:/(?P<per>s|m|h))?")
 _PER = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def check_number(value: float, *, minimum: float = 0.0, above: bool = False) -> float:
-    """``value`` if it is a finite number at least ``minimum`` (above it, with ``above``); raises ValueError.
+def check_number(value: float, *, minimum: float = 0.0, above: bool = False, maximum: float | None = None) -> float:
+    """``value`` if it is a finite number at least ``minimum`` (above it, with ``above``) and at most ``maximum``;
+    raises ValueError.
 
-    NaN compares false with everything, so without this a ``nan`` slips past every ``value < minimum``.
+    NaN compares false with everything, so without this a ``nan`` slips past every ``value < minimum``. A
+    ``maximum`` bounds what a number sizes in memory (a pool, a body), so a typo is refused, not allocated.
     """
     if not math.isfinite(value):
         raise ValueError(f"must be a finite number, got {value}")
@@ -27,6 +29,8 @@ def check_number(value: float, *, minimum: float = 0.0, above: bool = False) -> 
         raise ValueError(f"must be above {minimum:g}, got {value:g}")
     if value < minimum:
         raise ValueError(f"must be at least {minimum:g}, got {value:g}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"must be at most {maximum:,.0f}, got {value:g}")
     return value
 
 

@@ -6,6 +6,7 @@ the test says: a periodic stall, a fixed delay, or nothing at all behind a port.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -50,7 +51,7 @@ class _Server(ThreadingHTTPServer):
 @contextmanager
 def _running(server: ThreadingHTTPServer) -> Iterator[str]:
     """Serve on a daemon thread for the ``with`` block; its URL."""
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)  # quick stop
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -71,6 +72,40 @@ def recording() -> Iterator[tuple[str, list]]:
     seen: list = []
     server = _Server(lambda: None)
     server.seen = seen  # type: ignore[attr-defined]
+    with _running(server) as url:
+        yield url, seen
+
+
+@contextmanager
+def redirecting(location: str) -> Iterator[tuple[str, list]]:
+    """A server that answers its first POST (the preflight) and every second one after it at once, and the
+    others with a 307 to ``location``; it keeps (method, path, headers, body) of each POST, as ``recording``."""
+    seen: list = []
+    answered = itertools.count()
+
+    class Handler(_Handler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, b""))
+            if next(answered) % 2 == 0:
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(ANSWER)))
+                self.end_headers()
+                self.wfile.write(ANSWER)
+                return
+            self.send_response(307)
+            self.send_header("location", location)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(404)  # the sampler's /metrics: not counted, so the sends alternate exactly
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
     with _running(server) as url:
         yield url, seen
 

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from loadtest.commands.options import count, duration, fraction, positive_duration, rate
+from loadtest.commands.options import count, duration, fraction, positive_duration, rate, results_dir
 from loadtest.commands.searcher import CapacityOptions, Searcher, probe_request, repeated
 from loadtest.config.profile import Profile, load_profile
 from loadtest.engine.target import embedded_server
 from loadtest.errors import ExitCode
+from loadtest.replay.redact import redact_url
 from loadtest.report.capacity import capacity_lines
 from loadtest.results.capacity_file import SCHEMA, write_capacity
 from loadtest.results.directory import provisional_dir, results_root, run_dir_name
@@ -117,7 +118,7 @@ def _search(options: CapacityOptions, scenario: Scenario, profile: Profile | Non
         "schema": SCHEMA,
         "profile": profile_meta(profile),
         "scenario": {"name": scenario.name, "source": str(scenario.source)},
-        "target": scenario.target.url or "embedded",
+        "target": redact_url(scenario.target.url) if scenario.target.url else "embedded",
         "slo": {**asdict(options.slo), "percentile": options.slo.percentile, "text": options.slo.text},
         "resolution": options.resolution,
     }
@@ -134,9 +135,10 @@ def _search(options: CapacityOptions, scenario: Scenario, profile: Profile | Non
         data["idle"] = {"signal": idle.signal, "criterion": idle.criterion, "max_wait_s": options.max_idle_wait_s}
         searcher = Searcher(options, out, server, idle, console)
         console.print(
-            f"searching the capacity of {profile.name if profile else scenario.target.url} "
+            f"searching the capacity of {profile.name if profile else redact_url(scenario.target.url)} "
             f"under {options.slo.text}, errors <= {options.slo.max_error_rate:.1%}, "
-            f"achieved >= {options.slo.min_achieved:.0%}"
+            f"achieved >= {options.slo.min_achieved:.0%}",
+            markup=False,  # names and the SLO are the user's text
         )
         data.update(repeated(searcher, None, options.resolution))
         write_capacity(out, data)
@@ -145,7 +147,7 @@ def _search(options: CapacityOptions, scenario: Scenario, profile: Profile | Non
         data["class_medians_ms"] = medians
         data["classes"] = {}
         if cls and options.per_class:
-            console.print(f"capacity with all traffic of the most expensive class, {cls!r}:")
+            console.print(f"capacity with all traffic of the most expensive class, {cls!r}:", markup=False)
             data["classes"][cls] = repeated(searcher, cls, options.class_resolution or options.resolution)
             if profile is not None:
                 server.stop()  # the ceiling is measured on the server's cores, with nothing else on them
@@ -186,7 +188,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--max-idle-wait", type=duration, default=30.0, help="before each step, wait for an idle server (default 30s)"
     )
     parser.add_argument("--no-class", action="store_true", help="skip the capacity of the most expensive class")
-    parser.add_argument("--out", type=Path, help="results directory (default results/<time>-capacity-<profile>)")
+    parser.add_argument("--out", type=results_dir, help="results directory (default results/<time>-capacity-<profile>)")
     parser.set_defaults(func=handle)
 
 
@@ -213,6 +215,6 @@ def handle(args: argparse.Namespace, console: Console) -> int:
     )
     out, data = find_capacity(options, console)
     for line in capacity_lines(data):
-        console.print(line, highlight=False)
-    console.print(f"results: {out}")
+        console.print(line, highlight=False, markup=False)
+    console.print(f"results: {out}", markup=False)
     return ExitCode.PASSED

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from loadtest.commands.options import count, count_or_zero, positive_duration, rate
+from loadtest.commands.options import count, count_or_zero, positive_duration, rate, results_dir
 from loadtest.config.profile import Profile, load_profile
 from loadtest.engine.target import embedded_server
 from loadtest.errors import ConfigError, ExitCode
@@ -100,6 +100,7 @@ def run_rounds(options: CompareOptions, profiles: list[Profile], out: Path, cons
                     f"  round {r}/{options.rounds} {p.name:>14}: p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms, "
                     f"{s.throughput.ok_per_s:.1f} ok/s",
                     highlight=False,
+                    markup=False,
                 )
                 rounds[p.name].append(round_dir)
     return rounds
@@ -222,7 +223,8 @@ def _compare(options: CompareOptions, scenario: Scenario, profiles: list[Profile
         )
     console.print(
         f"comparing {', '.join(names)} on {scenario.name} (seed {scenario.seed}): {options.rounds} interleaved "
-        f"rounds each, servers on cores {cores[names[0]] or 'any'}, the generator on the others"
+        f"rounds each, servers on cores {cores[names[0]] or 'any'}, the generator on the others",
+        markup=False,  # names are the user's text
     )
     rounds = run_rounds(options, profiles, out, console)
     data: dict = {
@@ -248,7 +250,8 @@ def _compare(options: CompareOptions, scenario: Scenario, profiles: list[Profile
 
         for entry, p in zip(data["comparisons"], profiles[1:], strict=True):
             console.print(
-                f"output agreement, {names[0]} vs {p.name}: {options.agreement_n} inputs at batch 1 and under load"
+                f"output agreement, {names[0]} vs {p.name}: {options.agreement_n} inputs at batch 1 and under load",
+                markup=False,
             )
             entry["agreement"] = measure_agreement(profiles[0], p, options.scenario, options.agreement_n)
             _save(out, data)
@@ -289,7 +292,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--capacity", type=Path, nargs="+", default=[], metavar="DIR", help="capacity results, one per profile"
     )
-    parser.add_argument("--out", type=Path, help="results directory (default results/<time>-compare-...)")
+    parser.add_argument("--out", type=results_dir, help="results directory (default results/<time>-compare-...)")
     parser.set_defaults(func=handle)
 
 
@@ -310,5 +313,5 @@ def handle(args: argparse.Namespace, console: Console) -> int:
     )
     out, data = compare(options, console)
     print_comparison(data, console)
-    console.print(f"results: {out}")
+    console.print(f"results: {out}", markup=False)
     return ExitCode.PASSED

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from loadtest.commands.options import count, fraction
+from loadtest.commands.options import count, fraction, results_dir
 from loadtest.errors import ExitCode
 
 
@@ -38,7 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--utilisation", type=fraction, default=0.7, help="target utilisation at peak (default 70%%)")
     parser.add_argument("--min-instances", type=count, default=2, help="instances at least, for redundancy (default 2)")
-    parser.add_argument("--out", type=Path, help="where cost.json, cost.md and cost.html go (default results/cost)")
+    parser.add_argument(
+        "--out", type=results_dir, help="where cost.json, cost.md and cost.html go (default results/cost)"
+    )
     parser.set_defaults(func=handle)
 
 
@@ -60,5 +62,5 @@ def handle(args: argparse.Namespace, console: Console) -> int:
     )
     print_projection(data, console)
     paths = write_projection(data, args.out or results_root() / "cost")
-    console.print(f"wrote {', '.join(map(str, paths))}")
+    console.print(f"wrote {', '.join(map(str, paths))}", markup=False)
     return ExitCode.PASSED

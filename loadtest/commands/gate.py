@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from loadtest.commands.options import add_gate_options, gate_options
 from loadtest.errors import ExitCode, outcome_code
@@ -33,12 +34,12 @@ def handle(args: argparse.Namespace, console: Console) -> int:
         thresholds, source = scenario.gates, str(saved)
     gates = prepare(gate_options(args), thresholds, source)
     if gates.empty:
-        console.print("no gates: give --threshold, or --baseline, or [slo] thresholds in the scenario")
+        console.print("no gates: give --threshold, or --baseline, or [slo] thresholds in the scenario", markup=False)
         return ExitCode.USAGE
     verdict = apply(gates, args.results, summary, console)
     write_summary(args.results, replace(summary, gates=verdict))
     untrusted = summary.trust is not None and not summary.trust.trustworthy
     if summary.failure is not None:
-        console.print(f"[red bold]the run failed:[/] {summary.failure.line}", highlight=False, soft_wrap=True)
+        console.print(f"[red bold]the run failed:[/] {escape(summary.failure.line)}", highlight=False, soft_wrap=True)
     failed = summary.failure is not None
     return outcome_code(False, not verdict.passed, untrusted=gates.strict and untrusted, run_failed=failed)

@@ -2,12 +2,16 @@
 
 The types turn a bad value into a usage error (exit 2, one line naming the option), before any
 command starts work. Every number is checked here: a negative, NaN, infinite or empty value is
-refused, a duration with the message it gets in a TOML file (both read by ``loadtest.units``).
+refused, a duration with the message it gets in a TOML file (both read by ``loadtest.units``). The
+paths a command will write (``--out``, ``--junit``) are checked too: a file in the way or a directory
+that cannot be written is found before the run, not when its results are written.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,6 +73,36 @@ def count_or_zero(text: str) -> int:
     return _typed(lambda t: int(check_number(_int(t))), text)
 
 
+def results_dir(text: str) -> Path:
+    """A directory the results can go in: not a file, and made (or there) where this user may write."""
+    return _typed(lambda t: _writable(Path(t), "directory"), text)
+
+
+def output_file(text: str) -> Path:
+    """A file that can be written (``--junit``): not a directory, in a directory that can be made and written."""
+    return _typed(lambda t: _writable(Path(t), "file"), text)
+
+
+def _writable(path: Path, kind: str) -> Path:
+    """``path``, if a ``kind`` can be written there; ValueError saying what is in the way.
+
+    Write permission is tried, not read from the mode bits: root passes every permission check, but not
+    a read-only file system. The trial is a directory made and removed at once where the path begins.
+    """
+    if path.exists() and path.is_dir() != (kind == "directory"):
+        raise ValueError(f"{path} is {'a file' if kind == 'directory' else 'a directory'}, not a {kind}")
+    there = path if kind == "directory" else path.parent
+    while not there.exists():  # the nearest part of the path that is there: the rest is made under it
+        there = there.parent
+    if not there.is_dir():
+        raise ValueError(f"cannot make {path}: {there} is a file, not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".loadtest-", dir=there))
+    except OSError as exc:
+        raise ValueError(f"cannot write in {there}: {exc.strerror}") from None
+    return path
+
+
 def _float(text: str) -> float:
     try:
         return float(text)
@@ -93,7 +127,7 @@ def add_load_generator_options(parser: argparse.ArgumentParser, out_default: str
     """How run and replay send and record: ``--processes``, ``--out``, ``--allow-remote``, ``--sample-hz``,
     ``--no-report``."""
     parser.add_argument("--processes", type=count, default=1, help="load-generator processes (Locust workers)")
-    parser.add_argument("--out", type=Path, help=f"results directory (default {out_default})")
+    parser.add_argument("--out", type=results_dir, help=f"results directory (default {out_default})")
     add_allow_remote(parser)
     parser.add_argument(
         "--sample-hz", type=non_negative_number, default=4.0, help="resource samples per second; 0 turns sampling off"
@@ -144,7 +178,7 @@ def add_gate_options(parser: argparse.ArgumentParser) -> None:
         metavar="LIMIT",
         help="allowed change against --baseline, like p99=+10%% or throughput=-5%% (repeatable; default p99=+10%%)",
     )
-    parser.add_argument("--junit", type=Path, help="write one JUnit test case per gate to this file")
+    parser.add_argument("--junit", type=output_file, help="write one JUnit test case per gate to this file")
     parser.add_argument(
         "--strict",
         action="store_true",

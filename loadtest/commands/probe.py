@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from loadtest.commands.options import add_allow_remote, positive_duration
+from loadtest.commands.options import add_allow_remote, output_file, positive_duration, results_dir
 from loadtest.errors import ConfigError
 
 DESCRIPTION = """\
@@ -50,8 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--allow-wrong", action="store_true", help="fail on defects only, not on wrong verdicts")
     add_allow_remote(parser)
-    parser.add_argument("--junit", type=Path, help="write one JUnit test case per kind to this file")
-    parser.add_argument("--out", type=Path, help="results directory (default results/<time>-probe)")
+    parser.add_argument("--junit", type=output_file, help="write one JUnit test case per kind to this file")
+    parser.add_argument("--out", type=results_dir, help="results directory (default results/<time>-probe)")
     parser.set_defaults(func=handle)
 
 

@@ -31,7 +31,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from loadtest.config.profile import load_profile
 from loadtest.config.scenario import Scenario, check_payload_fits, load_scenario, scenario_from_dict
@@ -43,6 +45,7 @@ from loadtest.gates.thresholds import GateResult, junit_xml
 from loadtest.messy.custom import read_custom
 from loadtest.messy.kinds import CORRECT, DEFECT, KINDS, WRONG, MessyRequest, build, clean_body, kinds_for
 from loadtest.messy.verdicts import verdict
+from loadtest.replay.redact import redact_url
 from loadtest.results.directory import results_root, run_dir_name
 from loadtest.results.files import write_atomic, write_json
 from loadtest.traffic.protocols import Protocol, make_protocol
@@ -126,7 +129,9 @@ def probe(options: ProbeOptions, console: Console) -> int:
         with httpx.Client(base_url=url, timeout=options.timeout, limits=httpx.Limits(max_keepalive_connections=0)) as c:
             check_clean(c, protocol, clean)
             console.print(
-                f"probing {url}{protocol.path}: {len(requests)} kinds, one request each, {options.timeout:g}s timeout"
+                f"probing {redact_url(url)}{protocol.path}: {len(requests)} kinds, one request each, "
+                f"{options.timeout:g}s timeout",
+                markup=False,
             )
             probed = [probe_kind(c, protocol, category, request) for category, request in requests]
     console.print(probe_table(probed))
@@ -141,10 +146,10 @@ def probe(options: ProbeOptions, console: Console) -> int:
     if failing:
         named = {v: [p.kind for p in failing if p.verdict == v] for v in (DEFECT, WRONG)}
         why = "; ".join(f"{v} {', '.join(kinds)}" for v, kinds in named.items() if kinds)
-        console.print(f"[red]probe failed:[/] {why}", highlight=False)
+        console.print(f"[red]probe failed:[/] {escape(why)}", highlight=False)
     elif any(p.verdict == WRONG for p in probed):
         console.print("[yellow]probe passed with wrong verdicts (--allow-wrong)[/]")
-    console.print(f"results: {out_dir}")
+    console.print(f"results: {out_dir}", markup=False)
     return ExitCode.GATE_FAILED if failing else ExitCode.PASSED
 
 
@@ -187,7 +192,7 @@ def check_clean(client: httpx.Client, protocol: Protocol, body: bytes) -> None:
     """One clean request must succeed, or the verdicts would mean nothing (a 404 rejects everything)."""
     answer = send(client, protocol, MessyRequest("clean", "accept", body))
     if answer.verdict != CORRECT:
-        where = str(client.base_url).rstrip("/") + protocol.path
+        where = redact_url(str(client.base_url).rstrip("/")) + protocol.path
         raise PreflightError(
             f"a clean {protocol.name} request to {where} got {status_text(answer)}; "
             "the probe needs an endpoint that answers clean requests (check the target, model and protocol)"
@@ -255,10 +260,7 @@ def probe_table(probed: list[Probed]) -> Table:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for p in probed:
         table.add_row(
-            p.kind,
-            p.category,
-            p.expect,
-            _joined(p, status_text),
+            *map(Text, (p.kind, p.category, p.expect, _joined(p, status_text))),  # never read as markup
             _joined(p, lambda a: f"{a.latency_ms:.1f}"),
             f"[{_COLOUR[p.verdict]}]{p.verdict}[/]",
         )
@@ -294,7 +296,7 @@ def probe_data(
 
     return {
         "schema": SCHEMA,
-        "target": url,
+        "target": redact_url(url),
         "profile": profile,  # the embedded server's, or None for a given target
         "protocol": protocol.name,
         "path": protocol.path,

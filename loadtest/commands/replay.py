@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 from loadtest.commands.options import (
     add_gate_options,
@@ -35,6 +36,7 @@ from loadtest.errors import ConfigError, ExitCode
 from loadtest.replay.readers import detect_format, read_capture
 from loadtest.results.directory import provisional_dir, results_root, run_dir_name
 from loadtest.results.files import write_atomic, write_json
+from loadtest.traffic.lines import MAX_LINE_BYTES
 from loadtest.units import format_bytes
 
 # The engine and the schedule (numpy, pandas) are imported in the functions that use them: ``loadtest --help``
@@ -92,7 +94,8 @@ def scan(spec: ReplaySpec, console: Console) -> tuple[ReplaySpec, dict]:
     skipped: dict[str, dict] = {}
     origin = None
     began = time.monotonic()
-    with console.status(f"scanning {spec.capture} ({format_bytes(size)})...") as status:
+    shown = escape(spec.capture)  # a path is the user's text, not markup
+    with console.status(f"scanning {shown} ({format_bytes(size)})...") as status:
         for item in schedule(one_pass):
             if isinstance(item, Arrival):
                 if origin is None:
@@ -102,7 +105,7 @@ def scan(spec: ReplaySpec, console: Console) -> tuple[ReplaySpec, dict]:
                 last = item.offset
                 _tally(per_second, item.offset)
                 if arrivals % 20000 == 0:
-                    status.update(f"scanning {spec.capture} ({format_bytes(size)}): {arrivals:,} requests")
+                    status.update(f"scanning {shown} ({format_bytes(size)}): {arrivals:,} requests")
                 continue
             entry = skipped.setdefault(item.reason, {"count": 0, "lines": [], "why": SKIP_REASONS[item.reason]})
             entry["count"] += 1
@@ -188,7 +191,10 @@ def replay(options: ReplayOptions, console: Console) -> RunOutcome | None:
     if options.profile_only:
         describe_only(replace(options, spec=spec), console)
         return None
+    from loadtest.replay.schedule import check_replay_load
+
     spec, found = scan(spec, console)
+    check_replay_load(found["intended_per_second"], options.processes, spec.capture)
     out_dir = options.out or results_root() / run_dir_name(name)
     # A preflight that fails (an unreachable target) takes the scan's files and the directory with it.
     with provisional_dir(out_dir, written_first=("replay.json", "scenario.toml")):
@@ -211,6 +217,7 @@ def _replay_scanned(
         + f": {found['duration_s']:g} s"
         + _why_none(found["skipped"]).replace(" (", "; ").rstrip(")"),
         highlight=False,
+        markup=False,
     )
     scenario = options.scenario
     if scenario is None:
@@ -235,6 +242,8 @@ def _replay_scanned(
 
 
 def _check(spec: ReplaySpec) -> None:
+    from loadtest.traffic.payloads import jsonl_pool
+
     if not Path(spec.capture).exists():
         raise ConfigError(spec.capture, None, "capture file not found")
     if spec.speed <= 0:
@@ -250,6 +259,7 @@ def _check(spec: ReplaySpec) -> None:
             raise ConfigError("--pool", None, f"expected PATH=FILE with PATH starting with /, got {path}={file}")
         if not Path(file).exists():
             raise ConfigError(file, None, "payload file (--pool) not found")
+        jsonl_pool(Path(file), 1, max_line=spec.max_line_bytes, raise_with="--max-line-bytes")  # here, not in a worker
 
 
 def _read_base(path: Path) -> str:
@@ -271,10 +281,10 @@ def describe_only(options: ReplayOptions, console: Console) -> dict:
     )
 
     spec = options.spec
-    with console.status(f"profiling {spec.capture}..."):
+    with console.status(f"profiling {escape(spec.capture)}..."):
         if options.bucket <= 0:
             raise ConfigError("--bucket", None, "must be above 0")
-        items = read_capture(spec.capture, spec.format, spec.log_time)
+        items = read_capture(spec.capture, spec.format, spec.log_time, spec.max_line_bytes)
         description = describe_capture(items, options.bucket, source=spec.capture)
     if spec.format == "combined":
         # A log's clock has whole seconds and the reader spreads each second's requests evenly: the
@@ -288,16 +298,17 @@ def describe_only(options: ReplayOptions, console: Console) -> dict:
     write_json(out_dir / "capture-profile.json", data, indent=1)
     write_atomic(out_dir / "forecast.toml", forecast_toml(description))
     for line in description_lines(description):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
     if options.fit_scenario is not None:
         base = _read_base(options.scenario) if options.scenario else None
         text = fit_scenario(description, f"fitted-{Path(spec.capture).stem}", base)
         options.fit_scenario.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(options.fit_scenario, text)
-        console.print(f"wrote the fitted scenario {options.fit_scenario}")
+        console.print(f"wrote the fitted scenario {options.fit_scenario}", markup=False)
     console.print(
         f"wrote {out_dir / 'capture-profile.json'} and {out_dir / 'forecast.toml'} "
-        f"(use it as `loadtest cost ... --forecast {out_dir / 'forecast.toml'}`)"
+        f"(use it as `loadtest cost ... --forecast {out_dir / 'forecast.toml'}`)",
+        markup=False,
     )
     return data
 
@@ -359,6 +370,13 @@ def _add_timing_options(parser: argparse.ArgumentParser) -> None:
         default="end",
         help="combined logs: the logged time is when the "
         "request ended (nginx, default; the request time is subtracted) or started (Apache %%t)",
+    )
+    parser.add_argument(
+        "--max-line-bytes",
+        type=count,
+        default=MAX_LINE_BYTES,
+        help="the longest line of a JSONL capture, log or --pool file, in bytes (default 16000000); "
+        "a longer one stops the replay with its line number",
     )
 
 
@@ -426,4 +444,5 @@ def replay_spec(args: argparse.Namespace) -> ReplaySpec:
         redact=tuple(args.redact),
         pools=tuple(pools),
         log_time=args.log_time,
+        max_line_bytes=args.max_line_bytes,
     )

@@ -39,6 +39,6 @@ def handle(args: argparse.Namespace, console: Console) -> int:
 
         html_path, md_path = write_study_report(args.results)
         for line in headline(find_study(args.results)):
-            console.print(line, highlight=False)
-    console.print(f"wrote {html_path} and {md_path}")
+            console.print(line, highlight=False, markup=False)
+    console.print(f"wrote {html_path} and {md_path}", markup=False)
     return ExitCode.PASSED

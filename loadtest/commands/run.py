@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 from loadtest.commands.options import (
     add_gate_options,
@@ -26,7 +27,7 @@ from loadtest.commands.options import (
     share,
 )
 from loadtest.config.gate_options import GateOptions
-from loadtest.errors import ExitCode, RunError, outcome_code
+from loadtest.errors import DiskFull, ExitCode, RunError, outcome_code
 
 # The engine, analysis and reports (psutil, numpy, pandas) are imported when a run starts: ``loadtest --help``
 # loads none of them.
@@ -97,13 +98,13 @@ def conclude(options: RunOptions, out_dir: Path, gates: Gates, interrupted: bool
     write_summary(out_dir, summary)
     if options.report:
         _report(out_dir, console)
-    console.print(f"results: {out_dir}")
+    console.print(f"results: {out_dir}", markup=False)  # a path is the user's text, never markup
     failed = summary.gates is not None and not summary.gates.passed
     untrusted = summary.trust is not None and not summary.trust.trustworthy
     if untrusted and options.gates.strict and not interrupted:
         console.print("[red bold]--strict: the run is not trustworthy[/] (the reasons above); exit 4")
     if summary.failure is not None and not interrupted:
-        console.print(f"[red bold]the run failed:[/] {summary.failure.line}", highlight=False, soft_wrap=True)
+        console.print(f"[red bold]the run failed:[/] {escape(summary.failure.line)}", highlight=False, soft_wrap=True)
     return RunOutcome(out_dir, summary, interrupted, failed, untrusted, summary.failure)
 
 
@@ -140,7 +141,7 @@ def _messy_outcome(options: RunOptions, out_dir: Path, summary: Summary, console
     for table in rich_tables(summary):
         console.print(table)
     for line in messy_lines(summary):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
     return summary
 
 
@@ -149,11 +150,12 @@ def _report(out_dir: Path, console: Console) -> None:
         from loadtest.report.run import write_reports
 
         html_path, _ = write_reports(out_dir)
-        console.print(f"report: {html_path}")
+        console.print(f"report: {html_path}", markup=False)
+    except DiskFull:  # not the report's fault: the disk's, and the run's exit code says so (3), in one line
+        raise
     except Exception as exc:  # the measurements are saved; a report can be built again with `loadtest report`
-        console.print(
-            f"[yellow]the report could not be built ({type(exc).__name__}: {exc}); run `loadtest report {out_dir}`[/]"
-        )
+        why = escape(f"({type(exc).__name__}: {exc}); run `loadtest report {out_dir}`")
+        console.print(f"[yellow]the report could not be built {why}[/]")
 
 
 # -- the command line --------------------------------------------------------------------------------

@@ -102,7 +102,8 @@ class Searcher:
         completed = figure(summary, "throughput") or 0.0
         self.console.print(
             f"probe{' (' + only_class + ')' if only_class else ''}: {PROBE_USERS} closed-loop users "
-            f"complete {completed:.1f} req/s"
+            f"complete {completed:.1f} req/s",
+            markup=False,  # a class name is the user's text
         )
         if completed <= 0:
             raise LoadTestError(f"the probe completed no requests; see {self.out / 'steps'}")
@@ -160,6 +161,7 @@ class Searcher:
             f"  {step.target_rps:8.1f} req/s{again} for {duration:g}s ({idle}): {self.options.slo.stat} {shown}, "
             f"achieved {step.achieved_rps:.1f}/s, errors {step.error_rate:.2%} -> {verdict}{untrusted}",
             highlight=False,
+            markup=False,
         )
 
     def find(self, only_class: str | None, resolution: float) -> SearchResult:
@@ -175,12 +177,14 @@ class Searcher:
 
     def settings(self, start: float, factor: float, resolution: float) -> SearchSettings:
         from loadtest.analysis.search import SearchSettings
+        from loadtest.config.scenario import MAX_RATE_PER_PROCESS
 
         options = self.options
         return SearchSettings(
             start,
             factor,
             resolution,
+            max_rps=MAX_RATE_PER_PROCESS,  # its steps run one load-generator process: past this, a run is refused
             max_steps=options.max_steps,
             confirm=options.confirm,
             percentile=options.slo.percentile,
@@ -207,7 +211,7 @@ def repeated(searcher: Searcher, only_class: str | None, resolution: float) -> d
         results.append(found)
         if repeat > 1:
             shown = "none" if found.capacity_rps is None else f"{found.capacity_rps:.1f} req/s"
-            searcher.console.print(f"search {number} of {repeat}: capacity {shown} ({found.stopped})")
+            searcher.console.print(f"search {number} of {repeat}: capacity {shown} ({found.stopped})", markup=False)
     return {"rule": searcher.rule(resolution), **search_dict(results)}
 
 

@@ -7,6 +7,7 @@ the price came from and when, because prices change.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ class ServerSettings:
     threads: int = 1
     max_batch_size: int = 32
     max_queue_delay_ms: float = 0.0
+    max_queue_time: float = 1.0  # seconds a request may wait for its batch before the server answers 503; 0: no limit
     batching: bool = True
     cpus: tuple[int, ...] = ()
     inject_delay_ms: float = 0.0  # a deliberately slowed server: for checking that comparisons and gates catch it
@@ -73,6 +75,8 @@ class Profile:
             str(s.max_batch_size),
             "--max-queue-delay-ms",
             str(s.max_queue_delay_ms),
+            "--max-queue-time",
+            f"{s.max_queue_time * 1000:g}ms",
         ]
         if not s.batching:
             args.append("--no-batching")
@@ -81,6 +85,13 @@ class Profile:
         if s.inject_delay_ms:
             args += ["--inject-delay-ms", str(s.inject_delay_ms)]
         return args
+
+
+def usable_cpus() -> set[int]:
+    """The cores this process may run on (its affinity, which a container or ``taskset`` narrows)."""
+    if hasattr(os, "sched_getaffinity"):
+        return set(os.sched_getaffinity(0))
+    return set(range(os.cpu_count() or 1))
 
 
 def profiles_dir() -> Path:
@@ -104,8 +115,12 @@ def load_profile(name_or_path: str) -> Profile:
     model = top.table("model")
     server = top.table("server")
     cpus = server.get("cpus", list, [])
-    if not all(isinstance(c, int) and c >= 0 for c in cpus):
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cpus):
         raise server.error("cpus", f"must be a list of core numbers, got {cpus!r}")
+    missing = sorted(set(cpus) - usable_cpus())
+    if missing:  # else the server's child fails on its affinity, with a traceback for a message
+        usable = ", ".join(map(str, sorted(usable_cpus())))
+        raise server.error("cpus", f"core {missing[0]} is not one this machine lets us use (these are: {usable})")
     profile = Profile(
         name=top.get("name", str, path.stem),
         source=str(path),
@@ -116,6 +131,7 @@ def load_profile(name_or_path: str) -> Profile:
             threads=int(server.number("threads", 1, minimum=1)),
             max_batch_size=int(server.number("max_batch_size", 32, minimum=1)),
             max_queue_delay_ms=server.number("max_queue_delay_ms", 0.0),
+            max_queue_time=server.duration("max_queue_time", 1.0),
             batching=server.get("batching", bool, True),
             cpus=tuple(cpus),
             inject_delay_ms=server.number("inject_delay_ms", 0.0, minimum=0),

@@ -1,11 +1,15 @@
 """Scenarios: what load to send. A TOML file in ``scenarios/``, parsed once into frozen dataclasses.
 
 Every key is checked up front: an unknown key, a wrong type or an impossible value stops with one
-message naming the file and the key, before any server starts or request is sent.
+message naming the file and the key, before any server starts or request is sent. Numbers that size
+something in memory (a pool, a body, a line) have a ceiling, and the load asked of each load-generator
+process has one too (``check_generator_load``), so a typo such as a rate of 1e9 is one line, not a
+process growing until it is killed.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -14,12 +18,21 @@ from loadtest.errors import ConfigError
 from loadtest.messy.kinds import DEFAULT_OVERSIZED, KINDS
 from loadtest.traffic import shapes
 from loadtest.traffic.arrivals import PROCESSES
+from loadtest.traffic.lines import MAX_LINE_BYTES
 from loadtest.traffic.payloads import PayloadClass
 from loadtest.traffic.protocols import PROTOCOLS
 from loadtest.traffic.shapes import Shape
 from loadtest.units import parse_share
 
 MESSY_GATE = "messy_defects == 0"
+# What one load-generator process may be asked for. One process sends 2,400-3,000 req/s (2,385/s asked
+# for 4,500/s on a shared two-core machine; plain Locust takes 300-370 µs of CPU a request:
+# docs/benchmarks.md); past the cap, even a fast idle core could not keep to the schedule, and a schedule
+# far past it (1e9/s) only piles up unsent arrivals in memory. Above it, --processes N share the load.
+MAX_RATE_PER_PROCESS = 5_000.0
+MAX_USERS_PER_PROCESS = 5_000  # closed load: Locust users (greenlets, each with its connections) per process
+MAX_POOL = 65_536  # bodies per class, features per row, tokens per text: what a payload pool holds in memory
+MAX_BODY_BYTES = 1_000_000_000  # the messy oversized body, and the longest line a payload file may have
 DEFAULT_CLASSES = (
     PayloadClass("short", 70, 4, 16),
     PayloadClass("medium", 25, 17, 127),
@@ -47,6 +60,7 @@ class PayloadSpec:
     width: int = 8
     pool_size: int = 256
     only_class: str | None = None  # send only this class (capacity when all traffic is one class)
+    max_line_bytes: int = MAX_LINE_BYTES  # a JSONL payload (or messy kinds) file's longest line
 
 
 @dataclass(frozen=True)
@@ -171,8 +185,8 @@ def _payload(t: Table, base: Path) -> PayloadSpec:
             cls = PayloadClass(
                 c.get("name", str, required=True),
                 c.number("weight", 1.0),
-                int(c.number("min_tokens", 4, minimum=2)),
-                int(c.number("max_tokens", 16, minimum=2)),
+                int(c.number("min_tokens", 4, minimum=2, maximum=MAX_POOL)),
+                int(c.number("max_tokens", 16, minimum=2, maximum=MAX_POOL)),
             )
             if cls.max_tokens < cls.min_tokens:
                 raise c.error("max_tokens", f"is below min_tokens ({cls.max_tokens} < {cls.min_tokens})")
@@ -188,8 +202,9 @@ def _payload(t: Table, base: Path) -> PayloadSpec:
         source=source,
         classes=classes,
         file=(base / file) if file else None,
-        width=int(t.number("width", 8, minimum=1)),
-        pool_size=int(t.number("pool_size", 256, minimum=1)),
+        width=int(t.number("width", 8, minimum=1, maximum=MAX_POOL)),
+        pool_size=int(t.number("pool_size", 256, minimum=1, maximum=MAX_POOL)),
+        max_line_bytes=int(t.number("max_line_bytes", MAX_LINE_BYTES, minimum=1, maximum=MAX_BODY_BYTES)),
     )
     t.done()
     return spec
@@ -236,6 +251,8 @@ def scenario_from_dict(data: dict, source: str, base: Path) -> Scenario:
     path = Path(source)
     top = Table(data, source)
     seed = top.get("seed", int, 1)
+    if seed < 0:  # numpy's generators take none
+        raise top.error("seed", f"must be at least 0, got {seed}")
     scenario = Scenario(
         name=top.get("name", str, path.stem),
         source=source,
@@ -270,7 +287,7 @@ def _messy(t: Table, base: Path) -> MessySpec:
     spec = MessySpec(
         share=share,
         kinds=tuple(kinds),
-        oversized_bytes=int(t.number("oversized_bytes", DEFAULT_OVERSIZED, minimum=1)),
+        oversized_bytes=int(t.number("oversized_bytes", DEFAULT_OVERSIZED, minimum=1, maximum=MAX_BODY_BYTES)),
         custom=(base / custom) if custom else None,
         gate=t.get("gate", bool, True),
     )
@@ -290,3 +307,31 @@ def _thresholds(t: Table) -> list[str]:
 def check_payload_fits(scenario: Scenario) -> None:
     if scenario.payload.source == "features" and scenario.target.protocol == "openai-embeddings":
         raise ConfigError(scenario.source, "payload.source", "openai-embeddings takes text, not features")
+
+
+def check_generator_load(scenario: Scenario, processes: int, option: str | None = None) -> None:
+    """Refuse a load that ``processes`` load-generator processes cannot be asked for, before anything starts.
+
+    Open load: the shape's ceiling over ``MAX_RATE_PER_PROCESS`` a process; closed load: its users over
+    ``MAX_USERS_PER_PROCESS``. ``option`` names the command-line option the load came from (``--rate``,
+    ``--users``), else the message names the scenario's key: a value is checked the same wherever it is written.
+    """
+    load = scenario.load
+    peak = load.shape.ceiling
+    if load.model == "open":
+        what, cap = f"a rate of {peak:,.6g}/s", f"{MAX_RATE_PER_PROCESS:,.0f}/s"
+        need = math.ceil(peak / MAX_RATE_PER_PROCESS)
+    else:
+        what, cap = f"{peak:,.6g} users", f"{MAX_USERS_PER_PROCESS:,} users"
+        need = math.ceil(peak / MAX_USERS_PER_PROCESS)
+    if need <= processes:
+        return
+    where, key = (option, None) if option else (scenario.source, "load.shape")
+    raise ConfigError(where, key, over_the_cap(what, cap, processes, need))
+
+
+def over_the_cap(what: str, cap: str, processes: int, need: int) -> str:
+    """The message for a load over the per-process cap: what was asked, the cap, and the processes it takes."""
+    given = f"{processes} processes" if processes > 1 else "one process"
+    fix = f"use --processes {need}" if need <= 1024 else f"that takes {need:,} processes: lower it"
+    return f"{what} is over the {cap} a load-generator process may be asked for ({given}); {fix}"

@@ -11,14 +11,32 @@ from loadtest.units import check_number, parse_duration
 
 
 def read_toml(path: Path) -> dict:
+    """A TOML file as a dict; whatever is wrong with it (missing, not UTF-8, not TOML) is one ConfigError."""
     if not path.exists():
         raise ConfigError(str(path), None, "file not found")
+    if path.is_dir():
+        raise ConfigError(str(path), None, "is a directory, not a TOML file")
     try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), None, f"not valid TOML: {exc}") from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(str(path), None, "not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot be read: {exc.strerror}") from None
+    return parse_toml(text, str(path))
+
+
+def parse_toml(text: str, source: str) -> dict:
+    """TOML text as a dict; a byte-order mark, bad TOML or nesting too deep for the parser is one ConfigError."""
+    if text.startswith("\ufeff"):  # tomllib's message would be "Invalid statement (at line 1, column 1)"
+        raise ConfigError(
+            source, None, "starts with a byte-order mark (BOM): save it as UTF-8 without one (TOML allows none)"
+        )
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, None, f"not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nesting: x = [[[[...]]]] thousands deep
+        raise ConfigError(source, None, "not valid TOML: arrays or tables nested too deeply to read") from None
 
 
 class Table:
@@ -51,13 +69,20 @@ class Table:
             raise self.error(name, f"expected {_kind_name(kind)}, got {value!r}")
         return value
 
-    def number(self, name: str, default: float | None = None, minimum: float = 0.0, required: bool = False) -> float:
-        """A finite number at least ``minimum`` (TOML reads ``nan`` and ``inf`` as numbers)."""
+    def number(
+        self,
+        name: str,
+        default: float | None = None,
+        minimum: float = 0.0,
+        required: bool = False,
+        maximum: float | None = None,
+    ) -> float:
+        """A finite number from ``minimum`` to ``maximum`` (TOML reads ``nan`` and ``inf`` as numbers)."""
         value = self.get(name, (int, float), default, required)
         if value is None:
             return value
         try:
-            return check_number(value, minimum=minimum)
+            return check_number(value, minimum=minimum, maximum=maximum)
         except ValueError as exc:
             raise self.error(name, str(exc)) from None
 

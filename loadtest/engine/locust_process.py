@@ -3,11 +3,19 @@
 Locust runs headless on our locustfile, with ``--processes N`` for several load-generator
 processes (Locust's own master and workers), pinned to the cores the server does not use. The
 child writes the measurements into the results directory; this side follows its progress file
-and stops it gracefully on Ctrl-C, so it still writes what it measured.
+and stops it gracefully on Ctrl-C (or SIGTERM, SIGHUP: ``loadtest.stop_signals``), so it still
+writes what it measured.
+
+Locust and the sampler run in sessions of their own (a Ctrl-C at the terminal reaches this process
+only, which stops them in order), so nothing else ends them: however ``run_locust`` is left, its
+``finally`` kills whatever is left of Locust's process group (master and workers) and the sampler;
+and if this process dies without a ``finally`` (SIGKILL), the kernel sends Locust SIGINT, so it
+still writes what it measured, and the sampler SIGTERM (``reference_server.launch.exit_with_parent``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shlex
@@ -22,8 +30,11 @@ import psutil
 from rich.console import Console
 
 from loadtest.engine.progress import follow
-from loadtest.engine.runconfig import RunConfig
+from loadtest.engine.runconfig import TARGET_URL_ENV, RunConfig
 from loadtest.errors import RunError
+from loadtest.replay.redact import without_userinfo
+from loadtest.stop_signals import held
+from reference_server.launch import exit_with_parent
 
 # The path only: importing the locustfile would import Locust, which monkey-patches this process.
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -48,9 +59,9 @@ def locust_command(config: RunConfig, processes: int) -> list[str]:
         "--headless",
         "--only-summary",
         "--host",
-        config.target_url,
+        without_userinfo(config.target_url),  # the users take the real URL from TARGET_URL_ENV
         "--loadtest-run",
-        config.to_json(),
+        config.to_json(),  # credentials redacted
         "--loglevel",
         "WARNING",
         "--stop-timeout",
@@ -87,6 +98,8 @@ def print_distributed_commands(config: RunConfig, workers: int) -> None:
     print("# on the master host (writes the results into " + str(config.out_dir) + "):")
     print(shlex.join(master))
     print(f"# on each of the {workers} worker hosts (the run configuration reaches them from the master):")
+    if without_userinfo(config.target_url) != config.target_url:
+        print(f"# the target's credentials are not on these lines: set {TARGET_URL_ENV} to its URL on every host")
     print(shlex.join(worker))
 
 
@@ -113,10 +126,16 @@ def _start_sampler(config: RunConfig, server_pid: int | None, generator_pid: int
     from loadtest.engine.server_metrics import metrics_url
 
     if is_loopback(config.target_url):  # the sampler reads it only if it is there (the reference server's)
-        command += ["--metrics-url", metrics_url(config.target_url)]
+        command += ["--metrics-url", metrics_url(without_userinfo(config.target_url))]  # no password on argv
     if pin:
         command += ["--cpus", ",".join(map(str, pin))]  # beside the generator, never on the server's cores
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=exit_with_parent(signal.SIGTERM),
+    )
 
 
 def run_locust(
@@ -128,7 +147,8 @@ def run_locust(
     sample_hz: float = 4.0,
     while_starting: Callable[[], None] | None = None,
 ) -> bool:
-    """Run Locust to the end; on Ctrl-C, stop it gracefully so it still writes what it measured.
+    """Run Locust to the end; on Ctrl-C (SIGTERM, SIGHUP), stop it gracefully so it still writes what it
+    measured, and say it was interrupted; on a second one, kill it. No process of it outlives the call.
 
     ``while_starting`` runs once Locust and the sampler are launched, in the half second Locust
     takes to start its test: the caller loads there what it needs after the run (pandas, matplotlib),
@@ -138,58 +158,90 @@ def run_locust(
     shape before it installs its SIGTERM handler, so SIGTERM kills it before ``quitting`` fires,
     while SIGINT ends the shape and runs the normal shutdown (and reaches ``--processes`` workers).
     """
-
-    def pin_generator() -> None:
-        # Stopping Locust gracefully is a SIGINT from us: make sure it is not ignored, as it is in a
-        # child of a background job of a non-interactive shell (CI), which Locust would inherit.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        if pin:
-            os.sched_setaffinity(0, pin)
-
     if pin and processes > len(pin):
         console.print(
             f"[yellow]{processes} load-generator processes on {len(pin)} core(s): they take turns on it, "
             "and a send due while another process runs waits for its time slice (send lateness); "
             "the trust verdict says whether it mattered[/]"
         )
+    process = _start_locust(config, processes, pin)
+    sampler = None
+    try:
+        sampler = _start_sampler(config, server_pid, process.pid, sample_hz, pin) if sample_hz > 0 else None
+        stopping = False
+        if while_starting is not None:
+            try:
+                while_starting()
+            except KeyboardInterrupt:  # stopped in the first half second: Locust is still asked to stop gracefully
+                stopping = True
+        return _wait(config, process, console, stopping)
+    finally:
+        with held():  # a second Ctrl-C or SIGTERM here waits until no child is left
+            _end(process, sampler)
+
+
+def _start_locust(config: RunConfig, processes: int, pin: list[int] | None) -> subprocess.Popen:
+    dies_with_parent = exit_with_parent(signal.SIGINT)  # SIGINT: Locust still writes what it measured
+
+    def prepare() -> None:
+        # Stopping Locust gracefully is a SIGINT from us: make sure it is not ignored, as it is in a
+        # child of a background job of a non-interactive shell (CI), which Locust would inherit.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if dies_with_parent is not None:
+            dies_with_parent()
+        if pin:
+            os.sched_setaffinity(0, pin)
+
     with (config.out_dir / "locust.log").open("wb") as log:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             locust_command(config, processes),
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=pin_generator,
+            preexec_fn=prepare,
             start_new_session=True,
+            env={**os.environ, TARGET_URL_ENV: config.target_url},  # not argv: `ps` shows argv to every user
         )
-    sampler = _start_sampler(config, server_pid, process.pid, sample_hz, pin) if sample_hz > 0 else None
-    try:
-        if while_starting is not None:
-            while_starting()
-        return _wait(config, process, console)
-    finally:
-        if sampler is not None:
-            sampler.terminate()
-            try:
-                sampler.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                sampler.kill()
 
 
-def _wait(config: RunConfig, process: subprocess.Popen, console: Console) -> bool:
-    interrupted = False
-    try:
-        follow(process, config.progress_file, config.scenario.load.model, console)
-    except KeyboardInterrupt:
-        interrupted = True
-        console.print("interrupted: stopping Locust and writing what was measured...")
-        process.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + config.scenario.load.timeout + 30
-    while process.poll() is None:
-        if time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise RunError("Locust did not stop; killed it")
+def _end(process: subprocess.Popen, sampler: subprocess.Popen | None) -> None:
+    """Leave no process of the run: what is left of Locust's group, then the sampler (its last row first).
+
+    After a normal end the group is empty, or holds a worker the master left behind; after a
+    second interrupt it is the whole of Locust, killed without writing.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # nothing left in it
+        os.killpg(process.pid, signal.SIGKILL)  # its own session: the group is Locust's master and workers only
+    process.wait()
+    if sampler is not None:
+        sampler.terminate()  # it writes its last row and resources.json, then exits
         try:
-            time.sleep(0.1)
+            sampler.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            sampler.kill()
+            sampler.wait()
+
+
+def _wait(config: RunConfig, process: subprocess.Popen, console: Console, stopping: bool = False) -> bool:
+    """Follow Locust to its end; whether it was interrupted. ``stopping``: asked to stop already.
+
+    The first interrupt asks Locust to stop (SIGINT) and waits while it writes what it measured;
+    a second one is raised, and ``run_locust``'s ``finally`` kills Locust without waiting.
+    """
+    if not stopping:
+        try:
+            follow(process, config.progress_file, config.scenario.load.model, console)
+            return False
         except KeyboardInterrupt:
-            interrupted = True
-            process.send_signal(signal.SIGINT)
-    return interrupted
+            pass
+    console.print("interrupted: stopping Locust and writing what was measured...")
+    process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + config.scenario.load.timeout + 30
+    try:
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                raise RunError("Locust did not stop; killed it")  # the finally kills its group
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        console.print("interrupted again: Locust killed; what it had not written is lost")
+        raise
+    return True

@@ -2,6 +2,10 @@
 
 Before any load: is the target on loopback (or explicitly allowed elsewhere), does it answer,
 does it speak the scenario's protocol, and does one real request of the scenario succeed?
+
+Redirects are not followed, here as in the run (``engine.users``): the loopback guard judges the
+URL given, and a redirect elsewhere is reported, never taken. Messages show the URL with its password
+redacted (``replay.redact.redact_url``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from loadtest.errors import PreflightError
+from loadtest.replay.redact import redact_url
 from loadtest.traffic.payloads import PayloadPool
 from loadtest.traffic.protocols import Protocol
 
@@ -32,7 +37,9 @@ def is_loopback(url: str) -> bool:
 
 def check_loopback(url: str, allow_remote: bool) -> None:
     if not allow_remote and not is_loopback(url):
-        raise PreflightError(f"{url} is not a loopback address; pass --allow-remote to load-test another host")
+        raise PreflightError(
+            f"{redact_url(url)} is not a loopback address; pass --allow-remote to load-test another host"
+        )
 
 
 def reachable(url: str, allow_remote: bool = False, timeout: float = 10.0) -> None:
@@ -42,37 +49,46 @@ def reachable(url: str, allow_remote: bool = False, timeout: float = 10.0) -> No
         with httpx.Client(base_url=url, timeout=timeout) as client:
             client.get("/")
     except httpx.HTTPError as exc:
-        raise PreflightError(f"cannot reach {url}: {exc}") from None
+        raise PreflightError(f"cannot reach {redact_url(url)}: {exc}") from None
 
 
 def preflight(
     url: str, protocol: Protocol, model: str, payloads: PayloadPool, allow_remote: bool = False, timeout: float = 10.0
 ) -> None:
     check_loopback(url, allow_remote)
-    with httpx.Client(base_url=url, timeout=timeout) as client:
+    shown = redact_url(url)
+    with httpx.Client(base_url=url, timeout=timeout) as client:  # follows no redirect (httpx's default)
         try:
             if protocol.name == "oip-v2":
                 ready = client.get("/v2/health/ready")
                 if ready.status_code != 200:
-                    raise PreflightError(f"{url} is not ready: GET /v2/health/ready answered {ready.status_code}")
+                    raise PreflightError(f"{shown} is not ready: GET /v2/health/ready answered {_status(ready)}")
                 meta = client.get(f"/v2/models/{model}")
                 if meta.status_code != 200 or "inputs" not in _json(meta):
                     raise PreflightError(
-                        f"{url} does not serve model '{model}' over the Open Inference Protocol: "
-                        f"GET /v2/models/{model} answered {meta.status_code}"
+                        f"{shown} does not serve model '{model}' over the Open Inference Protocol: "
+                        f"GET /v2/models/{model} answered {_status(meta)}"
                     )
             payload = payloads.pick(0)
             answer = client.post(protocol.path, content=payload.body, headers={"content-type": "application/json"})
         except httpx.HTTPError as exc:
-            raise PreflightError(f"cannot reach {url}: {exc}") from None
+            raise PreflightError(f"cannot reach {shown}: {exc}") from None
     if not 200 <= answer.status_code < 300:
         raise PreflightError(
-            f"a {protocol.name} request to {url}{protocol.path} answered {answer.status_code}: {answer.text[:200]}"
+            f"a {protocol.name} request to {shown}{protocol.path} answered {_status(answer)}: {answer.text[:200]}"
         )
     if not protocol.valid(answer.content):
         raise PreflightError(
-            f"{url}{protocol.path} answered 200 but not with a {protocol.name} body: {answer.text[:200]}"
+            f"{shown}{protocol.path} answered 200 but not with a {protocol.name} body: {answer.text[:200]}"
         )
+
+
+def _status(response: httpx.Response) -> str:
+    """The status, and for a redirect where it leads: redirects are not followed, so the user points elsewhere."""
+    location = response.headers.get("location") if response.is_redirect else None
+    if location is None:
+        return str(response.status_code)
+    return f"{response.status_code}, a redirect to {redact_url(location)} (redirects are not followed: target that URL)"
 
 
 def _json(response: httpx.Response) -> dict:

@@ -2,24 +2,30 @@
 
 It travels as JSON (the scenario's TOML text included) in Locust's ``--loadtest-run`` option, so a
 worker on another host rebuilds the same scenario, schedule and payloads from the same seed.
+
+That JSON is on a command line ``ps`` shows to every user, and ``run.json`` keeps it: a password in the
+target URL is redacted in both (``as_dict``). The real URL reaches the Locust users through the
+environment (``TARGET_URL_ENV``), which only the run's own user can read.
 """
 
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from loadtest.config.scenario import Scenario, scenario_from_dict
+from loadtest.config.tomlconf import parse_toml
 from loadtest.errors import ConfigError
 from loadtest.messy.custom import read_custom
 from loadtest.messy.kinds import KINDS, VARIANTS, MessyRequest, RequestForm, build_all, kinds_for
 from loadtest.messy.picks import MessyPool
+from loadtest.replay.redact import redact_url, redact_urls_in
 from loadtest.replay.schedule import ReplaySpec
 from loadtest.traffic.payloads import PayloadPool, features_pool, jsonl_pool, text_pool
 from loadtest.traffic.protocols import Protocol, make_protocol
 
+TARGET_URL_ENV = "LOADTEST_TARGET_URL"  # the target URL with its credentials, for the Locust users alone
 REPLAY_SHAPE_KEYS = ("capture", "format", "speed", "loops", "window_start", "window_end", "max_rate")
 
 
@@ -38,15 +44,19 @@ class RunConfig:
     def scenario(self) -> Scenario:
         cached = self.__dict__.get("_scenario")
         if cached is None:
-            base = Path(self.scenario_source).parent
-            cached = scenario_from_dict(tomllib.loads(self.scenario_toml), self.scenario_source, base)
+            source = self.scenario_source
+            cached = scenario_from_dict(parse_toml(self.scenario_toml, source), source, Path(source).parent)
             cached = cached.with_overrides(**self.overrides)
             object.__setattr__(self, "_scenario", cached)
         return cached
 
     def as_dict(self) -> dict:
-        """JSON-able: what ``run.json`` holds and what crosses to every Locust process."""
+        """JSON-able: what ``run.json`` holds and what crosses to every Locust process, credentials redacted."""
         data = asdict(self)
+        data["scenario_toml"] = redact_urls_in(self.scenario_toml)
+        data["target_url"] = redact_url(self.target_url)
+        if "url" in self.overrides:
+            data["overrides"]["url"] = redact_url(self.overrides["url"])
         data["out_dir"] = str(self.out_dir)
         data["progress_file"] = str(self.progress_file) if self.progress_file else None
         data["replay"] = data["replay"] or {}
@@ -76,7 +86,7 @@ class RunConfig:
         return {
             "scenario": {"name": s.name, "source": s.source, "description": s.description, "seed": s.seed},
             "target": {
-                "url": self.target_url,
+                "url": redact_url(self.target_url),
                 "protocol": s.target.protocol,
                 "model": s.target.model,
                 **self.meta.get("target", {}),
@@ -103,7 +113,7 @@ def build_payloads(config: RunConfig) -> tuple[Protocol, PayloadPool]:
     protocol = make_protocol(t.protocol, t.model, t.input_name, t.path, t.template, t.validate)
     spec = s.payload
     if spec.source == "jsonl":
-        pool = jsonl_pool(spec.file, s.seed)
+        pool = jsonl_pool(spec.file, s.seed, max_line=spec.max_line_bytes)
     elif spec.source == "features":
         pool = features_pool(spec.width, protocol.encode_features, s.seed, spec.pool_size)
     else:
@@ -119,7 +129,10 @@ def build_replay(config: RunConfig, pool: PayloadPool):
 
     spec = config.replay
     seed = config.scenario.seed
-    pools = {path: jsonl_pool(Path(file), seed) for path, file in spec.pools}
+    limit = spec.max_line_bytes
+    pools = {
+        path: jsonl_pool(Path(file), seed, max_line=limit, raise_with="--max-line-bytes") for path, file in spec.pools
+    }
     return spec, Requests(spec, pool, pools)
 
 
@@ -136,7 +149,7 @@ def messy_bodies(
     spec = scenario.messy
     form = request_form(scenario)
     fitting = kinds_for(form)
-    custom = read_custom(spec.custom) if spec.custom else {}
+    custom = read_custom(spec.custom, scenario.payload.max_line_bytes) if spec.custom else {}
     weights = dict(spec.kinds) if spec.kinds else {**{k: 1.0 for k in fitting}, **{k: 1.0 for k in custom}}
     for name in weights:
         if name not in KINDS and name not in custom:

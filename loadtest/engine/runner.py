@@ -10,6 +10,8 @@ command's (``commands.run``), since it draws on the stages after the engine.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,17 +21,21 @@ from rich.console import Console
 
 from loadtest.config.gate_options import GateOptions
 from loadtest.config.profile import load_profile
-from loadtest.config.scenario import Scenario, check_payload_fits, load_scenario
+from loadtest.config.scenario import Scenario, check_generator_load, check_payload_fits, load_scenario
 from loadtest.engine.locust_process import generator_cpus, print_distributed_commands, run_locust, server_pid_for
 from loadtest.engine.preflight import preflight, reachable
 from loadtest.engine.runconfig import RunConfig, build_payloads, messy_bodies
 from loadtest.engine.target import embedded_server
-from loadtest.errors import RunError
+from loadtest.errors import DiskFull, RunError
+from loadtest.replay.redact import redact_url, redact_urls_in
 from loadtest.replay.schedule import ReplaySpec
 from loadtest.results.directory import results_root, run_dir_name
-from loadtest.results.files import write_atomic, write_json
+from loadtest.results.files import remove_temporaries, write_atomic, write_error, write_json
 from loadtest.results.summary import Summary, read_summary, summary_path
+from loadtest.stop_signals import held
 from reference_server.launch import RunningServer
+
+PROGRESS = ".progress.json"  # Locust's progress, for the console; removed when the run ends
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +78,7 @@ class RunOptions:
 @dataclass(frozen=True)
 class Measured:
     out_dir: Path
-    interrupted: bool  # stopped by Ctrl-C: the files hold what was measured until then
+    interrupted: bool  # stopped by Ctrl-C, SIGTERM or SIGHUP: the files hold what was measured until then
     ran: bool = True  # False when only the distributed commands were printed
 
 
@@ -90,6 +96,9 @@ def run_scenario(options: RunOptions) -> Scenario:
     """The scenario with the options' overrides, checked: a bad payload or messy kind is one message, before a run."""
     scenario = load_scenario(options.scenario).with_overrides(**options.overrides())
     check_payload_fits(scenario)
+    if options.replay is None:  # a replay's rate is its capture's, checked after the scan
+        option = "--rate" if options.rate is not None else "--users" if options.users is not None else None
+        check_generator_load(scenario, options.processes, option)
     if scenario.messy.enabled:
         messy_bodies(scenario, variants=1)
     return scenario
@@ -104,47 +113,89 @@ def measure(
     made once the target has passed its preflight: a run that never started leaves no empty directory.
     """
     out_dir = options.out or results_root() / run_dir_name(scenario.name)
-    with _target(options, scenario, console) as target:
-        config = RunConfig(
-            scenario_toml=Path(scenario.source).read_text(),
-            scenario_source=str(scenario.source),
-            target_url=target.url,
-            out_dir=out_dir.resolve(),
-            progress_file=(out_dir / ".progress.json").resolve(),
-            overrides=options.overrides(),
-            meta=target.meta,
-            replay=options.replay,
-        )
-        _check_target(options, config)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if options.print_locust_command:
-            print_distributed_commands(config, max(options.processes, 2))
-            return Measured(out_dir, interrupted=False, ran=False)
-        write_atomic(out_dir / "scenario.toml", config.scenario_toml)
-        write_json(out_dir / "run.json", config.as_dict())
-        console.print(f"running {scenario.name} against {target.url}: {_what(options, scenario)}")
-        if target.server_pid is None:
-            console.print("[yellow]no server process found on the target's port: server resources are not sampled[/]")
-        interrupted = run_locust(
-            config,
-            options.processes,
-            target.generator_cpus,
-            console,
-            target.server_pid,
-            options.sample_hz,
-            while_starting,
-        )
-    (out_dir / ".progress.json").unlink(missing_ok=True)
+    try:
+        with _target(options, scenario, console) as target:
+            return _measure_on(target, options, scenario, out_dir, console, while_starting)
+    finally:  # however the run ended, its processes have (``run_locust``): what they left half-done goes
+        with held():
+            (out_dir / PROGRESS).unlink(missing_ok=True)
+            remove_temporaries(out_dir)
+
+
+def _measure_on(
+    target: Target,
+    options: RunOptions,
+    scenario: Scenario,
+    out_dir: Path,
+    console: Console,
+    while_starting: Callable[[], None] | None,
+) -> Measured:
+    config = RunConfig(
+        scenario_toml=Path(scenario.source).read_text(),
+        scenario_source=str(scenario.source),
+        target_url=target.url,
+        out_dir=out_dir.resolve(),
+        progress_file=(out_dir / PROGRESS).resolve(),
+        overrides=options.overrides(),
+        meta=target.meta,
+        replay=options.replay,
+    )
+    _check_target(options, config)
+    _make_directory(out_dir)
+    if options.print_locust_command:
+        print_distributed_commands(config, max(options.processes, 2))
+        return Measured(out_dir, interrupted=False, ran=False)
+    write_atomic(out_dir / "scenario.toml", redact_urls_in(config.scenario_toml))  # no password in a file
+    write_json(out_dir / "run.json", config.as_dict())
+    console.print(f"running {scenario.name} against {redact_url(target.url)}: {_what(options, scenario)}", markup=False)
+    if target.server_pid is None:
+        console.print("[yellow]no server process found on the target's port: server resources are not sampled[/]")
+    interrupted = run_locust(
+        config,
+        options.processes,
+        target.generator_cpus,
+        console,
+        target.server_pid,
+        options.sample_hz,
+        while_starting,
+    )
+    if interrupted and not summary_path(out_dir).exists():
+        console.print("interrupted before Locust had measured anything: nothing to report")
+        raise KeyboardInterrupt  # the command stops as at any other Ctrl-C: exit 130
     return Measured(out_dir, interrupted)
 
 
+def _make_directory(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(exc, out_dir) from None
+
+
 def measured_summary(out_dir: Path) -> Summary:
-    """The summary Locust wrote; if it wrote none, the end of its log says why."""
+    """The summary Locust wrote; if it wrote none, its one-line reason (``no space left``...), or the end of its log."""
     if not summary_path(out_dir).exists():
         log_path = out_dir / "locust.log"
         log = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
+        if (reason := _harness_error(log)) is not None:
+            raise RunError(f"Locust wrote no results: {reason} (see {log_path})")
+        if _no_room(out_dir):  # a full disk takes the log with it
+            raise DiskFull(f"Locust wrote no results: cannot write into {out_dir}: no space left on device")
         raise RunError(f"Locust wrote no results (see {log_path}):\n{log}")
     return read_summary(out_dir)
+
+
+def _harness_error(log: str) -> str | None:
+    """The message of the last of our own errors (``loadtest.errors``) a traceback in Locust's log ends with."""
+    found = re.findall(r"^loadtest\.errors\.\w+: (.+)$", log, flags=re.M)
+    return found[-1] if found else None
+
+
+def _no_room(directory: Path) -> bool:
+    try:
+        return os.statvfs(directory).f_bavail == 0
+    except OSError:
+        return False
 
 
 @contextmanager

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
+import io
 import os
 import signal
 import sys
@@ -41,8 +43,8 @@ import psutil
 
 from loadtest.engine.process_tree import NO_TREE, Tree, TreeReading
 from loadtest.engine.server_metrics import IN_FLIGHT, QUEUE_ROWS, read_metrics, total
-from loadtest.errors import MetricsUnavailable
-from loadtest.results.files import write_json
+from loadtest.errors import LoadTestError, MetricsUnavailable
+from loadtest.results.files import write_error, write_json
 
 RESOURCE_COLUMNS_FIXED = (
     "second",
@@ -317,15 +319,51 @@ def sample(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.parent / "resources.json", meta)
-    with out.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(resource_columns(cores, watch.gpus, read_queue is not None))
-        handle.flush()
-        _write_rows(watch, writer, handle, start_epoch, hz, window)
+    rows = Rows(out)
+    try:
+        rows.write(resource_columns(cores, watch.gpus, read_queue is not None))
+        _write_rows(watch, rows, start_epoch, hz, window)
+    finally:
+        rows.close()
     write_json(out.parent / "resources.json", {**meta, "clamped": watch.clamps.as_dict()})
 
 
-def _write_rows(watch: Watch, writer, handle, start_epoch: float, hz: float, window: float) -> None:
+class Rows:
+    """``resources.csv``, written a whole row at a time as the run goes (a reader may open it mid-run).
+
+    A row that finds no room (a full disk) is cut off again, and ``DiskFull`` names the file: the
+    file ends at its last whole row, readable, never in the middle of a number.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = 0
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise write_error(exc, path) from None
+
+    def write(self, row: list) -> None:
+        line = io.StringIO()
+        csv.writer(line).writerow(row)
+        data = line.getvalue().encode()
+        try:
+            done = 0
+            while done < len(data):  # a write short of the end is followed by one that says why
+                written = os.write(self.fd, data[done:])
+                if written == 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                done += written
+        except OSError as exc:
+            os.ftruncate(self.fd, self.size)  # needs no room
+            raise write_error(exc, self.path) from None
+        self.size += len(data)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _write_rows(watch: Watch, rows: Rows, start_epoch: float, hz: float, window: float) -> None:
     """One row per window until asked to stop or the generator exits; GPUs are read at ``hz``, the rest per window."""
     stop = _Stop()
     last = read_all(watch.server, watch.generator)
@@ -342,8 +380,7 @@ def _write_rows(watch: Watch, writer, handle, start_epoch: float, hz: float, win
         current = read_all(watch.server, watch.generator, now)
         row = resource_row(last, current, watch.server, watch.generator, start_epoch, watch.clamps)
         row += _queue_cells(watch.read_queue()) if watch.read_queue else []
-        writer.writerow(row + _gpu_cells(gpu_samples, watch.gpus))
-        handle.flush()
+        rows.write(row + _gpu_cells(gpu_samples, watch.gpus))
         gpu_samples = []
         last = current
         if watch.generator is not None and not watch.generator.root.is_running():
@@ -369,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     except psutil.NoSuchProcess as exc:
         print(f"sampler: no process {exc.pid}", file=sys.stderr)
         return 2
+    except LoadTestError as exc:  # no room for resources.csv: what it holds is whole rows
+        print(f"sampler: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -25,7 +25,8 @@ def embedded_server(profile: Profile, console: Console | None = None) -> Iterato
     if console is not None:
         console.print(
             f"starting the reference server: profile {profile.name} "
-            f"({profile.model} {profile.variant}, {profile.server.threads} thread(s))"
+            f"({profile.model} {profile.variant}, {profile.server.threads} thread(s))",
+            markup=False,  # a profile's name is the user's text
         )
     try:
         server = start_server(profile.server_args())

@@ -15,6 +15,12 @@ number of users over time, and each user sends, waits for its answer, thinks, an
 
 The run configuration arrives as the custom option ``--loadtest-run`` (JSON), which Locust's
 master forwards to every worker in its spawn message, so workers on other hosts need no files.
+The target URL in it has its password redacted (it is on a command line); the users send to the
+real one, from the environment (``TARGET_URL_ENV``).
+
+Redirects are not followed: a 3xx is the target's answer, recorded under its status (``http_307``),
+as wrk2 and perf_analyzer do. Following one would send load to a host the preflight never checked
+(the loopback guard), and time two requests as one.
 
 A worker lost mid-run (killed, crashed, cut off) is noticed by Locust's own heartbeat: after
 ``HEARTBEAT_LIVENESS`` missed beats the master marks it missing. The master then stops waiting for
@@ -46,7 +52,7 @@ from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, LocalRu
 from loadtest.engine.collector import Collector, quick_percentiles
 from loadtest.engine.measurements import write_results
 from loadtest.engine.recorder import OK, TIMEOUT, Recorder
-from loadtest.engine.runconfig import RunConfig, build_messy, build_payloads, build_replay
+from loadtest.engine.runconfig import TARGET_URL_ENV, RunConfig, build_messy, build_payloads, build_replay
 from loadtest.messy.kinds import CLASS_PREFIX, CORRECT, WRONG, MessyRequest
 from loadtest.messy.picks import MessyPool
 from loadtest.messy.verdicts import verdict
@@ -196,12 +202,16 @@ def sleep_until(deadline: float) -> None:
 class ScenarioUser(FastHttpUser):
     """Sends the scenario's requests and records them; works for open and closed load."""
 
+    max_redirects = 0  # a 3xx is the answer (see the module's docstring)
+
     def __init__(self, environment) -> None:
         state = run_state(environment)
         load = state.scenario.load
         # FastHttpUser builds its connection pool from these in __init__: set them first.
         self.concurrency = load.pool
         self.network_timeout = self.connection_timeout = load.timeout
+        # The URL with its credentials (FastHttpSession sends them as basic auth); --host has none.
+        self.host = os.environ.get(TARGET_URL_ENV) or environment.host or self.host
         super().__init__(environment)
         self.state, self.load = state, load
         self.protocol, self.payloads = state.payloads()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from loadtest.config.gate_options import GateOptions
 from loadtest.errors import ConfigError
@@ -151,5 +152,5 @@ def gate_table(results: list[GateResult]) -> Table:
     table.add_column("detail")
     shown = {PASS: "[green]pass[/]", FAIL: "[red bold]FAIL[/]", UNTRUSTED: "[yellow bold]UNTRUSTED[/]"}
     for r in results:
-        table.add_row(r.name, shown[r.verdict], r.message)
+        table.add_row(Text(r.name), shown[r.verdict], Text(r.message))  # the user's text: never read as markup
     return table

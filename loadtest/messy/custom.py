@@ -10,13 +10,17 @@ import orjson
 
 from loadtest.errors import ConfigError
 from loadtest.messy.kinds import EITHER, EXPECTS, KINDS, MessyRequest
+from loadtest.traffic.lines import MAX_LINE_BYTES
 from loadtest.traffic.payloads import json_objects
 
 
-def read_custom(path: Path) -> dict[str, list[MessyRequest]]:
-    """A user's kinds: JSONL lines of ``{"kind", "expect", "body" | "body_base64", "content_type"}``."""
+def read_custom(path: Path, max_line: int = MAX_LINE_BYTES) -> dict[str, list[MessyRequest]]:
+    """A user's kinds: JSONL lines of ``{"kind", "expect", "body" | "body_base64", "content_type"}``.
+
+    A line over ``max_line`` bytes (the scenario's ``payload.max_line_bytes``) is refused, not read whole.
+    """
     kinds: dict[str, list[MessyRequest]] = {}
-    for where, doc in json_objects(path, "messy kinds file"):
+    for where, doc in json_objects(path, "messy kinds file", max_line):
         name, expect = doc.get("kind"), doc.get("expect", EITHER)
         if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(where, "kind", "must be a name of letters, digits, _ and -")

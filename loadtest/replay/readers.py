@@ -19,7 +19,9 @@ Three formats, detected from the file's first bytes (``detect_format``) or named
 
 Every reader is a generator over the file: memory does not grow with the capture's size. A line
 that cannot be read is yielded as ``BadLine`` (its line number and why) and reading goes on; no
-reader raises on bad content, only on a file that cannot be opened.
+reader raises on bad content, only on a file that cannot be opened, and on a line longer than
+``max_line`` bytes (16 MB unless ``--max-line-bytes`` says more), which is stopped before it is read
+whole (``traffic.lines``): a gigabyte line is a broken file or a limit to raise, not a request to skip.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from loadtest.errors import ConfigError
+from loadtest.traffic.lines import MAX_LINE_BYTES, bounded_lines
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ _COMBINED = re.compile(
     r'(?: "(?:[^"\\]|\\.)*" "(?:[^"\\]|\\.)*")?(?P<rest>.*)$'
 )
 LOG_TIMES = ("end", "start")  # nginx logs when a request ends ($time_local), Apache's %t when it starts
+LIMIT_OPTION = "--max-line-bytes"  # what raises the longest line read
 
 
 def detect_format(path: Path) -> str:
@@ -108,7 +112,9 @@ def detect_format(path: Path) -> str:
     )
 
 
-def read_capture(path: Path, fmt: str = "auto", log_time: str = "end") -> Iterator[CapturedRequest | BadLine]:
+def read_capture(
+    path: Path, fmt: str = "auto", log_time: str = "end", max_line: int = MAX_LINE_BYTES
+) -> Iterator[CapturedRequest | BadLine]:
     """Every request of a capture file, in file order, and a ``BadLine`` for each one that cannot be read."""
     path = Path(path)
     if fmt == "auto":
@@ -116,12 +122,12 @@ def read_capture(path: Path, fmt: str = "auto", log_time: str = "end") -> Iterat
     if fmt not in FORMATS:
         raise ConfigError(str(path), None, f"unknown capture format {fmt!r}; known: {', '.join(FORMATS)}")
     if fmt == "jsonl":
-        return read_jsonl(path)
+        return read_jsonl(path, max_line)
     if fmt == "har":
         return read_har(path)
     if log_time not in LOG_TIMES:
         raise ConfigError(str(path), None, f"log time must be one of {', '.join(LOG_TIMES)}, got {log_time!r}")
-    return read_combined(path, log_time)
+    return read_combined(path, log_time, max_line)
 
 
 def _open(path: Path):
@@ -136,10 +142,10 @@ def _open(path: Path):
 # -- JSONL ------------------------------------------------------------------------------------------
 
 
-def read_jsonl(path: Path) -> Iterator[CapturedRequest | BadLine]:
+def read_jsonl(path: Path, max_line: int = MAX_LINE_BYTES) -> Iterator[CapturedRequest | BadLine]:
     f = _open(path)
     with f:
-        for number, line in enumerate(f, start=1):
+        for number, line in bounded_lines(f, str(path), max_line, LIMIT_OPTION):
             if not line.strip():
                 continue
             try:
@@ -252,7 +258,9 @@ def _headers(value: object) -> tuple[tuple[str, str], ...]:
 # -- combined access logs ---------------------------------------------------------------------------
 
 
-def read_combined(path: Path, log_time: str = "end") -> Iterator[CapturedRequest | BadLine]:
+def read_combined(
+    path: Path, log_time: str = "end", max_line: int = MAX_LINE_BYTES
+) -> Iterator[CapturedRequest | BadLine]:
     """nginx/Apache combined logs; the requests of one logged second are spread evenly across it.
 
     With ``log_time="end"`` (nginx: ``$time_local`` is written when the request ends) the request
@@ -263,7 +271,7 @@ def read_combined(path: Path, log_time: str = "end") -> Iterator[CapturedRequest
     group: list[tuple[int, str, str, float]] = []
     f = _open(path)
     with f:
-        for number, raw in enumerate(f, start=1):
+        for number, raw in bounded_lines(f, str(path), max_line, LIMIT_OPTION):
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if not line.strip():
                 continue

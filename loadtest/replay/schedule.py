@@ -17,14 +17,18 @@ Steps, each streaming:
 from __future__ import annotations
 
 import heapq
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import orjson
 
+from loadtest.config.scenario import MAX_RATE_PER_PROCESS, over_the_cap
+from loadtest.errors import ConfigError
 from loadtest.replay.readers import BadLine, CapturedRequest, read_capture
 from loadtest.replay.redact import has_secret_fields, replay_headers, strip_fields, strip_path
+from loadtest.traffic.lines import MAX_LINE_BYTES
 from loadtest.traffic.payloads import Payload, PayloadPool
 
 SKIP_REASONS = {
@@ -53,6 +57,7 @@ class ReplaySpec:
     redact: tuple[str, ...] = ()  # more header, query and body-field names to treat as secrets
     pools: tuple[tuple[str, str], ...] = ()  # (path, JSONL file): bodies for captures without them (logs)
     log_time: str = "end"
+    max_line_bytes: int = MAX_LINE_BYTES  # a capture's (and a pool file's) longest line
     # Set by the scan, so that every process replays the same schedule:
     origin: float | None = None  # epoch seconds of the capture's first request
     loop_length: float = 0.0  # seconds one pass takes at this speed
@@ -116,7 +121,8 @@ def schedule(spec: ReplaySpec) -> Iterator[Arrival | Skip]:
     burst = max(1.0, (spec.max_rate or 0) / 10)  # a tenth of a second of the cap
     start = spec.window_start or 0.0
     for loop in range(spec.loops):
-        items = ordered(read_capture(spec.capture, spec.format, spec.log_time), spec.reorder_window)
+        captured = read_capture(spec.capture, spec.format, spec.log_time, spec.max_line_bytes)
+        items = ordered(captured, spec.reorder_window)
         for item in items:
             if isinstance(item, Skip):
                 yield replace(item, loop=loop)
@@ -139,6 +145,20 @@ def schedule(spec: ReplaySpec) -> Iterator[Arrival | Skip]:
                 tokens -= 1.0
             yield Arrival(index, offset, item, loop)
             index += 1
+
+
+def check_replay_load(intended_per_second: list[int], processes: int, capture: str) -> None:
+    """Refuse a replay whose busiest second asks a load-generator process for more than the per-process cap.
+
+    The same cap as a scenario's rate (``config.scenario.check_generator_load``): a capture replayed at
+    x1000 is as much a typo as a rate of 1e9.
+    """
+    peak = max(intended_per_second, default=0)
+    need = math.ceil(peak / MAX_RATE_PER_PROCESS)
+    if need > processes:
+        what = f"its busiest second, {peak:,} requests at this speed,"
+        cap = f"{MAX_RATE_PER_PROCESS:,.0f}/s"
+        raise ConfigError(capture, None, over_the_cap(what, cap, processes, need) + " (or --max-rate, a lower --speed)")
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_./:-]+")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import html
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from loadtest.report.kit import html_table, md_table
 
@@ -124,15 +126,17 @@ def agreement_rows(agreement: dict) -> tuple[list[str], list[list[str]]]:
 def print_comparison(data: dict, console: Console) -> None:
     for entry in data["comparisons"]:
         table = Table(
-            title=f"A = {entry['a']}, B = {entry['b']} ({data['scenario']['name']}, "
-            f"{data['load']['rounds']} interleaved rounds each)"
+            title=escape(
+                f"A = {entry['a']}, B = {entry['b']} ({data['scenario']['name']}, "
+                f"{data['load']['rounds']} interleaved rounds each)"
+            )
         )
         for name in HEADER:
             table.add_column(name, justify="left" if name in ("figure", "verdict", "95% interval") else "right")
         for row in difference_rows(entry):
             verdict = row[-1].split(" (")[0]
             style = VERDICT_STYLE.get(verdict)
-            table.add_row(*row[:-1], f"[{style}]{row[-1]}[/]" if style else row[-1])
+            table.add_row(*map(Text, row[:-1]), Text(row[-1], style=style or ""))  # names are the user's text
         console.print(table)
         if "agreement" in entry:
             header, rows = agreement_rows(entry["agreement"])
@@ -140,7 +144,7 @@ def print_comparison(data: dict, console: Console) -> None:
             for i, name in enumerate(header):
                 table.add_column(name, justify="left" if i == 0 else "right")
             for row in rows:
-                table.add_row(*row)
+                table.add_row(*map(Text, row))
             console.print(table)
 
 

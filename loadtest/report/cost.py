@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from loadtest.report.cost_chart import cost_chart
 from loadtest.report.kit import PAGE, Sections, headline_html, html_sections, md_sections
@@ -206,7 +207,7 @@ def write_projection(data: dict, out_dir: Path) -> tuple[Path, Path, Path]:
 def print_projection(data: dict, console: Console) -> None:
     """The cost at each growth multiple as a terminal table, the cheapest in bold, then where it changes."""
     for line in _headline(data)[:2]:
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
     console.print(_terminal_table(data))
     changes = data["crossovers"]
     if not changes:
@@ -216,6 +217,7 @@ def print_projection(data: dict, console: Console) -> None:
             f"from {_rate(c['mean_rps'])} req/s mean (×{c['growth']:.3g}): {_names(c['to'])} "
             f"(before: {_names(c['before'])})",
             highlight=False,
+            markup=False,
         )
     if len(changes) > MAX_CROSSOVER_ROWS:
         console.print(f"... and {len(changes) - MAX_CROSSOVER_ROWS} more changes (cost.json lists them)")
@@ -231,9 +233,9 @@ def _terminal_table(data: dict) -> RichTable:
         for o in data["options"]:
             table.add_row(
                 f"×{cheapest['growth']:g}",
-                o["name"],
+                Text(o["name"]),  # names are the user's text: never read as markup
                 *_plan_cells(o["plans"][i]),
-                *_worst_class_cells(o, i),
+                *map(Text, _worst_class_cells(o, i)),
                 style="bold" if o["name"] in cheapest["options"] else None,
             )
         table.add_section()

@@ -61,9 +61,10 @@ def html_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub-flavoured Markdown table (a step summary, a PR comment)."""
+    """A GitHub-flavoured Markdown table (a step summary, a PR comment); a ``|`` in a cell (a class's name) is
+    escaped, so it stays in its cell."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ Pure: everything comes from the summary's ``messy`` section (and, for a paired r
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from loadtest.results.summary import CLEAN, Summary
 
@@ -87,11 +88,11 @@ def messy_tables(summary: Summary) -> dict[str, tuple[list[str], list[list[str]]
 def rich_tables(summary: Summary) -> list[Table]:
     out = []
     for title, (header, rows) in messy_tables(summary).items():
-        table = Table(title=title, title_justify="left")
+        table = Table(title=title, title_justify="left")  # cells as Text: a kind's or class's name is not markup
         for i, name in enumerate(header):
             table.add_column(name, justify="left" if i in (0, 1, 2) or name == "answers" else "right")
         for row in rows:
             style = "red" if len(row) == len(KIND_HEADER) and (row[5] != "0" or row[6] != "0") else None
-            table.add_row(*row, style=style)
+            table.add_row(*map(Text, row), style=style)
         out.append(table)
     return out

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from hdrh.histogram import HdrHistogram
 
+from loadtest.replay.redact import redact_url
 from loadtest.report.kit import COLOURS, PAGE, figure, html_sections, md_sections, no_data, svg
 from loadtest.results.directory import read_histograms, read_table
 from loadtest.results.files import write_atomic
@@ -351,7 +352,7 @@ def _headline(s: Summary) -> list[str]:
     lines = [
         f"scenario {s.scenario.get('name', '?')}: {load.get('model', '?')} load, "
         f"{load.get('shape', {}).get('kind', '?')} shape, {s.duration_s:g} s measured",
-        f"target {s.target.get('url', '?')}",
+        f"target {redact_url(str(s.target.get('url', '?')))}",  # a results directory from before redaction too
         f"scheduled {a.scheduled} = ok {a.ok} + errors {a.errors} + timeouts {a.timeouts} + dropped {a.dropped}"
         + (f" + lost_worker {a.lost_worker}" if a.lost_worker else "")
         + ("" if s.accounting.balanced else f" (+ {a.unfinished} unfinished)"),

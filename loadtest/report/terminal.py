@@ -1,9 +1,15 @@
-"""What a run prints at its end, from its summary alone: the latency table, the accounting, the verdict lines."""
+"""What a run prints at its end, from its summary alone: the latency table, the accounting, the verdict lines.
+
+Class names and the scenario's name are the user's text: printed escaped (``rich.markup.escape``) or
+without markup, never read as rich markup (a class named ``short[/]`` is a name, not a closing tag).
+"""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from loadtest.analysis.fidelity import fidelity_lines
 from loadtest.results.summary import ALL, CLEAN, MESSY, MESSY_PREFIX, Percentiles, Summary
@@ -17,7 +23,7 @@ def _ms(stats: Percentiles | None, key: str) -> str:
 
 
 def summary_table(summary: Summary) -> Table:
-    table = Table(title=f"{summary.name}: latency in ms (HDR, 3 significant digits)", title_justify="left")
+    table = Table(title=f"{escape(summary.name)}: latency in ms (HDR, 3 significant digits)", title_justify="left")
     table.add_column("class")
     table.add_column("ok", justify="right")
     table.add_column("errors", justify="right")
@@ -31,7 +37,7 @@ def summary_table(summary: Summary) -> Table:
         classes += [CLEAN, MESSY]
     for cls in (ALL, *classes):
         counts = summary.accounting.of(cls)
-        row = [cls, str(counts.ok), str(counts.errors), str(counts.timeouts), str(counts.dropped)]
+        row = [Text(cls), str(counts.ok), str(counts.errors), str(counts.timeouts), str(counts.dropped)]
         for metric in ("response", "service"):
             stats = summary.percentiles(metric, cls)
             row += [_ms(stats, key) for key in ROWS]
@@ -51,14 +57,38 @@ def accounting_line(summary: Summary) -> str:
     return line
 
 
+def redirect_line(summary: Summary) -> str | None:
+    """A line when the target answered with redirects: they are not followed, so each counts as an error.
+
+    Following one would send load wherever the target points, past the loopback guard, and time two
+    requests as one; the load generator records the 3xx instead (``engine.users``).
+    """
+    redirects = {k: v for k, v in summary.accounting.total.errors_by_kind.items() if _is_redirect(k)}
+    if not redirects:
+        return None
+    counts = ", ".join(f"{k} {v}" for k, v in redirects.items())
+    return (
+        f"{sum(redirects.values())} answers were redirects ({counts}): redirects are not followed, so they "
+        "count as errors; point the target at the URL they lead to"
+    )
+
+
+def _is_redirect(kind: str) -> bool:
+    return kind.startswith("http_3") or kind.startswith("wrong_http_3")
+
+
 def print_summary(summary: Summary, console: Console) -> None:
     """The end table, the accounting, the saturation verdict and, for a replay, its fidelity."""
     console.print(summary_table(summary))
-    console.print(accounting_line(summary))
+    console.print(accounting_line(summary), markup=False)
+    redirects = redirect_line(summary)
+    if redirects is not None:
+        console.print(f"[yellow]{escape(redirects)}[/]", highlight=False)
     for line in summary.saturation.lines if summary.saturation is not None else []:
-        console.print(f"[red bold]{line}[/]" if line.startswith("RESULTS NOT") else line, highlight=False)
+        shown = escape(line)
+        console.print(f"[red bold]{shown}[/]" if line.startswith("RESULTS NOT") else shown, highlight=False)
     if summary.trust is not None and summary.trust.trustworthy:
         console.print("trustworthy: the load generator kept up", highlight=False)
     if summary.replay is not None:
         for line in fidelity_lines(summary.replay):
-            console.print(line, highlight=False)
+            console.print(line, highlight=False, markup=False)

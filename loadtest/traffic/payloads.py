@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 
 from loadtest.errors import ConfigError
+from loadtest.traffic.lines import MAX_LINE_BYTES, bounded_lines
 
 # Common English words; nearly all are a single WordPiece token, so words ~ tokens.
 WORDS = tuple(
@@ -141,12 +142,17 @@ def features_pool(width: int, encode, seed: int, per_class: int = 256) -> Payloa
     )
 
 
-def json_objects(path: Path, what: str) -> Iterator[tuple[str, dict]]:
-    """("file:line", object) for each non-blank line of a JSONL file; one ConfigError naming the line if not."""
+def json_objects(
+    path: Path, what: str, max_line: int = MAX_LINE_BYTES, raise_with: str = "payload.max_line_bytes"
+) -> Iterator[tuple[str, dict]]:
+    """("file:line", object) for each non-blank line of a JSONL file; one ConfigError naming the line if not.
+
+    A line over ``max_line`` bytes is refused before it is read whole (``traffic.lines``).
+    """
     if not path.exists():
         raise ConfigError(str(path), None, f"{what} not found")
     with path.open("rb") as f:
-        for number, line in enumerate(f, start=1):
+        for number, line in bounded_lines(f, str(path), max_line, raise_with):
             if not line.strip():
                 continue
             where = f"{path}:{number}"
@@ -159,10 +165,16 @@ def json_objects(path: Path, what: str) -> Iterator[tuple[str, dict]]:
             yield where, doc
 
 
-def jsonl_pool(path: Path, seed: int, default_class: str = "default") -> PayloadPool:
+def jsonl_pool(
+    path: Path,
+    seed: int,
+    default_class: str = "default",
+    max_line: int = MAX_LINE_BYTES,
+    raise_with: str = "payload.max_line_bytes",
+) -> PayloadPool:
     """Bodies from a JSONL file: ``{"body": {...}, "class": "long"}`` or a bare JSON body per line."""
     payloads: dict[str, list[Payload]] = {}
-    for where, doc in json_objects(path, "payload file"):
+    for where, doc in json_objects(path, "payload file", max_line, raise_with):
         if "body" in doc:
             cls = doc.get("class", default_class)
             if not isinstance(cls, str):

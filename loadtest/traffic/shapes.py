@@ -54,6 +54,22 @@ class Shape:
         return max(self.at(self.duration * i / steps) for i in range(steps + 1))
 
     @property
+    def ceiling(self) -> float:
+        """The highest value the shape can reach, read from its parameters: no sampling, so a day is as quick.
+
+        What the per-process cap on the rate (``config.scenario.check_generator_load``) is checked against.
+        """
+        p = self.params
+        if self.kind == "step":
+            steps = math.floor(self.duration / p["every"]) if self.duration else 0
+            return min(p["max"], p["start"] + p["step"] * steps)
+        if self.kind == "sine":
+            return p["mean"] + p["amplitude"]
+        if self.kind == "stages":
+            return max([p.get("start", 0.0), *(stage.target for stage in self.stages)])
+        return max(p[key] for key in _LEVELS[self.kind])
+
+    @property
     def burstiness(self) -> float:
         return self.params.get("burstiness", 1.0)
 
@@ -74,6 +90,15 @@ def _diurnal(shape: Shape, t: float) -> float:
     # A raised cosine from the night trough (t = 0) to the afternoon peak (half a period later).
     return p["low"] + (p["high"] - p["low"]) * (1 - math.cos(2 * math.pi * t / period)) / 2
 
+
+# The parameters that are levels of the shape (not times, not burstiness): its ceiling is the highest.
+_LEVELS = {
+    "constant": ("value",),
+    "bursty": ("value",),
+    "ramp": ("start", "end"),
+    "spike": ("base", "peak"),
+    "diurnal": ("low", "high"),
+}
 
 _VALUE = {
     "constant": lambda s, t: s.params["value"],
