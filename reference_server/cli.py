@@ -141,6 +141,14 @@ def _add_limit_options(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument("--max-rows", type=_positive, default=128, help="rows per request; beyond it: 400 (default 128)")
     serve.add_argument(
+        "--header-timeout",
+        type=_milliseconds,
+        default=5000.0,
+        metavar="DURATION",
+        help="longest a request's line and headers may take to arrive, e.g. 2s (default 5s); then 408 and the "
+        "connection is closed",
+    )
+    serve.add_argument(
         "--inject-delay-ms",
         type=float,
         default=0.0,
@@ -203,6 +211,7 @@ def _server_config(args: argparse.Namespace, models_dir: Path) -> ServerConfig:
         ),
         max_body_bytes=args.max_body_bytes,
         max_rows=args.max_rows,
+        header_timeout_s=args.header_timeout / 1000,
         long_text=args.long_text,
         cpus=args.cpus,
         inject_delay_ms=args.inject_delay_ms,
@@ -216,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve" and args.capture_sample != 1.0 and args.capture is None:
         parser.error("--capture-sample needs --capture FILE")
+    if args.command == "serve" and args.header_timeout <= 0:
+        parser.error("--header-timeout must be above 0, e.g. 5s")
     models_dir = args.models_dir or default_models_dir()
     try:
         config = _server_config(args, models_dir) if args.command == "serve" else None

@@ -31,6 +31,7 @@ class ServerConfig:
     batching: BatchingConfig = BatchingConfig()
     max_body_bytes: int = 8 * 1024 * 1024
     max_rows: int = 128
+    header_timeout_s: float = 5.0  # a request's line and headers must arrive within it (header_limits.py)
     long_text: LongText = "truncate"
     cpus: tuple[int, ...] | None = None
     inject_delay_ms: float = 0.0  # a deliberately slowed server, for testing regression gates

@@ -1,8 +1,8 @@
 """Run the app under uvicorn: pin the process first, then load models, bind, and serve until SIGTERM.
 
 uvicorn's own shutdown lets in-flight requests finish on SIGTERM; the app's lifespan then drains
-the batch queues. A request's headers must arrive within the header timeout (5 s, or
-``$REFERENCE_SERVER_HEADER_TIMEOUT_S``) and 64 KiB (``header_limits.py``), and an idle keep-alive
+the batch queues. A request's headers must arrive within the header timeout (``--header-timeout``,
+5 s) and 64 KiB (``header_limits.py``), and an idle keep-alive
 connection is closed after uvicorn's ``timeout_keep_alive`` (5 s).
 """
 
@@ -22,27 +22,7 @@ from .app import create_app
 from .capture import loose_mode
 from .config import ServerConfig
 from .errors import ReferenceServerError
-from .header_limits import DEFAULT_HEADER_TIMEOUT_S, header_limits_protocol
-
-HEADER_TIMEOUT_ENV = "REFERENCE_SERVER_HEADER_TIMEOUT_S"
-
-
-def header_timeout_s() -> float:
-    """``$REFERENCE_SERVER_HEADER_TIMEOUT_S``, else 5 s: how long a request's headers may take to arrive.
-
-    An environment variable until ``ServerConfig`` has a setting (and the CLI an option) for it.
-    """
-    text = os.environ.get(HEADER_TIMEOUT_ENV)
-    if text is None:
-        return DEFAULT_HEADER_TIMEOUT_S
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ReferenceServerError(f"${HEADER_TIMEOUT_ENV} must be a number of seconds above 0, got {text!r}")
-    return seconds
-
+from .header_limits import header_limits_protocol
 
 def pin_to_cpus(cpus: tuple[int, ...]) -> None:
     """Pin this process before ORT creates its threads: threads inherit the mask they are born with."""
@@ -50,7 +30,7 @@ def pin_to_cpus(cpus: tuple[int, ...]) -> None:
 
 
 async def _serve(config: ServerConfig, ready_file: Path | None, log_level: str, access_log: bool) -> None:
-    protocol = header_limits_protocol(header_timeout_s())
+    protocol = header_limits_protocol(config.header_timeout_s)
     app = create_app(config)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -25,7 +25,6 @@ from tokenizers import Tokenizer
 
 from reference_server.capture import loose_mode, open_capture_file
 from reference_server.launch import RunningServer, start_server
-from reference_server.serve import HEADER_TIMEOUT_ENV
 from reference_server.tokens import TruncatingTokenizer
 from tests.fuzz_bodies import cases
 
@@ -223,9 +222,10 @@ def test_ten_thousand_generated_malformed_requests_get_a_4xx_never_a_5xx_or_a_re
 def hardened(models_dir, tmp_path_factory):
     capture = tmp_path_factory.mktemp("capture") / "capture.jsonl"
     args = ["--models-dir", str(models_dir), "--long-text", "reject", "--capture", str(capture)]
+    args += ["--header-timeout", f"{HEADER_TIMEOUT}s"]
     umask = os.umask(0o022)  # the usual umask, which the server inherits: open() would create the file 0644
     try:
-        server = start_server(args, env={HEADER_TIMEOUT_ENV: str(HEADER_TIMEOUT)})
+        server = start_server(args)
     finally:
         os.umask(umask)
     try:
