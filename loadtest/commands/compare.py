@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 from loadtest.commands.options import count, count_or_zero, positive_duration, rate, results_dir
 from loadtest.config.profile import Profile, load_profile
@@ -218,7 +219,7 @@ def _compare(options: CompareOptions, scenario: Scenario, profiles: list[Profile
     cores = {p.name: list(p.server.cpus) for p in profiles}
     if len({tuple(c) for c in cores.values()}) > 1:
         console.print(
-            f"[yellow]the profiles pin their servers to different cores ({cores}): the comparison "
+            f"[yellow]the profiles pin their servers to different cores ({escape(str(cores))}): the comparison "
             "mixes model and placement[/]"
         )
     console.print(

@@ -150,18 +150,18 @@ class Searcher:
         if not drain.get("idle") or drain.get("quiet") is False:
             idle = f"[yellow]not idle after {drain.get('waited_s', 0):.0f}s: {escape(drain.get('last', ''))}[/]"
         shown = "-" if step.latency_ms is None else f"{step.latency_ms:.1f} ms"
-        verdict = "[green]holds[/]" if step.passed else "[red]fails[/]: " + "; ".join(step.reasons)
+        verdict = "[green]holds[/]" if step.passed else "[red]fails[/]: " + escape("; ".join(step.reasons))
         again = " again" if step.role == CONFIRM else ""
         untrusted = f"; [yellow]untrusted: {escape('; '.join(step.distrust))}[/]" if step.trusted is False else ""
         if step.other_work is not None and step.other_work >= 0.05:
             untrusted += f"; [yellow]other work took {step.other_work:.0%} of the server's cores[/]"
         if self.settings(1.0, RAMP_FACTOR, 0.05).disturbed(step) and not step.passed:
             untrusted += " (a failure on a disturbed run is run once more)"
+        stat = escape(self.options.slo.stat)
         self.console.print(
-            f"  {step.target_rps:8.1f} req/s{again} for {duration:g}s ({idle}): {self.options.slo.stat} {shown}, "
+            f"  {step.target_rps:8.1f} req/s{again} for {duration:g}s ({idle}): {stat} {shown}, "
             f"achieved {step.achieved_rps:.1f}/s, errors {step.error_rate:.2%} -> {verdict}{untrusted}",
-            highlight=False,
-            markup=False,
+            highlight=False,  # its markup is ours: every text of the user's in it is escaped
         )
 
     def find(self, only_class: str | None, resolution: float) -> SearchResult:
