@@ -16,12 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from loadtest import __version__
-from loadtest.commands import capacity, compare, cost, gate, probe, replay, report, run
+from loadtest.commands import capacity, compare, cost, export, gate, probe, replay, report, run
 from loadtest.errors import ExitCode, LoadTestError, exit_code_table
 from loadtest.replay.redact import redact_urls_in
 from loadtest.stop_signals import stop_signals
 
-COMMANDS = (run, replay, capacity, compare, cost, report, gate, probe)  # in the order ``--help`` lists them
+COMMANDS = (run, replay, capacity, compare, cost, report, export, gate, probe)  # in the order ``--help`` lists them
 
 
 class Parser(argparse.ArgumentParser):

@@ -11,6 +11,8 @@ request's real row count (``Batcher.submit``).
 
 from __future__ import annotations
 
+import time
+
 from starlette.responses import JSONResponse
 
 from .errors import Overloaded
@@ -26,10 +28,11 @@ class EarlyRefusal:
         name = _infer_model(scope)
         batcher = self.state.batchers.get(name) if name else None
         if batcher is not None:
+            started = time.perf_counter()
             try:
-                with self.state.metrics.observe(name, "infer"):
-                    batcher.admit(1)
-            except Overloaded as exc:
+                batcher.admit(1)
+            except Overloaded as exc:  # counted here; one let through is counted once, by its handler
+                self.state.metrics.count(name, "infer", exc.status, time.perf_counter() - started)
                 refusal = JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)
                 await refusal(scope, receive, send)
                 return

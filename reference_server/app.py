@@ -1,4 +1,4 @@
-"""The ASGI app: Open Inference Protocol (KServe V2) REST routes, OpenAI embeddings, /metrics.
+"""The ASGI app: Open Inference Protocol (KServe V2) REST routes, OpenAI embeddings, /metrics and stats.
 
 An app is a list of routes over one ``ServerState``: the loaded models, their batchers and the
 metrics. Every refusal is a 4xx with ``{"error": "..."}`` (OpenAI's error shape under ``/v1``);
@@ -241,7 +241,8 @@ def _embedding_options(model: ServedModel, doc: dict) -> str:
 
 
 async def server_metadata(request: Request) -> Response:
-    return JSONResponse({"name": "reference-server", "version": __version__, "extensions": ["binary_tensor_data"]})
+    extensions = ["binary_tensor_data", "statistics"]
+    return JSONResponse({"name": "reference-server", "version": __version__, "extensions": extensions})
 
 
 async def live(request: Request) -> Response:
@@ -272,6 +273,14 @@ async def model_ready(request: Request) -> Response:
     state: ServerState = request.app.state.server
     model = state.model(request.path_params["name"], request.path_params.get("version"))
     return JSONResponse({"name": model.name, "ready": state.ready})
+
+
+async def model_statistics(request: Request) -> Response:
+    """Triton's statistics extension: every model's, or the named one's (``statistics.py``)."""
+    state: ServerState = request.app.state.server
+    name = request.path_params.get("name")
+    models = [state.model(name, request.path_params.get("version"))] if name else list(state.models.values())
+    return JSONResponse({"model_stats": [state.metrics.statistics[model.name].as_json() for model in models]})
 
 
 async def metrics(request: Request) -> Response:
@@ -305,12 +314,14 @@ def _routes() -> list[Route]:
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/v2/models/stats", model_statistics, methods=["GET"]),  # before /v2/models/{name} takes "stats"
     ]
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         routes += [
             Route(prefix, model_metadata, methods=["GET"]),
             Route(prefix + "/ready", model_ready, methods=["GET"]),
             Route(prefix + "/infer", infer, methods=["POST"]),
+            Route(prefix + "/stats", model_statistics, methods=["GET"]),
         ]
     return routes
 
@@ -319,11 +330,11 @@ def create_app(config: ServerConfig) -> Starlette:
     """Open the capture file, load the configured models (errors surface here, before any port is
     bound) and build the app."""
     capture = Capture(config.capture, config.capture_sample, config.max_body_bytes) if config.capture else None
-    metrics_ = Metrics()
     models = {
         name: load_model(config.models_dir, name, config.variant, config.session, config.long_text)
         for name in config.models
     }
+    metrics_ = Metrics({name: model.version for name, model in models.items()})
     state = ServerState(config, models, {}, metrics_)
     memory = MemoryReleaser()
 

@@ -85,8 +85,10 @@ class _Pending:
         return len(self.prepared.rows)
 
 
-# rows, queue seconds of the oldest request, infer seconds, padding efficiency (real / padded tokens)
-BatchObserver = Callable[[int, float, float, float], None]
+# After each batch: its rows, the seconds each of its requests waited in the queue (one figure a
+# request, so a histogram of them is per request, not per batch), its infer seconds, and its padding
+# efficiency (real / padded tokens)
+BatchObserver = Callable[[int, tuple[float, ...], float, float], None]
 # a request that left the queue uncomputed: ("rejected", "queue_full" | "expected_wait" | "queue_timeout")
 # answered 503, or ("dropped", "client_gone") never answered
 ShedCounter = Callable[[str, str], None]
@@ -324,7 +326,8 @@ class Batcher:
         infer_s = time.perf_counter() - started
         self._rate.observe(len(rows), infer_s)
         if self._observe:
-            self._observe(len(rows), formed - batch[0].enqueued, infer_s, padding_efficiency(rows))
+            waits = tuple(formed - pending.enqueued for pending in batch)
+            self._observe(len(rows), waits, infer_s, padding_efficiency(rows))
         offset = 0
         for pending in batch:
             n = pending.rows

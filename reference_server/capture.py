@@ -17,9 +17,10 @@ Each line::
 A body that is not JSON is written as ``body_base64`` (its exact bytes); an empty body writes
 neither key. A body the app refused before reading it (an unknown model, a wrong content type) is
 still read in full before the answer goes out; one over ``--max-body-bytes`` is kept only as far
-as it was read, and its line says ``"body_truncated": true``. Health checks and ``GET /metrics``
-are not recorded. Lines are in order of completion, sorted by arrival within each write, so
-requests that overlap a write can be slightly out of arrival order. Headers are written as
+as it was read, and its line says ``"body_truncated": true``. Health checks, ``GET /metrics`` and
+the statistics (``GET /v2/models/.../stats``) are not recorded. Lines are in order of completion,
+sorted by arrival within each write, so requests that overlap a write can be slightly out of
+arrival order. Headers are written as
 received, credentials included: so a new capture file is created with mode 0600 (owner only, set
 at creation, whatever the umask). A file that already exists is appended to and keeps its mode,
 which its owner chose; ``serve`` warns when that mode lets others read it.
@@ -111,8 +112,9 @@ def sampled(index: int, fraction: float) -> bool:
 
 
 def recorded(method: str, path: str) -> bool:
-    """Everything but health checks and metrics scrapes, including what the app will refuse."""
-    return not (path.startswith("/v2/health/") or (method == "GET" and path == "/metrics"))
+    """Everything but health checks and metrics and statistics scrapes, including what the app will refuse."""
+    scrape = method == "GET" and (path == "/metrics" or (path.startswith("/v2/models/") and path.endswith("/stats")))
+    return not (path.startswith("/v2/health/") or scrape)
 
 
 def open_capture_file(path: Path) -> BinaryIO:

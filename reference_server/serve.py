@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-import os
 import signal
 from pathlib import Path
 
@@ -21,8 +19,8 @@ import uvicorn
 from .app import create_app
 from .capture import loose_mode
 from .config import ServerConfig
-from .errors import ReferenceServerError
 from .header_limits import header_limits_protocol
+
 
 def pin_to_cpus(cpus: tuple[int, ...]) -> None:
     """Pin this process before ORT creates its threads: threads inherit the mask they are born with."""

@@ -49,6 +49,7 @@ PURE = (
     "loadtest.report.study",
     "loadtest.analysis.cost_inputs",
     "loadtest.results.capacity_file",
+    "loadtest.results.reader",
 )
 
 # The pipeline's stages in order. A subpackage may import its own stage and those before it, never one

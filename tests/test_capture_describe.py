@@ -323,6 +323,36 @@ def test_without_text_bodies_the_base_scenarios_target_and_payload_are_kept():
     assert "no text bodies to size classes from" in text
 
 
+ODD_BASE = """
+[target]
+protocol = "oip-v2"
+model = "fraud"
+headers = { "x-api key" = "a \\"quoted\\" value", "tab\\there" = "\\u007f" }
+[payload]
+source = "features"
+width = 8
+extra = { "nested.key" = [1, 2.5, "three"] }
+"""
+
+
+def test_the_written_toml_reads_back_as_the_same_data_whatever_the_names_hold():
+    # A capture's name goes into comments, the base's keys and strings into tables: a line break in
+    # the name must not end its comment, and the quotes, dots, tabs and DEL must come back as they were.
+    source = 'prod\n[load]\r\x00"x".jsonl'
+    description = describe_capture(captured(evenly([20] * 10)), source=source)
+    text = fit_scenario(description, 'odd\tname "fit"', base_toml=ODD_BASE)
+    doc = tomllib.loads(text)
+    base = tomllib.loads(ODD_BASE)
+    assert doc["name"] == 'odd\tname "fit"' and source in doc["description"]
+    assert doc["target"] == base["target"] and doc["payload"] == base["payload"]
+    assert set(doc) == {"name", "description", "target", "payload", "load"}  # the comments stayed comments
+    shape = doc["load"]["shape"]
+    assert doc["load"]["duration"] == description.span_s and len(shape["stages"]) == 10
+    assert [s["target"] for s in shape["stages"]] == [20.0] * 10
+    forecast = tomllib.loads(forecast_toml(description))
+    assert forecast == {"forecast": {"mean_rps": 20.0, "peak_factor": 1.0, "growth": [1.0, 10.0, 100.0]}}
+
+
 # --- the stages shape takes a burstiness --------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from reference_server import cli as reference_cli
 from tests.captures import times_for, write_jsonl
 from tests.helpers import REPO, loadtest, scenario
 
-EXPECTED = {"run", "replay", "capacity", "compare", "cost", "report", "gate", "probe"}
+EXPECTED = {"run", "replay", "capacity", "compare", "cost", "report", "export", "gate", "probe"}
 CAPACITY = REPO / "tests" / "fixtures" / "capacity"
 NOWHERE = "http://127.0.0.1:9"  # nothing listens on the discard port
 

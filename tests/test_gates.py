@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -119,6 +120,34 @@ def test_junit_has_one_case_per_gate_and_failures_marked():
     assert [c.get("name") for c in cases] == ["p99 < 250ms", "p99 < 1ms"]
     assert cases[0].find("failure") is None and cases[1].find("failure") is not None
     assert root.find("testsuite").get("failures") == "1"
+
+
+def test_a_failed_gates_junit_message_gives_the_measured_figure_then_the_limit():
+    gates = ["p99 < 250ms", "p95{class=long} < 0.2s", "error_rate < 0.5%", "throughput >= 500/s", "p99 < 1us"]
+    results = check_thresholds(summary(p99=615.4), [parse_threshold(g) for g in gates])
+    results += check_regressions(summary(p99=615.4), summary(p99=500.0), [parse_regression("p99=+10%")])
+    failures = ET.fromstring(junit_xml(results, "steady")).findall("./testsuite/testcase/failure")
+    assert [f.get("message") for f in failures] == [
+        "p99 615.4 ms, limit < 250 ms",
+        "p95{class=long} 300 ms, limit < 200 ms",
+        "error_rate 1%, limit < 0.5%",
+        "throughput 99/s, limit >= 500/s",
+        "p99 615.4 ms, limit < 0.001 ms",
+        "500.000ms -> 615.400ms (+23.1%, allowed +10%)",  # a regression: before, now, the change, the limit
+    ]
+
+
+def test_junit_says_when_the_run_started_and_how_long_it_took(tmp_path):
+    run = {"started_epoch": 1_764_770_531.25, "elapsed": 33.456}
+    timed = Summary.from_dict({**summary().as_dict(), "run": run})
+    apply(prepare(GateOptions(thresholds=("p99 < 250ms",), junit=tmp_path / "junit.xml")), tmp_path, timed,
+          Console(quiet=True))  # fmt: skip
+    root = ET.parse(tmp_path / "junit.xml").getroot()
+    suite = root.find("testsuite")
+    assert root.get("time") == suite.get("time") == "33.456"
+    started = datetime.fromisoformat(suite.get("timestamp"))
+    assert started.utcoffset() is not None and started.timestamp() == 1_764_770_531  # to the second, with its offset
+    assert suite.find("testcase").get("time") == "0"  # every gate is judged at once on the same run
 
 
 def untrusted_summary(tmp_path: Path, rule: str = "lateness") -> Summary:

@@ -90,15 +90,16 @@ def test_prometheus_metrics_count_requests_queue_and_batches(client):
     client.post("/v2/models/fraud/infer", json=feature_request([TRANSACTION]))
     client.post("/v2/models/fraud/infer", json={"inputs": []})
     text = client.get("/metrics").text
-    assert re.search(r'inference_requests_total\{endpoint="infer",model="fraud",status="200"\} [1-9]', text)
-    assert re.search(r'inference_requests_total\{endpoint="infer",model="fraud",status="400"\} [1-9]', text)
+    for status in ("200", "400"):
+        labels = f'endpoint="infer",model="fraud",status="{status}",version="fp32"'
+        assert re.search(rf"inference_requests_total\{{{labels}\}} [1-9]", text), status
     for name in (
         "inference_request_duration_seconds_bucket",
         "inference_batch_size_bucket",
         "inference_queue_wait_seconds_bucket",
         "inference_compute_seconds_bucket",
-        'inference_queue_rows{model="minilm"}',
-        "inference_padding_efficiency_bucket",
+        'inference_queue_rows{model="minilm",version="fp32"}',
+        "inference_padding_efficiency_ratio_bucket",
     ):
         assert name in text
 

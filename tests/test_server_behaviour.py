@@ -60,7 +60,7 @@ def test_a_full_queue_answers_503_with_retry_after_and_recovers(models_dir):
         assert refused.headers["retry-after"] == "1" and "queue is full" in refused.json()["error"]
         with httpx.Client(base_url=s.url) as c:
             assert c.post("/v2/models/minilm/infer", json=text_request(["again"])).status_code == 200
-            assert re.search(r'inference_queue_rows\{model="minilm"\} 0', c.get("/metrics").text)
+            assert re.search(r'inference_queue_rows\{model="minilm",version="fp32"\} 0', c.get("/metrics").text)
 
 
 def test_sigterm_lets_in_flight_requests_finish(models_dir):
@@ -75,7 +75,7 @@ def test_sigterm_lets_in_flight_requests_finish(models_dir):
     worker.start()
     with httpx.Client(base_url=s.url) as c:  # SIGTERM only once the request is inside the server
         while not re.search(
-            r'inference_requests_in_flight\{endpoint="infer",model="minilm"\} 1', c.get("/metrics").text
+            r'inference_requests_in_flight\{endpoint="infer",model="minilm",version="fp32"\} 1', c.get("/metrics").text
         ):
             assert worker.is_alive()
     assert s.stop(timeout=60) == 0

@@ -34,7 +34,7 @@ def timing(response: httpx.Response, part: str) -> float:
 
 def counters(metrics: str, name: str) -> dict[str, float]:
     """``{reason: value}`` of one of minilm's counters in a /metrics page."""
-    pattern = rf'{name}_total\{{model="minilm",reason="(\w+)"\}} ([\d.]+)'
+    pattern = rf'{name}_total\{{model="minilm",reason="(\w+)",version="fp32"\}} ([\d.]+)'
     return {reason: float(value) for reason, value in re.findall(pattern, metrics)}
 
 
@@ -148,10 +148,12 @@ def test_requests_whose_clients_have_gone_are_never_computed(models_dir):
         latency, fresh, metrics = asyncio.run(abandon_then_ask())
     assert fresh.status_code == 200
     assert latency < 1.5, latency  # the batch running when the clients gave up (~0.6 s); all 12: 7 s
-    computed = float(re.search(r'inference_batch_size_sum\{model="minilm"\} ([\d.]+)', metrics)[1]) - 1  # rows
+    rows = re.search(r'inference_batch_size_sum\{model="minilm",version="fp32"\} ([\d.]+)', metrics)[1]
+    computed = float(rows) - 1  # rows
     assert computed / 8 <= 2, computed
     assert counters(metrics, "inference_dropped") == {"client_gone": 12 - computed / 8}
-    assert re.search(r'inference_requests_total\{endpoint="infer",model="minilm",status="499"\} 12.0', metrics)
+    labels = 'endpoint="infer",model="minilm",status="499",version="fp32"'
+    assert re.search(rf"inference_requests_total\{{{labels}\}} 12.0", metrics)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are set on Linux only")

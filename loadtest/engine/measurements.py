@@ -125,11 +125,25 @@ def timeline_rows(collector: Collector, target_at: Callable[[float], float]) -> 
     return rows
 
 
-def hlog_text(collector: Collector, metric: str, start_epoch: float) -> str:
+def warmup_comment(warmup_s: float) -> str:
+    """The interval log's header line on the warm-up: its intervals are in the log, and how to leave them out.
+
+    The recorder puts every success in the interval log, warm-up included (``results.intervals``);
+    the interval timestamps count seconds from ``StartTime``, so HistogramLogProcessor's ``-start``
+    (seconds from the log's start) skips exactly the warm-up's intervals.
+    """
+    if not warmup_s:
+        return "#[Warm-up: none; every interval is measured]"
+    return f"#[Warm-up: first {warmup_s:.3f} s; pass -start {warmup_s:.3f} to HistogramLogProcessor to skip it]"
+
+
+def hlog_text(collector: Collector, metric: str, start_epoch: float, warmup_s: float = 0.0) -> str:
     lines = [
         "#[Histogram log format version 1.3]",
         f"#[StartTime: {start_epoch:.3f} (seconds since epoch), "
         f"{datetime.fromtimestamp(start_epoch, UTC).isoformat()}]",
+        f"#[BaseTime: {start_epoch:.3f} (seconds since epoch)]",  # the interval timestamps count from here
+        warmup_comment(warmup_s),
         f"#[loadtest {metric} latency in microseconds; one interval per second; Tag=<request class>]",
         '"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"',
     ]
@@ -150,8 +164,9 @@ def write_results(
     """Write every file of the run's measurements into ``out``; returns the measured summary."""
     out.mkdir(parents=True, exist_ok=True)
     summary = build_summary(collector, meta)
+    warmup = float(meta["load"].get("warmup_s") or 0.0)
     for metric in INTERVAL_METRICS:
-        write_atomic(out / f"{metric}.hlog", hlog_text(collector, metric, start_epoch))
+        write_atomic(out / f"{metric}.hlog", hlog_text(collector, metric, start_epoch, warmup))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=TIMELINE_COLUMNS)
     writer.writeheader()

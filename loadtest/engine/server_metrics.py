@@ -1,7 +1,7 @@
 """A target's own Prometheus figures (``/metrics``), read over HTTP: what the server says is queued and in flight.
 
-The reference server exposes ``inference_queue_rows{model}`` (rows waiting to be batched) and
-``inference_requests_in_flight{model,endpoint}`` (requests inside its handlers). The sampler
+The reference server exposes ``inference_queue_rows{model,version}`` (rows waiting to be batched)
+and ``inference_requests_in_flight{model,version,endpoint}`` (requests inside its handlers). The sampler
 records them beside the CPU figures, and the capacity search waits for them to return to idle
 before a step. Any target may serve ``/metrics``, or not: a reader treats ``MetricsUnavailable``
 as "not exposed" and falls back, never as a failed run.

@@ -24,6 +24,7 @@ import math
 import operator
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from loadtest.errors import ExitCode, LoadTestError
 from loadtest.results.summary import ALL, CLEAN, FAIL, PASS, UNTRUSTED, GateResult, Summary
@@ -209,11 +210,21 @@ def check_regressions(summary: Summary, baseline: Summary, limits: list[Regressi
     return results
 
 
-def junit_xml(results: list[GateResult], suite: str, strict: bool = False) -> str:
+def junit_xml(
+    results: list[GateResult],
+    suite: str,
+    strict: bool = False,
+    *,
+    started_epoch: float | None = None,
+    seconds: float | None = None,
+) -> str:
     """One JUnit test case per gate, so CI systems show each gate as a test that passed or failed.
 
     A gate not judged because the run is not trustworthy is a skipped case, or with ``strict`` a
-    failure of its own type (``Untrusted``), never a pass.
+    failure of its own type (``Untrusted``), never a pass. ``started_epoch`` and ``seconds`` are the
+    run's start and length: the suite's ``timestamp`` (ISO 8601, local time with its offset, as pytest
+    writes it) and ``time``. A case's ``time`` is 0: every gate is judged at once on the same run, and
+    CI systems that add the cases' times up would otherwise count the run once per gate.
     """
     from xml.etree import ElementTree as ET
 
@@ -222,16 +233,58 @@ def junit_xml(results: list[GateResult], suite: str, strict: bool = False) -> st
 
     failures = str(sum(map(failed, results)))
     skipped = str(sum(r.verdict == UNTRUSTED and not strict for r in results))
-    root = ET.Element("testsuites", name="loadtest", tests=str(len(results)), failures=failures)
+    timing = {} if seconds is None else {"time": f"{seconds:.3f}"}
+    root = ET.Element("testsuites", name="loadtest", tests=str(len(results)), failures=failures, **timing)
     node = ET.SubElement(root, "testsuite", name=suite, tests=str(len(results)), failures=failures, skipped=skipped)
+    node.attrib.update(timing)
+    if started_epoch is not None:
+        node.set("timestamp", datetime.fromtimestamp(started_epoch).astimezone().isoformat(timespec="seconds"))
     for result in results:
         case = ET.SubElement(node, "testcase", classname=f"loadtest.{suite}", name=result.name)
+        if seconds is not None:
+            case.set("time", "0")
         if failed(result):
             kind = "Untrusted" if result.verdict == UNTRUSTED else "GateFailed"
-            ET.SubElement(case, "failure", message=result.message, type=kind).text = result.message
+            ET.SubElement(case, "failure", message=failure_line(result), type=kind).text = result.message
         elif result.verdict == UNTRUSTED:
             ET.SubElement(case, "skipped", message=result.message)
         else:
             ET.SubElement(case, "system-out").text = result.message
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def failure_line(result: GateResult) -> str:
+    """A failed gate as a CI system shows a failure: the measured figure first, then the limit.
+
+    "p99 615.4 ms, limit < 250 ms" for a threshold; a gate of another kind (a regression, a figure
+    the run does not have, an untrusted gate under ``--strict``, a probe) keeps its own message,
+    which already reads that way, without the table's trailing verdict.
+    """
+    try:
+        threshold = parse_threshold(result.name)
+    except GateError:
+        threshold = None
+    if threshold is None or result.actual is None or result.verdict == UNTRUSTED or math.isnan(result.actual):
+        return result.message.removesuffix(": FAIL")
+    selector = [f"class={threshold.cls}"] if threshold.cls != ALL else []
+    selector += [f"metric={threshold.metric}"] if threshold.metric != "response" else []
+    label = threshold.stat + (f"{{{', '.join(selector)}}}" if selector else "")
+    measured, limit = _in_words(threshold.stat, result.actual), _in_words(threshold.stat, threshold.limit)
+    return f"{label} {measured}, limit {threshold.op} {limit}"
+
+
+def _in_words(stat: str, value: float) -> str:
+    """A figure as a person reads it: "615.4 ms", "250 ms", "0.8%", "48.5/s", "3"."""
+    if stat in LATENCY_STATS:
+        return f"{_short(value)} ms"
+    if stat in RATES:
+        return f"{_short(value * 100)}%"
+    if stat == "throughput":
+        return f"{_short(value)}/s"
+    return f"{value:g}"
+
+
+def _short(value: float) -> str:
+    """One decimal from 1 up (615.4, 250), three significant digits below (0.456, 0.001)."""
+    return f"{value:.1f}".removesuffix(".0") if abs(value) >= 1 else f"{value:.3g}"

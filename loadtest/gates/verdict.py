@@ -97,7 +97,9 @@ def apply(gates: Gates, out_dir: Path, summary: Summary, console: Console) -> Ga
     write_json(out_dir / "gates.json", verdict.as_dict())
     if gates.junit is not None:
         gates.junit.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(gates.junit, junit_xml(results, summary.name, gates.strict))
+        run = summary.run
+        junit = junit_xml(results, summary.name, gates.strict, started_epoch=run.started_epoch, seconds=run.elapsed)
+        write_atomic(gates.junit, junit)
     console.print(gate_table(results))
     if verdict.untrusted:
         console.print(

@@ -30,7 +30,6 @@ Definitions the figures rest on:
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import tomllib
@@ -40,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 import numpy as np
+import tomli_w
 from hdrh.histogram import HdrHistogram
 
 from loadtest.replay.readers import BadLine, CapturedRequest
@@ -511,46 +511,20 @@ def _bad_lines(p: CaptureDescription, shown: int = 3) -> list[str]:
 
 
 # --- TOML out -----------------------------------------------------------------------------------
+# tomli_w writes the tables; the comments between them, which say where each figure came from, are
+# joined in as whole lines. Comments hold user text (the capture's name): what TOML forbids in a
+# comment (line breaks and other control characters) is written as an escape.
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    # JSON's escapes are TOML's, except DEL, which TOML wants escaped and JSON leaves alone.
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+_COMMENT_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-def _toml_value(value: object) -> str:
-    """One TOML value: what tomllib reads back (tables inline)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"cannot write {value} to TOML here")
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    return _toml_string(str(value))  # dates and times, as tomllib parses them
+def _comment(text: str) -> str:
+    return "# " + _COMMENT_UNSAFE.sub(lambda m: f"\\x{ord(m[0]):02x}", text) + "\n"
 
 
-def _toml_table(name: str, table: dict) -> list[str]:
-    lines = [f"[{name}]"]
-    for key, value in table.items():
-        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            lines += [f"{_toml_key(key)} = ["] + [f"  {_toml_value(v)}," for v in value] + ["]"]
-        else:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    return lines
+def _toml(doc: dict, comment: str = "") -> str:
+    """``doc`` as TOML, under ``comment`` when one is given."""
+    return (_comment(comment) if comment else "") + tomli_w.dumps(doc, indent=2)
 
 
 def _need_requests(description: CaptureDescription, what: str) -> None:
@@ -565,11 +539,11 @@ def forecast_toml(description: CaptureDescription, growth: Iterable[float] = (1,
     if not multiples or any(g <= 0 for g in multiples):
         raise ValueError(f"growth must be traffic multiples above 0, got {multiples}")
     header = (
-        f"# Forecast measured on {description.source or 'a capture'} at {description.resolution:g}s resolution: "
+        f"Forecast measured on {description.source or 'a capture'} at {description.resolution:g}s resolution: "
         f"{description.requests:,} requests over {description.span_s:g}s; the peak is the busiest bucket."
     )
     table = {"mean_rps": description.rate_mean, "peak_factor": max(1.0, description.peak_to_mean), "growth": multiples}
-    return "\n".join([header, *_toml_table("forecast", table)]) + "\n"
+    return _toml({"forecast": table}, header)
 
 
 # --- the fitted scenario ------------------------------------------------------------------------
@@ -639,7 +613,7 @@ def _load_table(description: CaptureDescription, max_stages: int) -> tuple[dict,
         shape["burstiness"] = round(k, 4)
     shape["stages"] = [{"duration": length, "target": round(float(r), 6)} for r in rates]
     note = (
-        f"# The shape follows the capture's rate in {segments} stages of {length:g}s, each ramping to its "
+        f"The shape follows the capture's rate in {segments} stages of {length:g}s, each ramping to its "
         f"slice's mean; arrivals are "
         + ("Poisson (rescaled CV within 0.9-1.1)." if k is None else f"gamma, burstiness k = 1/CV^2 = {k:.3g}.")
     )
@@ -658,27 +632,28 @@ def fit_scenario(description: CaptureDescription, name: str, base_toml: str | No
     base = tomllib.loads(base_toml) if base_toml is not None else {}
     p = description
     source = p.source or "a capture"
-    lines = [
-        f"# Fitted to {source}: {p.requests:,} requests over {p.span_s:g}s, peak-to-mean {p.peak_to_mean:.2f}, "
+    header = (
+        f"Fitted to {source}: {p.requests:,} requests over {p.span_s:g}s, peak-to-mean {p.peak_to_mean:.2f}, "
         f"inter-arrival CV {_cv(p.cv_interarrival)} raw / {_cv(p.cv_rescaled)} rescaled, "
-        f"{100 * p.malformed_share:.2f}% malformed lines.",
-        f"name = {_toml_string(name)}",
-        f"description = {_toml_string(f'Synthetic traffic fitted to {source}: its rate curve, burstiness and mix.')}",
-        "",
-        *_toml_table("target", base.get("target", {"protocol": "oip-v2", "model": "minilm"})),
-        "",
+        f"{100 * p.malformed_share:.2f}% malformed lines."
+    )
+    about = f"Synthetic traffic fitted to {source}: its rate curve, burstiness and mix."
+    chunks = [
+        _toml({"name": name, "description": about}, header),
+        _toml({"target": base.get("target", {"protocol": "oip-v2", "model": "minilm"})}),
     ]
     if p.text_tokens:
-        lines.append(
-            "# Classes as captured: weight is the share of text requests (%), tokens span p5 to p95; "
+        note = (
+            "Classes as captured: weight is the share of text requests (%), tokens span p5 to p95; "
             "unlabelled text is split by length at its median and p90."
         )
-        lines += _toml_table("payload", {"source": "text", "classes": _text_classes(p)})
+        chunks.append(_toml({"payload": {"source": "text", "classes": _text_classes(p)}}, note))
     elif "payload" in base:
-        lines.append("# The capture had no text bodies to size classes from: the payload is the base scenario's.")
-        lines += _toml_table("payload", base["payload"])
+        note = "The capture had no text bodies to size classes from: the payload is the base scenario's."
+        chunks.append(_toml({"payload": base["payload"]}, note))
     else:
-        lines.append("# The capture had no text bodies to size classes from: the payload is the default text mix.")
+        note = "The capture had no text bodies to size classes from: the payload is the default text mix."
+        chunks.append(_comment(note))
     load, shape, note = _load_table(p, max_stages)
-    lines += ["", note, *_toml_table("load", load), "", *_toml_table("load.shape", shape)]
-    return "\n".join(lines) + "\n"
+    chunks.append(_toml({"load": {**load, "shape": shape}}, note))
+    return "\n".join(chunks)

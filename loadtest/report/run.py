@@ -382,7 +382,9 @@ def build_markdown(r: Results) -> str:
     parts = [f"## Load test: {s.name}", ""]
     parts += [f"- {line}" for line in _headline(s)]
     parts += md_sections(_sections(r))
-    parts += ["", f"Full report: `{r.directory / 'report.html'}`", ""]
+    # Relative: report.md is read beside report.html (an uploaded artifact, a CI step summary of the directory),
+    # where the absolute path of the machine that ran it would lead nowhere.
+    parts += ["", "Full report: [report.html](report.html)", ""]
     return "\n".join(parts)
 
 
