@@ -4,6 +4,8 @@
 theirs: the engine measures (``engine.runner``); then, in this process, the run's files are
 analysed, the end table printed, the messy baseline run if asked, the gates judged, and
 ``summary.json`` written once with all of it; last, the report is built from the directory.
+With ``--web``, Locust's web UI runs instead, and each test started from it is concluded as it
+stops, in a directory of its own (``serve_web``).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from loadtest.commands.options import (
     share,
 )
 from loadtest.config.gate_options import GateOptions
-from loadtest.errors import DiskFull, ExitCode, RunError, outcome_code
+from loadtest.errors import ConfigError, DiskFull, ExitCode, RunError, outcome_code
 
 # The engine, analysis and reports (psutil, numpy, pandas) are imported when a run starts: ``loadtest --help``
 # loads none of them.
 if TYPE_CHECKING:
+    from loadtest.config.scenario import Scenario
     from loadtest.engine.runner import RunOptions
     from loadtest.gates.verdict import Gates
     from loadtest.results.summary import Failure, Summary
@@ -72,10 +75,39 @@ def run(options: RunOptions, console: Console | None = None) -> RunOutcome:
     console = console or Console(stderr=True)
     scenario = run_scenario(options)
     gates = prepare(options.gates, scenario.gates, str(scenario.source))  # a typo: one message, before the run
+    if options.web_port is not None:
+        return serve_web(options, scenario, gates, console)
     measured = measure(options, scenario, console, while_starting=lambda: _load_what_follows(options.report))
     if not measured.ran:
         return RunOutcome(measured.out_dir, None, False)
     return conclude(options, measured.out_dir, gates, measured.interrupted, console)
+
+
+def serve_web(options: RunOptions, scenario: Scenario, gates: Gates, console: Console) -> RunOutcome:
+    """Locust's web UI until the user quits; each test is concluded (analysis, gates, report) as it stops.
+
+    Quitting is how a session ends, so it is no interruption; a test stopped from the browser says
+    ``interrupted`` in its own summary. The exit code is the worst the tests earned: a failed run, a
+    failed gate, or with ``--strict`` an untrusted run.
+    """
+    from loadtest.engine.runner import measure
+
+    outcomes: list[RunOutcome] = []
+
+    def finished(test_dir: Path) -> None:
+        outcomes.append(conclude(options, test_dir, gates, False, console))
+
+    measured = measure(options, scenario, console, lambda: _load_what_follows(options.report), finished)
+    console.print(f"{len(outcomes)} test(s) run from the web UI, in {measured.out_dir}", markup=False)
+    failure = next((o.failure for o in outcomes if o.failure is not None), None)
+    return RunOutcome(
+        measured.out_dir,
+        outcomes[-1].summary if outcomes else None,
+        interrupted=False,
+        gates_failed=any(o.gates_failed for o in outcomes),
+        untrusted=any(o.untrusted for o in outcomes),
+        failure=failure,
+    )
 
 
 def conclude(options: RunOptions, out_dir: Path, gates: Gates, interrupted: bool, console: Console) -> RunOutcome:
@@ -160,6 +192,8 @@ def _report(out_dir: Path, console: Console) -> None:
 
 # -- the command line --------------------------------------------------------------------------------
 
+DEFAULT_WEB_PORT = 8089  # Locust's own
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -191,6 +225,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_gate_options(parser)
     parser.add_argument(
+        "--web",
+        action="store_true",
+        help="Locust's web UI on 127.0.0.1: start and stop tests from the browser; each writes OUT/<n>-<time>",
+    )
+    parser.add_argument("--web-port", type=port, metavar="P", help="the web UI's port (default 8089; needs --web)")
+    parser.add_argument(
         "--print-locust-command",
         action="store_true",
         help="print the master and worker commands for a multi-host run, and exit",
@@ -210,6 +250,33 @@ def handle(args: argparse.Namespace, console: Console) -> int:
         server_pid=args.server_pid,
         messy_share=args.messy,
         messy_baseline=args.messy_baseline,
+        web_port=_web_port(args),
     )
     outcome = run(options, console)
     return outcome.exit_code(options.gates.strict)
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {value}")
+    return value
+
+
+def _web_port(args: argparse.Namespace) -> int | None:
+    """The web UI's port with ``--web`` (else None); the options it cannot go with are one line each."""
+    if not args.web:
+        if args.web_port is not None:
+            raise ConfigError("--web-port", None, "needs --web")
+        return None
+    for given, option in (
+        (args.processes > 1, "--processes"),
+        (args.messy_baseline, "--messy-baseline"),
+        (args.print_locust_command, "--print-locust-command"),
+    ):
+        if given:
+            raise ConfigError("--web", None, f"runs one load-generator process, one test at a time: drop {option}")
+    return args.web_port or DEFAULT_WEB_PORT

@@ -11,6 +11,11 @@ only, which stops them in order), so nothing else ends them: however ``run_locus
 ``finally`` kills whatever is left of Locust's process group (master and workers) and the sampler;
 and if this process dies without a ``finally`` (SIGKILL), the kernel sends Locust SIGINT, so it
 still writes what it measured, and the sampler SIGTERM (``reference_server.launch.exit_with_parent``).
+
+With ``--web`` (``web_port``), Locust runs its own web UI instead, on 127.0.0.1 only: the user starts
+and stops tests from the browser, each test writes ``OUT/<n>-<time>`` as it stops
+(``engine.web_ui``), and this side hands each finished one to the caller (``on_test``) until the
+user quits with Ctrl-C (or SIGTERM, SIGHUP).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import math
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,13 +37,15 @@ from rich.console import Console
 
 from loadtest.engine.progress import follow
 from loadtest.engine.runconfig import TARGET_URL_ENV, RunConfig
-from loadtest.errors import RunError
+from loadtest.engine.web_tests import finished_web_tests
+from loadtest.errors import ConfigError, RunError
 from loadtest.replay.redact import without_userinfo
 from loadtest.stop_signals import held
 from reference_server.launch import exit_with_parent
 
 # The path only: importing the locustfile would import Locust, which monkey-patches this process.
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+WEB_HOST = "127.0.0.1"  # the web UI starts load at the click of a button: never on another interface
 
 
 def generator_cpus(server_cpus: tuple[int, ...]) -> list[int] | None:
@@ -48,16 +56,17 @@ def generator_cpus(server_cpus: tuple[int, ...]) -> list[int] | None:
     return rest or None
 
 
-def locust_command(config: RunConfig, processes: int) -> list[str]:
+def locust_command(config: RunConfig, processes: int, web_port: int | None = None) -> list[str]:
+    """Headless, or with ``web_port`` Locust's web UI on 127.0.0.1, where the user starts each test."""
     timeout = config.scenario.load.timeout
+    ui = ["--headless", "--only-summary"] if web_port is None else ["--web-host", WEB_HOST, "--web-port", str(web_port)]
     command = [
         sys.executable,
         "-m",
         "locust",
         "-f",
         str(LOCUSTFILE),
-        "--headless",
-        "--only-summary",
+        *ui,
         "--host",
         without_userinfo(config.target_url),  # the users take the real URL from TARGET_URL_ENV
         "--loadtest-run",
@@ -146,6 +155,8 @@ def run_locust(
     server_pid: int | None = None,
     sample_hz: float = 4.0,
     while_starting: Callable[[], None] | None = None,
+    web_port: int | None = None,
+    on_test: Callable[[Path], None] = lambda _: None,
 ) -> bool:
     """Run Locust to the end; on Ctrl-C (SIGTERM, SIGHUP), stop it gracefully so it still writes what it
     measured, and say it was interrupted; on a second one, kill it. No process of it outlives the call.
@@ -157,6 +168,9 @@ def run_locust(
     Locust is stopped with SIGINT, not SIGTERM: headless with a shape class, Locust blocks on the
     shape before it installs its SIGTERM handler, so SIGTERM kills it before ``quitting`` fires,
     while SIGINT ends the shape and runs the normal shutdown (and reaches ``--processes`` workers).
+
+    With ``web_port``, Locust serves its web UI until Ctrl-C (SIGTERM, SIGHUP), which is how the user
+    quits, so it is not an interruption (False); ``on_test`` gets each test's finished directory.
     """
     if pin and processes > len(pin):
         console.print(
@@ -164,10 +178,13 @@ def run_locust(
             "and a send due while another process runs waits for its time slice (send lateness); "
             "the trust verdict says whether it mattered[/]"
         )
-    process = _start_locust(config, processes, pin)
+    process = _start_locust(config, processes, pin, web_port)
     sampler = None
     try:
         sampler = _start_sampler(config, server_pid, process.pid, sample_hz, pin) if sample_hz > 0 else None
+        if web_port is not None:  # no test runs before the user starts one: the UI first
+            _serve(config, process, console, web_port, on_test, while_starting)
+            return False
         stopping = False
         if while_starting is not None:
             try:
@@ -180,7 +197,7 @@ def run_locust(
             _end(process, sampler)
 
 
-def _start_locust(config: RunConfig, processes: int, pin: list[int] | None) -> subprocess.Popen:
+def _start_locust(config: RunConfig, processes: int, pin: list[int] | None, web_port: int | None) -> subprocess.Popen:
     dies_with_parent = exit_with_parent(signal.SIGINT)  # SIGINT: Locust still writes what it measured
 
     def prepare() -> None:
@@ -194,7 +211,7 @@ def _start_locust(config: RunConfig, processes: int, pin: list[int] | None) -> s
 
     with (config.out_dir / "locust.log").open("wb") as log:
         return subprocess.Popen(
-            locust_command(config, processes),
+            locust_command(config, processes, web_port),
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=prepare,
@@ -234,6 +251,12 @@ def _wait(config: RunConfig, process: subprocess.Popen, console: Console, stoppi
         except KeyboardInterrupt:
             pass
     console.print("interrupted: stopping Locust and writing what was measured...")
+    _stop_gracefully(config, process, console)
+    return True
+
+
+def _stop_gracefully(config: RunConfig, process: subprocess.Popen, console: Console) -> None:
+    """SIGINT, and wait while Locust writes what it measured; a second interrupt is raised (the caller kills it)."""
     process.send_signal(signal.SIGINT)
     deadline = time.monotonic() + config.scenario.load.timeout + 30
     try:
@@ -244,4 +267,69 @@ def _wait(config: RunConfig, process: subprocess.Popen, console: Console, stoppi
     except KeyboardInterrupt:
         console.print("interrupted again: Locust killed; what it had not written is lost")
         raise
-    return True
+
+
+# -- the web UI ---------------------------------------------------------------------------------------
+
+
+def check_web_port(port: int) -> None:
+    """One line before anything starts, rather than a web UI that never comes up and a traceback in Locust's log."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Locust's server binds it
+        try:
+            probe.bind((WEB_HOST, port))
+        except OSError as exc:
+            raise ConfigError("--web-port", None, f"cannot listen on {WEB_HOST}:{port}: {exc.strerror}") from None
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex((WEB_HOST, port)) == 0
+
+
+def _serve(
+    config: RunConfig,
+    process: subprocess.Popen,
+    console: Console,
+    port: int,
+    on_test: Callable[[Path], None],
+    while_starting: Callable[[], None] | None,
+) -> None:
+    """Hand each test's directory to ``on_test`` as the test finishes, until the user quits (Ctrl-C, SIGTERM).
+
+    ``while_starting`` runs once the web UI answers, while the user starts the first test. On quitting,
+    Locust is asked to stop (SIGINT): a test still running writes its directory as it stops, and that
+    one is handed over too. A second interrupt is raised, as in ``_wait``.
+    """
+    seen: set[Path] = set()
+
+    def hand_over() -> None:
+        for test in finished_web_tests(config.out_dir):
+            if test not in seen:
+                seen.add(test)
+                with held():  # a Ctrl-C meanwhile quits once this test's analysis and report are done
+                    on_test(test)
+
+    try:
+        while not _listening(port):
+            if process.poll() is not None:
+                raise RunError(f"Locust's web UI did not start (see {config.out_dir / 'locust.log'})")
+            time.sleep(0.05)
+        console.print(
+            f"Locust's web UI: http://{WEB_HOST}:{port}  (each test's results: {config.out_dir}/<n>-<time>; "
+            "Ctrl-C quits)",
+            markup=False,
+            soft_wrap=True,
+        )
+        if while_starting is not None:
+            while_starting()
+        while process.poll() is None:
+            hand_over()
+            time.sleep(0.2)
+        raise RunError(f"Locust stopped on its own (see {config.out_dir / 'locust.log'})")
+    except KeyboardInterrupt:
+        pass
+    console.print("quitting: stopping Locust (a test still running writes what it measured)...")
+    _stop_gracefully(config, process, console)
+    hand_over()

@@ -22,7 +22,13 @@ from rich.console import Console
 from loadtest.config.gate_options import GateOptions
 from loadtest.config.profile import load_profile
 from loadtest.config.scenario import Scenario, check_generator_load, check_payload_fits, load_scenario
-from loadtest.engine.locust_process import generator_cpus, print_distributed_commands, run_locust, server_pid_for
+from loadtest.engine.locust_process import (
+    check_web_port,
+    generator_cpus,
+    print_distributed_commands,
+    run_locust,
+    server_pid_for,
+)
 from loadtest.engine.preflight import preflight, reachable
 from loadtest.engine.runconfig import RunConfig, build_payloads, messy_bodies
 from loadtest.engine.target import embedded_server
@@ -59,6 +65,7 @@ class RunOptions:
     replay: ReplaySpec | None = None  # a capture whose timing replaces the scenario's shape
     messy_share: float | None = None  # replace the scenario's [messy] share (0 turns messy traffic off)
     messy_baseline: bool = False  # then run the same schedule without it, for the clean traffic's figures
+    web_port: int | None = None  # Locust's web UI on 127.0.0.1 at this port: the user starts each test
 
     def overrides(self) -> dict:
         """The scenario's values these options replace (``Scenario.with_overrides``)."""
@@ -105,17 +112,25 @@ def run_scenario(options: RunOptions) -> Scenario:
 
 
 def measure(
-    options: RunOptions, scenario: Scenario, console: Console, while_starting: Callable[[], None] | None = None
+    options: RunOptions,
+    scenario: Scenario,
+    console: Console,
+    while_starting: Callable[[], None] | None = None,
+    on_test: Callable[[Path], None] = lambda _: None,
 ) -> Measured:
     """Start the target if needed, check it, run Locust to the end; Locust writes the measurements into ``out``.
 
     ``while_starting`` runs while Locust starts (``locust_process.run_locust``). The results directory is
     made once the target has passed its preflight: a run that never started leaves no empty directory.
+    With ``options.web_port``, each test started from the web UI writes a directory of its own in ``out``,
+    which ``on_test`` gets once written.
     """
     out_dir = options.out or results_root() / run_dir_name(scenario.name)
+    if options.web_port is not None:
+        check_web_port(options.web_port)
     try:
         with _target(options, scenario, console) as target:
-            return _measure_on(target, options, scenario, out_dir, console, while_starting)
+            return _measure_on(target, options, scenario, out_dir, console, while_starting, on_test)
     finally:  # however the run ended, its processes have (``run_locust``): what they left half-done goes
         with held():
             (out_dir / PROGRESS).unlink(missing_ok=True)
@@ -129,6 +144,7 @@ def _measure_on(
     out_dir: Path,
     console: Console,
     while_starting: Callable[[], None] | None,
+    on_test: Callable[[Path], None],
 ) -> Measured:
     config = RunConfig(
         scenario_toml=Path(scenario.source).read_text(),
@@ -158,6 +174,8 @@ def _measure_on(
         target.server_pid,
         options.sample_hz,
         while_starting,
+        options.web_port,
+        on_test,
     )
     if interrupted and not summary_path(out_dir).exists():
         console.print("interrupted before Locust had measured anything: nothing to report")

@@ -22,6 +22,10 @@ Redirects are not followed: a 3xx is the target's answer, recorded under its sta
 as wrk2 and perf_analyzer do. Following one would send load to a host the preflight never checked
 (the loopback guard), and time two requests as one.
 
+Under Locust's web UI (``loadtest run --web``, ``engine.web_ui``) a process runs one test after
+another: each writes its own directory when it stops, and ``RunState.next_test`` clears what the
+next one must start without (the schedule walked, the shape's verdict, the histograms).
+
 A worker lost mid-run (killed, crashed, cut off) is noticed by Locust's own heartbeat: after
 ``HEARTBEAT_LIVENESS`` missed beats the master marks it missing. The master then stops waiting for
 it, and at the end counts the part of its share of the schedule it never reported as ``lost_worker``
@@ -41,6 +45,7 @@ import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gevent
 from gevent.lock import BoundedSemaphore, Semaphore
@@ -86,12 +91,32 @@ class RunState:
     started_epoch: float = field(default_factory=time.time)
     closed_sent: int = 0
     complete: bool = False  # the shape ended the run on schedule (not Ctrl-C, not the hard stop)
-    scheduling: bool = False  # an open-load scheduler walks this process's share (one per process, ever)
+    scheduling: bool = False  # an open-load scheduler walks this process's share (one per process and test)
+    web: bool = False  # under Locust's web UI: tests one after another, each written when it stops
+    stopping: bool = False  # the test is being stopped (Ctrl-C, SIGTERM, the web UI): nothing more is sent
+    tests: int = 0  # web UI: tests started so far
+    test_dir: Path | None = None  # web UI: where the current test's measurements go
+    progress: object = None  # the master's progress greenlet, one per process
     lost: dict[str, float] = field(default_factory=dict)  # master: missing worker -> its last report (s since start)
     pull_lock: Semaphore = field(default_factory=Semaphore)
     _payloads: tuple | None = None
     _target: list[int] | None = None  # a replay's intended sends per second, read once
     _messy: object = None  # the messy pool, built once per process; False when the scenario has none
+
+    def next_test(self) -> None:
+        """Web UI: clear what the test just written leaves behind, so the next one starts as the first did.
+
+        The collector stays, so the web UI shows the last test's figures until the next starts
+        (``new_collector`` at its ``test_start``): the shape asks ``tick`` before that event fires.
+        """
+        self.done = self.complete = self.scheduling = self.stopping = False
+        self.closed_sent = 0
+        self.lost = {}
+        self.recorder = None
+
+    def new_collector(self) -> None:
+        if self.collector is not None:
+            self.collector = Collector()
 
     def messy(self) -> MessyPool | None:
         if self._messy is None:
@@ -137,6 +162,7 @@ def run_state(environment) -> RunState:
         if isinstance(runner, MasterRunner | LocalRunner):
             state.collector = Collector()
         state.local = isinstance(runner, LocalRunner)
+        state.web = getattr(environment, "web_ui", None) is not None
         _STATE = state
     return _STATE
 
@@ -269,6 +295,8 @@ class ScenarioUser(FastHttpUser):
         for offset, payload in itertools.chain([first] if first else [], arrivals):
             intended = start + offset
             sleep_until(intended)
+            if state.stopping:  # stopped early: what is in flight finishes, nothing more is sent
+                break
             for _ in range(2 if payload.twin else 1):  # a messy duplicate: the same request twice at once
                 recorder.scheduled(payload.cls, intended)
                 if len(in_flight) >= load.max_in_flight:
@@ -277,7 +305,7 @@ class ScenarioUser(FastHttpUser):
                 in_flight.spawn(self._send, recorder, payload, intended, connections)
         in_flight.join(timeout=3 * load.timeout + 2)  # connection wait + request guard, then give up
         state.done = True  # the shape stops the test once every worker is done
-        if state.local:
+        if state.local and not state.stopping:  # a test stopped early is ending already
             gevent.spawn(_end_now, state)
 
     def closed_request(self) -> None:
@@ -422,13 +450,17 @@ def _end_now(state: RunState) -> None:
 
     Locust asks the shape once a second, so a run would otherwise go on idling for up to a second
     after its last answer (more with workers, whose reports come once a second). This does what
-    Locust's shape worker does when ``tick`` returns None in a headless run: ``runner.quit()``.
+    Locust's shape worker does when ``tick`` returns None: ``runner.quit()`` in a headless run,
+    ``runner.stop()`` under the web UI, which waits for the next test.
     """
     runner = state.environment.runner
-    if runner is None or not _all_done(state) or state.complete:
+    if runner is None or not _all_done(state) or state.complete or state.stopping:
         return
     state.complete = True
-    runner.quit()
+    if state.web:
+        runner.stop()
+    else:
+        runner.quit()
 
 
 # -- events ---------------------------------------------------------------------------------------
@@ -451,8 +483,15 @@ def _on_test_start(environment, **_) -> None:
     gc.freeze()  # fewer, shorter collector pauses on the send path
     state = run_state(environment)
     state.started, state.started_epoch = time.perf_counter(), time.time()
-    if state.collector is not None:
-        gevent.spawn(_progress_loop, state)
+    if state.collector is not None and state.progress is None:
+        state.progress = gevent.spawn(_progress_loop, state)
+
+
+@events.test_stopping.add_listener
+def _on_test_stopping(environment, **_) -> None:
+    """Stop scheduling at once. Without this, Locust lets the scheduler's one long task run on for
+    ``--stop-timeout`` (the scenario's timeout): a SIGTERM took 11.7 s and kept sending meanwhile."""
+    run_state(environment).stopping = True
 
 
 @events.report_to_master.add_listener
@@ -521,11 +560,16 @@ def _write_progress(state: RunState) -> None:
 @events.quitting.add_listener
 def _on_quitting(environment, **_) -> None:
     state = _STATE
-    if state is None or state.collector is None:
+    if state is None or state.collector is None or state.web:  # the web UI's tests are written as each stops
         return
+    write_measurements(state, state.config.out_dir)
+
+
+def write_measurements(state: RunState, out: Path) -> None:
+    """The last of this process's recording pulled, everything measured since the test started written into ``out``."""
     _pull_local(state, final=True)
     lost_workers = _lost_workers(state) if state.workers > 1 else []
-    stats = environment.stats.total
+    stats = state.environment.stats.total
     meta = state.config.meta_for_summary(
         started_epoch=state.started_epoch,
         elapsed=time.perf_counter() - state.started,
@@ -535,4 +579,4 @@ def _on_quitting(environment, **_) -> None:
         locust_failures=stats.num_failures,
         lost_workers=lost_workers,
     )
-    write_results(state.config.out_dir, state.collector, meta, state.target_at, state.started_epoch)
+    write_results(out, state.collector, meta, state.target_at, state.started_epoch)
