@@ -35,6 +35,7 @@ from loadtest.report.compare import compare_markdown, print_comparison
 from loadtest.results.capacity_file import read_capacity
 from loadtest.results.directory import provisional_dir, read_table, results_root, run_dir_name
 from loadtest.results.files import write_atomic, write_json
+from loadtest.results.studies import COMPARE_SCHEMA
 
 # The engine, numpy and the statistics are imported in the functions that use them: ``loadtest --help`` loads none.
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
     from loadtest.config.scenario import Scenario
 
-SCHEMA = "loadtest.compare/1"
 LOWER_IS_BETTER = {"throughput_per_s": False}  # every other metric: latency or cost, lower is better
 
 
@@ -229,7 +229,7 @@ def _compare(options: CompareOptions, scenario: Scenario, profiles: list[Profile
     )
     rounds = run_rounds(options, profiles, out, console)
     data: dict = {
-        "schema": SCHEMA,
+        "schema": COMPARE_SCHEMA,
         "scenario": {"name": scenario.name, "source": str(scenario.source), "seed": scenario.seed},
         "load": {"rate": options.rate, "duration_s": options.duration, "rounds": options.rounds},
         "baseline": names[0],

@@ -9,7 +9,6 @@ an earlier study's directory with the same functions.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from loadtest.errors import ConfigError
 from loadtest.results.capacity_file import read_capacity
+from loadtest.results.files import read_json
 
 if TYPE_CHECKING:
     import pandas as pd
 
-COMPARE_SCHEMA = "loadtest.compare/1"  # written by ``commands.compare``, which this stage may not import
+COMPARE_SCHEMA = "loadtest.compare/1"  # what ``commands.compare`` writes; defined here, where results are read
 COMPARE_JSON = "compare.json"
 
 
@@ -96,10 +96,7 @@ def read_comparison(path: Path | str) -> ComparisonResult:
     file = path / COMPARE_JSON if path.is_dir() else path
     if not file.exists():
         raise ConfigError(str(path), None, "not a comparison directory: it has no compare.json")
-    try:
-        data = json.loads(file.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(str(file), None, f"not valid JSON: {exc}") from None
+    data = read_json(file)
     if not isinstance(data, dict) or data.get("schema") != COMPARE_SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else None
         raise ConfigError(
