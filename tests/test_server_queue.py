@@ -15,6 +15,7 @@ import pytest
 
 from loadtest.config.profile import load_profile
 from loadtest.errors import ConfigError
+from reference_server.batcher import ComputeRate
 from reference_server.cli import build_parser, main
 from reference_server.launch import running_server
 
@@ -95,7 +96,8 @@ def test_past_its_limit_the_server_refuses_a_request_before_reading_its_body(lim
 
     async def junk_during_and_after_a_long_batch() -> tuple[list[httpx.Response], httpx.Response]:
         async with httpx.AsyncClient(base_url=limited.url, timeout=30) as c:
-            assert (await c.post(INFER, json=text_request([LONG_TEXT] * 2))).status_code == 200  # the pace of long rows
+            # The pace of a batch of 8 long rows, so the batch that follows is predicted from its own size.
+            assert (await c.post(INFER, json=text_request([LONG_TEXT] * 8))).status_code == 200
             # One request, one batch of 8 long rows (~0.6 s): while it runs, the wait is past the 200 ms limit.
             long_batch = asyncio.ensure_future(c.post(INFER, json=text_request([LONG_TEXT] * 8)))
             await asyncio.sleep(0.1)
@@ -191,3 +193,17 @@ def test_a_profile_sets_the_queue_time_limit_of_its_server(tmp_path: Path):
         assert build_parser().parse_args(["serve", *args]).max_queue_time == ms, args
     with pytest.raises(ConfigError, match="server.max_queue_time"):
         load_profile(str(profile('max_queue_time = "soon"')))
+
+
+def test_the_expected_wait_charges_a_batch_its_fixed_cost_once_not_once_per_row():
+    rate = ComputeRate()
+    assert rate.seconds_for(31, 32) == 0.0  # nothing seen: no wait predicted
+    for _ in range(8):
+        rate.observe(1, 0.010)  # batches of one only: the split is unknown, the whole time is per batch
+    assert rate.seconds_for(31, 32) == pytest.approx(0.010)
+    assert rate.seconds_for(64, 32) == pytest.approx(0.020)
+    for _ in range(30):  # 2 ms a batch plus 1 ms a row, at sizes 1 to 32
+        for rows in (1, 8, 32):
+            rate.observe(rows, 0.002 + 0.001 * rows)
+    assert rate.fixed == pytest.approx(0.002, abs=1e-4) and rate.per_row == pytest.approx(0.001, rel=0.05)
+    assert rate.seconds_for(64, 32) == pytest.approx(2 * 0.002 + 64 * 0.001, rel=0.05)

@@ -36,6 +36,7 @@ from loadtest.traffic.protocols import Protocol
 READABLE = ("oip-v2", "openai-embeddings")  # protocols whose answers hold output tensors
 _BATCH = re.compile(r"(?:^|,)\s*batch;desc=\"?(\d+)")
 _HEADERS = {"content-type": "application/json"}
+_RETRIES = 5  # refusals with Retry-After waited out before a comparison gives up
 
 
 @dataclass(frozen=True)
@@ -105,18 +106,37 @@ def _embedding(value: list[float] | str) -> np.ndarray:
 
 
 def _send(client: httpx.Client, protocol: Protocol, payload: Payload) -> tuple[np.ndarray, int | None, float]:
-    started = time.perf_counter()
+    """One input's answer; a 503 or 429 with Retry-After is waited out and sent again, a few times.
+
+    A server that sheds load (ours past its queue time limit, Triton, KServe behind a queue) may
+    refuse a burst it would serve a moment later; outputs are compared, not latency, so waiting is
+    right. Any other failure ends the comparison, which needs every input's answer.
+    """
+    for attempt in range(_RETRIES + 1):
+        started = time.perf_counter()
+        try:
+            answer = client.post(protocol.path, content=payload.body, headers=_HEADERS)
+        except httpx.HTTPError as exc:
+            failed = f"{type(exc).__name__}: {exc}"
+            raise RunError(f"a request to {client.base_url}{protocol.path} failed: {failed}") from None
+        elapsed = time.perf_counter() - started
+        if answer.status_code == 200:
+            return output_rows(protocol.name, answer.content), batch_rows(answer.headers.get("server-timing")), elapsed
+        if answer.status_code not in (429, 503) or attempt == _RETRIES:
+            break
+        time.sleep(_retry_after(answer.headers.get("retry-after")))
+    raise RunError(
+        f"{client.base_url}{protocol.path} answered {answer.status_code}: {answer.text[:200]}; "
+        "outputs can only be compared when every request succeeds"
+    )
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After header (delta-seconds only), within 0.1 to 5 s; 1 s when absent or a date."""
     try:
-        answer = client.post(protocol.path, content=payload.body, headers=_HEADERS)
-    except httpx.HTTPError as exc:
-        raise RunError(f"a request to {client.base_url}{protocol.path} failed: {type(exc).__name__}: {exc}") from None
-    elapsed = time.perf_counter() - started
-    if answer.status_code != 200:
-        raise RunError(
-            f"{client.base_url}{protocol.path} answered {answer.status_code}: {answer.text[:200]}; "
-            "outputs can only be compared when every request succeeds"
-        )
-    return output_rows(protocol.name, answer.content), batch_rows(answer.headers.get("server-timing")), elapsed
+        return min(5.0, max(0.1, float(value))) if value is not None else 1.0
+    except ValueError:
+        return 1.0
 
 
 def _collected(answers: list[tuple[np.ndarray, int | None, float]], seconds: float) -> Collected:
