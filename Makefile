@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS := models/manifest.json
 
-.PHONY: demo test models lint bench clean
+.PHONY: demo test models lint bench clean proto
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,3 +50,16 @@ bench: $(MODELS)
 
 clean:
 	rm -rf $(VENV) models build *.egg-info
+
+# The OIP v2 gRPC modules, from reference_server/oip_grpc/oip_v2.proto. grpcio-tools 1.78.2 makes
+# protobuf 6.31 code (which protobuf 6 and 7 both run); it is kept out of the venv because newer
+# releases require protobuf 7, which tritonclient's gRPC client does not accept. Imports are made
+# relative, and the messages go in a pool of their own, so a process may also import tritonclient's
+# or MLServer's modules, which define the same names in the default pool.
+PROTO := reference_server/oip_grpc
+proto:
+	@test -x build/protoc-venv/bin/python || $(PYTHON) -m venv build/protoc-venv
+	build/protoc-venv/bin/python -m pip install --quiet --disable-pip-version-check grpcio-tools==1.78.2
+	cd $(PROTO) && ../../build/protoc-venv/bin/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. oip_v2.proto
+	sed -i 's/^import oip_v2_pb2 as/from . import oip_v2_pb2 as/' $(PROTO)/oip_v2_pb2_grpc.py
+	sed -i 's/_descriptor_pool.Default().AddSerializedFile/_descriptor_pool.DescriptorPool().AddSerializedFile/' $(PROTO)/oip_v2_pb2.py
