@@ -12,16 +12,17 @@ the event loop is bounded by the body limit and the values it may hold (``json_b
 checking and parsing 8 MiB of JSON takes a few tens of ms, and encoding the largest answer (128
 rows of 384 floats, or an 8 MiB ``id`` echoed) 2 to 11 ms. orjson holds the GIL for both, so a
 thread would not help: the bounds are what keep health checks fast.
+
+With ``--grpc-port``, the same state serves OIP v2 over gRPC too (``grpc_server.py``): the lifespan
+starts it once the batchers run and stops it before they drain.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from functools import partial
+from typing import TYPE_CHECKING
 
 import orjson
 from starlette.applications import Starlette
@@ -33,46 +34,25 @@ from starlette.routing import Route
 
 from . import __version__
 from .admission import EarlyRefusal
-from .batcher import Batcher, Timing
+from .batcher import Batcher
 from .capture import Capture, CaptureMiddleware
 from .config import ServerConfig
 from .disconnect import unless_client_leaves
 from .errors import BadRequest, ClientGone, NotFound, PayloadTooLarge, RequestError, UnsupportedMediaType
+from .inference import Guard, check_row_limit, max_values, prepare, run, server_timing
+from .inference import infer as infer_tensors
 from .json_body import parse_json
 from .memory import MemoryReleaser, ReleaseMemoryMiddleware
 from .metrics import Metrics
-from .models import Prepared, ServedModel, load_model
+from .models import ServedModel, load_model
 from .protocol import HEADER_LENGTH, encode_infer_response, json_type, parse_infer_request
+from .state import ServerState
 
-T = TypeVar("T")
+if TYPE_CHECKING:  # grpc is imported only by a server that serves it
+    from .grpc_server import GrpcEndpoint
+
 _ACCEPTED_MEDIA = ("application/json", "application/octet-stream")
-# A JSON body may hold this many values a row (--max-rows) before it is refused unparsed: a real
-# request holds 1 (text) or 8 (fraud features); 128 rows give 131,072, parsed in about 15 ms.
-VALUES_PER_ROW = 1024
-# Bodies above this are prepared on a worker thread; below it, tokenising takes at most about 10 ms
-# (0.8 us a character for the slowest text measured), less than is worth a thread hop per request.
-OFFLOAD_BYTES = 16 * 1024
-
-
-@dataclass
-class ServerState:
-    config: ServerConfig
-    models: dict[str, ServedModel]
-    batchers: dict[str, Batcher]
-    metrics: Metrics
-    ready: bool = False
-
-    def model(self, name: str, version: str | None = None) -> ServedModel:
-        model = self.models.get(name)
-        if model is None:
-            raise NotFound(f"unknown model '{name}'; this server serves: {', '.join(sorted(self.models))}")
-        if version is not None and version != model.version:
-            raise NotFound(f"model '{name}' has no version '{version}'; it serves version '{model.version}'")
-        return model
-
-
-def server_timing(timing: Timing) -> str:
-    return f"queue;dur={timing.queue_ms:.3f}, infer;dur={timing.infer_ms:.3f}, batch;desc={timing.batch_rows}"
+GRACEFUL_SHUTDOWN_S = 30  # how long requests in flight may take to finish once SIGTERM came, REST's and gRPC's
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -108,57 +88,22 @@ def check_content_type(request: Request) -> None:
     )
 
 
-def _max_values(state: ServerState) -> int:
-    return state.config.max_rows * VALUES_PER_ROW
-
-
-def _check_row_limit(state: ServerState, rows: int) -> None:
-    """Called on the rows a request declares, before any work per row."""
-    if rows > state.config.max_rows:
-        raise BadRequest(
-            f"the request has {rows} rows; this server accepts at most {state.config.max_rows} per request"
-        )
-
-
-async def _prepare(body_bytes: int, prepare: Callable[[T], Prepared], argument: T) -> Prepared:
-    """``prepare(argument)``, on a worker thread when the body is big enough for that to take a while."""
-    if body_bytes > OFFLOAD_BYTES:
-        prepared = await asyncio.to_thread(prepare, argument)
-    else:
-        prepared = prepare(argument)
-    if not prepared.rows:
-        raise BadRequest("the request has no rows to infer")
-    return prepared
-
-
-async def _infer(state: ServerState, model: ServedModel, prepared: Prepared, request: Request):
-    _check_row_limit(state, len(prepared.rows))
-    return await unless_client_leaves(request.receive, _queued(state, model, prepared))
-
-
-async def _queued(state: ServerState, model: ServedModel, prepared: Prepared):
-    if state.config.inject_delay_ms:
-        await asyncio.sleep(state.config.inject_delay_ms / 1000)
-    return await state.batchers[model.name].submit(prepared)
-
-
 async def infer(request: Request) -> Response:
     state: ServerState = request.app.state.server
     model = state.model(request.path_params["name"], request.path_params.get("version"))
     with state.metrics.observe(model.name, "infer"):
         check_content_type(request)
         body = await read_body(request, state.config.max_body_bytes)
-        parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH), _max_values(state))
-        known = {spec.name for spec in model.outputs}
-        unknown = [name for name in parsed.requested_outputs if name not in known]
-        if unknown:
-            raise BadRequest(f"requested output(s) {unknown} do not exist; outputs: {sorted(known)}")
-        _check_row_limit(state, max(tensor.rows for tensor in parsed.inputs.values()))
-        prepared = await _prepare(len(body), model.prepare, parsed.inputs)
-        outputs, timing = await _infer(state, model, prepared, request)
+        parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH), max_values(state.config))
+        outputs, timing = await infer_tensors(state, model, parsed, len(body), _until_client_leaves(request))
         content, headers = encode_infer_response(model.name, model.version, parsed, outputs)
         headers["Server-Timing"] = server_timing(timing)
         return Response(content, headers=headers)
+
+
+def _until_client_leaves(request: Request) -> Guard:
+    """uvicorn does not cancel a handler whose client has gone: race the queued work against the disconnect."""
+    return partial(unless_client_leaves, request.receive)
 
 
 async def embeddings(request: Request) -> Response:
@@ -166,15 +111,15 @@ async def embeddings(request: Request) -> Response:
     state: ServerState = request.app.state.server
     check_content_type(request)
     raw = await read_body(request, state.config.max_body_bytes)
-    doc = parse_json(raw, _max_values(state))
+    doc = parse_json(raw, max_values(state.config))
     if not isinstance(doc, dict):
         raise BadRequest("request body must be a JSON object")
     model = _embedding_model(state, doc.get("model"))
     with state.metrics.observe(model.name, "embeddings"):
         texts = _embedding_input(state, doc.get("input"))
         fmt = _embedding_options(model, doc)
-        prepared = await _prepare(len(raw), model.prepare_texts, texts)  # type: ignore[attr-defined]
-        outputs, timing = await _infer(state, model, prepared, request)
+        prepared = await prepare(len(raw), model.prepare_texts, texts)  # type: ignore[attr-defined]
+        outputs, timing = await run(state, model, prepared, _until_client_leaves(request))
         vectors = outputs["embedding"]
         data = [
             {
@@ -215,7 +160,7 @@ def _embedding_input(state: ServerState, texts: object) -> list[str]:
     if isinstance(texts, str):
         texts = [texts]
     if isinstance(texts, list):
-        _check_row_limit(state, len(texts))
+        check_row_limit(state.config, len(texts))
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise BadRequest("'input' must be a string or a list of strings (token-id input is not supported)")
     return texts
@@ -328,7 +273,7 @@ def _routes() -> list[Route]:
 
 def create_app(config: ServerConfig) -> Starlette:
     """Open the capture file, load the configured models (errors surface here, before any port is
-    bound) and build the app."""
+    bound), bind gRPC's port if the config has one, and build the app."""
     capture = Capture(config.capture, config.capture_sample, config.max_body_bytes) if config.capture else None
     models = {
         name: load_model(config.models_dir, name, config.variant, config.session, config.long_text)
@@ -337,6 +282,7 @@ def create_app(config: ServerConfig) -> Starlette:
     metrics_ = Metrics({name: model.version for name, model in models.items()})
     state = ServerState(config, models, {}, metrics_)
     memory = MemoryReleaser()
+    grpc = _grpc_endpoint(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -348,9 +294,13 @@ def create_app(config: ServerConfig) -> Starlette:
         if capture:
             capture.start()
         memory.start()
+        if grpc:
+            await grpc.start()
         state.ready = True
         yield
         state.ready = False
+        if grpc:  # serve.py began this stop when HTTP's began; it ends before the queues drain
+            await grpc.stop(GRACEFUL_SHUTDOWN_S)
         await memory.stop()
         try:
             for batcher in state.batchers.values():
@@ -374,7 +324,20 @@ def create_app(config: ServerConfig) -> Starlette:
         },
     )
     app.state.server = state
+    app.state.grpc = grpc
     return app
+
+
+def _grpc_endpoint(state: ServerState) -> GrpcEndpoint | None:
+    """The gRPC endpoint, bound now (a port in use fails before HTTP binds), when ``--grpc-port`` asks for one.
+
+    grpc is imported only then: a REST-only server never loads it.
+    """
+    if state.config.grpc_port is None:
+        return None
+    from .grpc_server import GrpcEndpoint
+
+    return GrpcEndpoint(state)
 
 
 __all__ = ["create_app", "ServerState"]

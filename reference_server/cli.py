@@ -22,6 +22,16 @@ def _cpus(text: str) -> tuple[int, ...]:
     return cpus
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, got {value}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -90,13 +100,22 @@ def _add_serve_parser(sub: argparse._SubParsersAction, common: argparse.Argument
     serve.add_argument("--variant", choices=VARIANTS, default="fp32")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
     serve.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
+    serve.add_argument(
+        "--grpc-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve OIP v2 over gRPC too, on this port of the same host (0: any free port; default: REST only)",
+    )
     serve.add_argument("--threads", type=_positive, default=1, help="ONNX Runtime intra-op threads (default 1)")
     serve.add_argument("--spin", action="store_true", help="let ORT threads spin while idle (lower latency, more CPU)")
     _add_batching_options(serve)
     _add_limit_options(serve)
     serve.add_argument("--cpus", type=_cpus, default=None, help="pin the server to these cores, e.g. 0 or 0,1")
     _add_capture_options(serve)
-    serve.add_argument("--ready-file", type=Path, default=None, help="write {url, pid} here once serving")
+    serve.add_argument(
+        "--ready-file", type=Path, default=None, help="write {url, pid} (and grpc, with --grpc-port) here once serving"
+    )
     serve.add_argument("--log-level", default="warning")
     serve.add_argument("--access-log", action="store_true")
 
@@ -199,6 +218,7 @@ def _server_config(args: argparse.Namespace, models_dir: Path) -> ServerConfig:
         variant=args.variant,
         host=args.host,
         port=args.port,
+        grpc_port=args.grpc_port,
         session=SessionSettings(intra_op_threads=args.threads, spin=args.spin),
         batching=BatchingConfig(
             enabled=not args.no_batching,

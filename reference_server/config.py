@@ -27,6 +27,7 @@ class ServerConfig:
     variant: str = "fp32"
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int | None = None  # OIP v2 over gRPC on this port too (0: a free one); None: REST only
     session: SessionSettings = SessionSettings()
     batching: BatchingConfig = BatchingConfig()
     max_body_bytes: int = 8 * 1024 * 1024

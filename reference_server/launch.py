@@ -2,7 +2,8 @@
 
 The child binds port 0 (the kernel picks a free port) and writes its URL to a ready file once it
 accepts requests; the parent waits for that file. Used by the tests, the benchmark, ``selftest``
-and the load harness when no target URL is given.
+and the load harness when no target URL is given. Asked for gRPC (``--grpc-port``, any port), it
+binds a free port for that too, and the ready file names it (``RunningServer.grpc_target``).
 
 The server goes with its parent, whatever ends it: Ctrl-C or SIGTERM while it starts or stops
 kills it and removes its work directory, and on Linux the kernel sends it SIGTERM when the parent
@@ -37,6 +38,7 @@ class RunningServer:
     url: str
     process: subprocess.Popen
     log_path: Path
+    grpc_target: str | None = None  # "127.0.0.1:PORT" when it serves gRPC too
     _final_log: str | None = None
 
     @property
@@ -75,7 +77,10 @@ class RunningServer:
 
 
 def start_server(args: Sequence[str], timeout: float = 60.0, env: dict[str, str] | None = None) -> RunningServer:
-    """Run ``reference-server serve ARGS --port 0`` and return once it answers requests."""
+    """Run ``reference-server serve ARGS --port 0`` and return once it answers requests.
+
+    ARGS holding ``--grpc-port`` (any port) serve gRPC too, on a free port: ``--grpc-port 0`` is added.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="reference-server-"))
     ready_file, log_path = workdir / "ready.json", workdir / "server.log"
     command = [
@@ -86,6 +91,7 @@ def start_server(args: Sequence[str], timeout: float = 60.0, env: dict[str, str]
         *args,
         "--port",
         "0",
+        *(["--grpc-port", "0"] if wants_grpc(args) else []),
         "--ready-file",
         str(ready_file),
     ]
@@ -99,14 +105,18 @@ def start_server(args: Sequence[str], timeout: float = 60.0, env: dict[str, str]
         )
     try:
         _wait_ready(process, ready_file, log_path, timeout)
-        url = json.loads(ready_file.read_text())["url"]
+        ready = json.loads(ready_file.read_text())
     except BaseException:  # not ready, or Ctrl-C / SIGTERM while it started: no server and no directory left
         if process.poll() is None:
             process.kill()
             process.wait()
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    return RunningServer(url, process, log_path)
+    return RunningServer(ready["url"], process, log_path, ready.get("grpc"))
+
+
+def wants_grpc(args: Sequence[str]) -> bool:
+    return any(arg == "--grpc-port" or arg.startswith("--grpc-port=") for arg in args)
 
 
 def _wait_ready(process: subprocess.Popen, ready_file: Path, log_path: Path, timeout: float) -> None:

@@ -10,6 +10,10 @@ Every field of a message is type-checked, so a malformed body is a ``BadRequest`
 tensors and of dimensions is bounded, and a tensor's data is read only when a model asks for it
 (``texts``, ``array``), never past the element count its shape declares, so the caller can check
 the declared rows against its limit before any per-element work.
+
+The tensor types and the checks on a tensor's header (datatype, shape, counts) are the protocol's,
+not REST's: ``grpc_protocol.py`` makes the same ``InputTensor`` from a protobuf with the same
+checks, so both protocols give one verdict for one request.
 """
 
 from __future__ import annotations
@@ -208,10 +212,29 @@ def _flag(parameters: dict, key: str, what: str) -> bool:
     return value is True
 
 
-def _parse_shape(name: str, shape: object) -> tuple[int, ...]:
+def parse_shape(name: str, shape: object) -> tuple[int, ...]:
+    """An input's shape: a list of at most ``MAX_DIMS`` non-negative integers (REST and gRPC alike)."""
     if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(type(d) is int and d >= 0 for d in shape):
         raise BadRequest(f"input '{name}' needs 'shape', a list of at most {MAX_DIMS} non-negative integers")
     return tuple(shape)
+
+
+def check_datatype(name: str, datatype: object) -> str:
+    """An input's datatype: BYTES or a numeric type of ``DTYPES`` (REST and gRPC alike)."""
+    if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in DTYPES):
+        shown = repr(datatype) if isinstance(datatype, str) else json_type(datatype)
+        raise BadRequest(f"input '{name}' has unknown datatype {shown}; known: BYTES, {', '.join(DTYPES)}")
+    return datatype
+
+
+def check_input_count(count: int) -> None:
+    if count > MAX_TENSORS:
+        raise BadRequest(f"request has {count} inputs; this server accepts at most {MAX_TENSORS}")
+
+
+def check_output_count(count: int) -> None:
+    if count > MAX_TENSORS:
+        raise BadRequest(f"request asks for {count} outputs; this server accepts at most {MAX_TENSORS}")
 
 
 def _parse_input(raw: object, index: int, binary: memoryview, offset: int) -> tuple[InputTensor, int]:
@@ -220,11 +243,8 @@ def _parse_input(raw: object, index: int, binary: memoryview, offset: int) -> tu
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise BadRequest(f"inputs[{index}] needs a 'name' string")
-    datatype = raw.get("datatype")
-    if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in DTYPES):
-        shown = repr(datatype) if isinstance(datatype, str) else json_type(datatype)
-        raise BadRequest(f"input '{name}' has unknown datatype {shown}; known: BYTES, {', '.join(DTYPES)}")
-    shape = _parse_shape(name, raw.get("shape"))
+    datatype = check_datatype(name, raw.get("datatype"))
+    shape = parse_shape(name, raw.get("shape"))
     parameters = _object(raw.get("parameters"), f"input '{name}' field 'parameters'")
     size = parameters.get("binary_data_size")
     if size is not None:
@@ -262,15 +282,12 @@ def parse_infer_request(body: bytes, header_length: str | None = None, max_value
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise BadRequest("request needs 'inputs', a non-empty list of tensors")
-    if len(raw_inputs) > MAX_TENSORS:
-        raise BadRequest(f"request has {len(raw_inputs)} inputs; this server accepts at most {MAX_TENSORS}")
+    check_input_count(len(raw_inputs))
     inputs: dict[str, InputTensor] = {}
     offset = 0
     for index, raw in enumerate(raw_inputs):
         tensor, offset = _parse_input(raw, index, binary, offset)
-        if tensor.name in inputs:
-            raise BadRequest(f"input '{tensor.name}' appears twice")
-        inputs[tensor.name] = tensor
+        add_input(inputs, tensor)
     if offset != len(binary):
         raise BadRequest(f"{len(binary) - offset} bytes of binary data were sent but no input claims them")
     request_id = doc.get("id")
@@ -282,13 +299,18 @@ def parse_infer_request(body: bytes, header_length: str | None = None, max_value
     return InferRequest(inputs, request_id, requested, binary_outputs, binary_by_default)
 
 
+def add_input(inputs: dict[str, InputTensor], tensor: InputTensor) -> None:
+    if tensor.name in inputs:
+        raise BadRequest(f"input '{tensor.name}' appears twice")
+    inputs[tensor.name] = tensor
+
+
 def _parse_outputs(raw: object) -> tuple[tuple[str, ...], frozenset[str]]:
     if raw is None:
         return (), frozenset()
     if not isinstance(raw, list):
         raise BadRequest(f"'outputs' must be a list, got {json_type(raw)}")
-    if len(raw) > MAX_TENSORS:
-        raise BadRequest(f"request asks for {len(raw)} outputs; this server accepts at most {MAX_TENSORS}")
+    check_output_count(len(raw))
     names, binary = [], set()
     for index, item in enumerate(raw):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):

@@ -1,9 +1,11 @@
 """Run the app under uvicorn: pin the process first, then load models, bind, and serve until SIGTERM.
 
 uvicorn's own shutdown lets in-flight requests finish on SIGTERM; the app's lifespan then drains
-the batch queues. A request's headers must arrive within the header timeout (``--header-timeout``,
-5 s) and 64 KiB (``header_limits.py``), and an idle keep-alive
-connection is closed after uvicorn's ``timeout_keep_alive`` (5 s).
+the batch queues. gRPC (``--grpc-port``) stops taking calls at the moment HTTP stops taking
+connections, and its calls in flight finish too, before the queues drain. A request's headers
+must arrive within the header timeout (``--header-timeout``, 5 s) and 64 KiB
+(``header_limits.py``), and an idle keep-alive connection is closed after uvicorn's
+``timeout_keep_alive`` (5 s).
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ import asyncio
 import json
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import uvicorn
 
-from .app import create_app
+from .app import GRACEFUL_SHUTDOWN_S, create_app
 from .capture import loose_mode
 from .config import ServerConfig
 from .header_limits import header_limits_protocol
+
+if TYPE_CHECKING:  # grpc is imported only by a server that serves it
+    from .grpc_server import GrpcEndpoint
 
 
 def pin_to_cpus(cpus: tuple[int, ...]) -> None:
@@ -27,10 +33,27 @@ def pin_to_cpus(cpus: tuple[int, ...]) -> None:
     psutil.Process().cpu_affinity(list(cpus))
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, which begins gRPC's graceful stop when it begins its own (the lifespan waits for both)."""
+
+    def __init__(self, config: uvicorn.Config, grpc: GrpcEndpoint | None) -> None:
+        super().__init__(config)
+        self.grpc = grpc
+
+    async def shutdown(self, sockets=None) -> None:
+        stopping = asyncio.ensure_future(self.grpc.stop(GRACEFUL_SHUTDOWN_S)) if self.grpc else None
+        try:
+            await super().shutdown(sockets)
+        finally:
+            if stopping:
+                await stopping
+
+
 async def _serve(config: ServerConfig, ready_file: Path | None, log_level: str, access_log: bool) -> None:
     protocol = header_limits_protocol(config.header_timeout_s)
     app = create_app(config)
-    server = uvicorn.Server(
+    grpc: GrpcEndpoint | None = app.state.grpc
+    server = _Server(
         uvicorn.Config(
             app,
             host=config.host,
@@ -38,9 +61,10 @@ async def _serve(config: ServerConfig, ready_file: Path | None, log_level: str, 
             http=protocol,
             log_level=log_level,
             access_log=access_log,
-            timeout_graceful_shutdown=30,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             lifespan="on",
-        )
+        ),
+        grpc,
     )
     # uvicorn re-raises the signal it caught once shutdown is done; a no-op handler underneath turns
     # a graceful SIGTERM into exit status 0 rather than death by signal.
@@ -60,9 +84,11 @@ async def _serve(config: ServerConfig, ready_file: Path | None, log_level: str, 
         if batching.enabled
         else "no batching"
     )
+    over_grpc = f", OIP v2 over gRPC on {grpc.target}" if grpc else ""
     print(
         f"serving {', '.join(config.models)} ({config.variant}) on {url}: OIP v2 under /v2, "
-        f"OpenAI under /v1, metrics at /metrics; {config.session.intra_op_threads} intra-op thread(s), {batch}",
+        f"OpenAI under /v1, metrics at /metrics{over_grpc}; {config.session.intra_op_threads} intra-op thread(s), "
+        f"{batch}",
         flush=True,
     )
     if config.capture:
@@ -76,7 +102,8 @@ async def _serve(config: ServerConfig, ready_file: Path | None, log_level: str, 
             )
     if ready_file:
         tmp = ready_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"url": url, "pid": psutil.Process().pid}))
+        ready = {"url": url, "pid": psutil.Process().pid, **({"grpc": grpc.target} if grpc else {})}
+        tmp.write_text(json.dumps(ready))
         tmp.rename(ready_file)  # atomic: a reader never sees half a file
     await serving
 

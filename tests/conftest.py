@@ -31,12 +31,14 @@ def reference_embeddings() -> tuple[list[str], np.ndarray]:
 
 @pytest.fixture(scope="session")
 def server(models_dir):
-    """minilm and fraud, fp32, default settings but no queue time limit: the server most tests talk to.
+    """minilm and fraud, fp32, default settings but no queue time limit, OIP v2 over gRPC too: the server most
+    tests talk to (``server.grpc_target`` is its gRPC address).
 
     Tests' bursts (24 long texts at once, a Locust run past capacity) queue on it as they always did,
     rather than be partly answered 503 (tests/test_server_queue.py tests the limit on servers of its own).
     """
     args = ["--models-dir", str(models_dir), "--model", "minilm", "--model", "fraud", "--max-queue-time", "0"]
+    args += ["--grpc-port", "0"]
     with running_server(args) as running:
         yield running
 

@@ -41,6 +41,7 @@ class ServerSettings:
     batching: bool = True
     cpus: tuple[int, ...] = ()
     inject_delay_ms: float = 0.0  # a deliberately slowed server: for checking that comparisons and gates catch it
+    grpc_port: int | None = None  # serve OIP v2 over gRPC too; the embedded server takes a free port whatever it says
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ class Profile:
             args += ["--cpus", ",".join(map(str, s.cpus))]
         if s.inject_delay_ms:
             args += ["--inject-delay-ms", str(s.inject_delay_ms)]
+        if s.grpc_port is not None:
+            args += ["--grpc-port", str(s.grpc_port)]
         return args
 
 
@@ -121,6 +124,9 @@ def load_profile(name_or_path: str) -> Profile:
     if missing:  # else the server's child fails on its affinity, with a traceback for a message
         usable = ", ".join(map(str, sorted(usable_cpus())))
         raise server.error("cpus", f"core {missing[0]} is not one this machine lets us use (these are: {usable})")
+    grpc_port = server.get("grpc_port", int, None)
+    if grpc_port is not None and not 0 <= grpc_port <= 65535:
+        raise server.error("grpc_port", f"must be a port from 0 to 65535, got {grpc_port}")
     profile = Profile(
         name=top.get("name", str, path.stem),
         source=str(path),
@@ -135,6 +141,7 @@ def load_profile(name_or_path: str) -> Profile:
             batching=server.get("batching", bool, True),
             cpus=tuple(cpus),
             inject_delay_ms=server.number("inject_delay_ms", 0.0, minimum=0),
+            grpc_port=grpc_port,
         ),
         hardware=_hardware(top.table("hardware")) if "hardware" in top.data else None,
         price=_price(top.table("price")) if "price" in top.data else None,
