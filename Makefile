@@ -17,8 +17,28 @@ $(MODELS): $(STAMP)
 
 models: $(MODELS)
 
+# Third-party model servers the tests aim at (tests/targets.py), each in a virtualenv of its own under
+# .venv-targets/, never in .venv: MLServer 1.7.1 pins fastapi < 0.116 (so starlette 0.46), which cannot
+# share a venv with the starlette 1.x the reference server runs on, and KServe brings 30-odd packages
+# (a Kubernetes client among them) the harness has no use for. The pins are in the stamps' names, so a
+# new pin installs again. MLServer 1.7.1 needs Python 3.9 to 3.12: set TARGET_PYTHON where python3 is newer.
+TARGET_PYTHON ?= $(PYTHON)
+TARGETS := .venv-targets
+MLSERVER := $(TARGETS)/mlserver/.installed-mlserver-1.7.1
+KSERVE := $(TARGETS)/kserve/.installed-kserve-0.21.0
+
+$(MLSERVER):
+	@test -x $(@D)/bin/python || $(TARGET_PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install --quiet --disable-pip-version-check mlserver==1.7.1 mlserver-sklearn==1.7.1
+	@touch $@
+
+$(KSERVE):
+	@test -x $(@D)/bin/python || $(TARGET_PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install --quiet --disable-pip-version-check kserve==0.21.0
+	@touch $@
+
 # Every test, slow ones included; the ten slowest are listed so the suite's time stays in view.
-test: $(MODELS)
+test: $(MODELS) $(MLSERVER) $(KSERVE)
 	$(BIN)/python -m pytest -q --durations=10
 
 # The headline job, 11 to 17 minutes on 2 cores: capacity of MiniLM fp32 and int8 under a latency SLO
@@ -49,7 +69,7 @@ bench: $(MODELS)
 	$(BIN)/python benchmarks/sustained_open_load.py
 
 clean:
-	rm -rf $(VENV) models build *.egg-info
+	rm -rf $(VENV) $(TARGETS) models build *.egg-info
 
 # The OIP v2 gRPC modules, from reference_server/oip_grpc/oip_v2.proto. grpcio-tools 1.78.2 makes
 # protobuf 6.31 code (which protobuf 6 and 7 both run); it is kept out of the venv because newer

@@ -1,4 +1,4 @@
-"""Shared fixtures: the built models and real reference servers on free loopback ports."""
+"""Shared fixtures: the built models, real reference servers, MLServer and KServe on free loopback ports."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from reference_server.build import build_models
 from reference_server.config import default_models_dir
 from reference_server.launch import running_server
+from tests.targets import TargetUnavailable, running_kserve, running_mlserver
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -47,3 +48,23 @@ def server(models_dir):
 def client(server):
     with httpx.Client(base_url=server.url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def mlserver(tmp_path_factory):
+    """MLServer 1.7.1 serving a scikit-learn `fraud` classifier (tests/targets.py); skipped only without its venv."""
+    try:
+        with running_mlserver(tmp_path_factory.mktemp("mlserver")) as running:
+            yield running
+    except TargetUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def kserve_server(tmp_path_factory):
+    """KServe 0.21's model server with our `fraud` model (tests/targets.py); skipped only without its venv."""
+    try:
+        with running_kserve(tmp_path_factory.mktemp("kserve")) as running:
+            yield running
+    except TargetUnavailable as exc:
+        pytest.skip(str(exc))

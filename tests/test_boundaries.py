@@ -37,6 +37,7 @@ PURE_MATHS = (
     "loadtest.gates.thresholds",
     "loadtest.messy.kinds",
     "loadtest.replay.describe",
+    "loadtest.results.server_split",
 )
 # Free of the engine and the server, though they may draw (matplotlib is imported only to draw).
 PURE = (

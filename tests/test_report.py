@@ -45,6 +45,9 @@ def test_every_run_writes_both_reports(run_dir):
     md = (run_dir / "report.md").read_text()
     assert "| class | ok |" in md and "### Gates" in md and "p99 < 5s" in md
     assert "### Sample sufficiency" in md
+    # where the server's split came from, found on its own /metrics with no metrics key in the scenario
+    assert "server split, per request, from the Server-Timing header" in md
+    assert "cross-check, the reference server's /metrics (1 s means)" in md and "### Server split" in md
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ def test_open_load_counts_add_up_and_agree_with_locust(server, tmp_path):
     path = scenario(
         tmp_path,
         'shape = { kind = "constant", value = 100 }\nduration = "3s"\narrivals = "uniform"',
-        f'url = "{server.url}"\n{FRAUD}',
+        f'url = "{server.url}"\nmetrics = "{server.url}/metrics"\n{FRAUD}',
         FEATURES,
     )
     summary = run_ok(path, tmp_path / "out")
@@ -32,6 +32,12 @@ def test_open_load_counts_add_up_and_agree_with_locust(server, tmp_path):
     assert summary["run"]["locust_requests"] == a["ok"] + a["errors"] + a["timeouts"]
     server_timing = summary["latency_ms"]["server_compute"]["all"]
     assert server_timing["count"] == 300 and server_timing["p50"] < summary["latency_ms"]["service"]["all"]["p50"]
+    # The server's own split, scraped each second, covers the same 300 requests and agrees with Server-Timing's
+    # within the tolerance docs/results.md justifies: 0.002 ms + 1% of the header's mean.
+    split, scraped = summary["server_split"], summary["server_split"]["cross_check"]
+    assert (split["source"], scraped["source"], scraped["requests"]) == ("server-timing", "metrics:reference", 300)
+    for part in ("queue_ms", "compute_ms"):
+        assert abs(scraped[part]["mean"] - split[part]["mean"]) <= 0.002 + 0.01 * split[part]["mean"], part
     timeline = pd.read_csv(tmp_path / "out" / "timeline.csv")
     assert timeline["sent"].sum() == 300 and timeline["scheduled"].sum() == 300
     assert (timeline["target"] == 100).all()
@@ -93,6 +99,8 @@ def test_arrivals_beyond_the_in_flight_cap_are_dropped_and_counted(tmp_path):
     assert a["scheduled"] == 40 and a["balanced"]
     assert a["dropped"] > 20 and a["ok"] == 40 - a["dropped"]
     assert summary["run"]["locust_requests"] == a["ok"]
+    # neither Server-Timing nor a known server's /metrics: no split, no scrape, as before there were either
+    assert "server_split" not in summary and not (tmp_path / "out" / "server_split.csv").exists()
 
 
 @pytest.mark.slow

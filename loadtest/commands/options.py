@@ -73,6 +73,15 @@ def count_or_zero(text: str) -> int:
     return _typed(lambda t: int(check_number(_int(t))), text)
 
 
+def metrics_page(text: str) -> str | bool:
+    """``--metrics``: a Prometheus page's URL, or ``off`` for none (the scenario's ``[target] metrics``)."""
+    if text.lower() in ("off", "false", "none"):
+        return False
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"expected a URL starting with http:// or https://, or off; got {text!r}")
+    return text
+
+
 def results_dir(text: str) -> Path:
     """A directory the results can go in: not a file, and made (or there) where this user may write."""
     return _typed(lambda t: _writable(Path(t), "directory"), text)

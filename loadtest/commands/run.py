@@ -23,6 +23,7 @@ from loadtest.commands.options import (
     add_load_generator_options,
     add_target_options,
     count,
+    metrics_page,
     positive_duration,
     rate,
     run_fields,
@@ -213,6 +214,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="the server process to sample (default: the embedded one, or the target's port)",
     )
     parser.add_argument(
+        "--metrics",
+        type=metrics_page,
+        metavar="URL",
+        help="the target's Prometheus page, scraped each second for its own queue and compute split "
+        "(e.g. Triton's http://127.0.0.1:8002/metrics), or off; default: the scenario's [target] metrics",
+    )
+    parser.add_argument(
         "--messy",
         type=share,
         metavar="SHARE",
@@ -251,6 +259,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
         messy_share=args.messy,
         messy_baseline=args.messy_baseline,
         web_port=_web_port(args),
+        metrics=args.metrics,
     )
     outcome = run(options, console)
     return outcome.exit_code(options.gates.strict)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from loadtest.config.tomlconf import Table, read_toml
 from loadtest.errors import ConfigError
@@ -20,7 +21,7 @@ from loadtest.traffic import shapes
 from loadtest.traffic.arrivals import PROCESSES
 from loadtest.traffic.lines import MAX_LINE_BYTES
 from loadtest.traffic.payloads import PayloadClass
-from loadtest.traffic.protocols import PROTOCOLS
+from loadtest.traffic.protocols import GRPC, PROTOCOLS
 from loadtest.traffic.shapes import Shape
 from loadtest.units import parse_share
 
@@ -50,6 +51,9 @@ class Target:
     path: str = ""
     template: str = ""
     validate: bool = True  # parse every successful body: a 200 with garbage in it is an error (invalid_body)
+    # The server's Prometheus page, scraped each second for its own queue/compute split: a URL, False for none,
+    # True for /metrics on a loopback target's host and port when it holds a known server's series.
+    metrics: str | bool = True
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ class Scenario:
         only_class: str | None = None,
         replay: bool = False,
         messy_share: float | None = None,
+        metrics: str | bool | None = None,
     ) -> Scenario:
         """The scenario with CLI overrides applied: a constant rate or user count, a new duration, one class.
 
@@ -149,6 +154,8 @@ class Scenario:
             target = replace(target, url=url)
         if profile is not None:
             target = replace(target, profile=profile, url=None)
+        if metrics is not None:
+            target = replace(target, metrics=metrics)
         payload = self.payload if only_class is None else replace(self.payload, only_class=only_class)
         messy = self.messy if messy_share is None else replace(self.messy, share=messy_share)
         return replace(self, load=load, target=target, payload=payload, messy=messy)
@@ -156,22 +163,57 @@ class Scenario:
 
 def _target(t: Table) -> Target:
     url = t.get("url", str)
-    if url is not None and not url.startswith(("http://", "https://")):
-        raise t.error("url", f"must start with http:// or https://, got {url!r}")
+    protocol = t.choice("protocol", PROTOCOLS, Target.protocol)
+    if url is not None and (problem := url_problem(url, protocol)) is not None:
+        raise t.error("url", problem)
     target = Target(
         url=url or None,
         profile=t.get("profile", str, Target.profile),
-        protocol=t.choice("protocol", PROTOCOLS, Target.protocol),
+        protocol=protocol,
         model=t.get("model", str, Target.model),
         input_name=t.get("input_name", str, Target.input_name),
         path=t.get("path", str, ""),
         template=t.get("template", str, ""),
         validate=t.get("validate", bool, True),
+        metrics=_metrics(t),
     )
     if target.template and '"{{text}}"' not in target.template:
         raise t.error("template", 'must contain "{{text}}" (with its quotes) where the input goes')
+    if protocol == GRPC and (target.path or target.template):
+        raise t.error("path" if target.path else "template", f"does not apply to {GRPC}: it calls ModelInfer")
     t.done()
     return target
+
+
+def url_problem(url: str, protocol: str) -> str | None:
+    """Why ``url`` cannot be the target of ``protocol``, or None: ``grpc://host:port`` for gRPC, else http(s)://.
+
+    gRPC is plaintext only (no TLS, as every target is on loopback unless ``--allow-remote``).
+    """
+    if protocol != GRPC:
+        if url.startswith(("http://", "https://")):
+            return None
+        if url.startswith(("grpc://", "grpcs://")):
+            return f'{url!r} is a gRPC address; it takes protocol = "{GRPC}"'
+        return f"must start with http:// or https://, got {url!r}"
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme == "grpcs":
+        return f"{url!r} asks for TLS; {GRPC} speaks plaintext gRPC only: grpc://host:port"
+    if parts.scheme != "grpc" or not parts.hostname or port is None or parts.path not in ("", "/"):
+        return f"{GRPC} takes grpc://host:port (plaintext), got {url!r}"
+    return None
+
+
+def _metrics(t: Table) -> str | bool:
+    """``metrics``: a page's URL, ``false`` for none, ``true`` (the default) for the target's own ``/metrics``."""
+    value = t.get("metrics", (str, bool), True)
+    if isinstance(value, str) and not value.startswith(("http://", "https://")):
+        raise t.error("metrics", f"must be a URL starting with http:// or https://, or true or false; got {value!r}")
+    return value
 
 
 def _payload(t: Table, base: Path) -> PayloadSpec:
@@ -307,6 +349,15 @@ def _thresholds(t: Table) -> list[str]:
 def check_payload_fits(scenario: Scenario) -> None:
     if scenario.payload.source == "features" and scenario.target.protocol == "openai-embeddings":
         raise ConfigError(scenario.source, "payload.source", "openai-embeddings takes text, not features")
+    if scenario.payload.source == "jsonl" and scenario.target.protocol == GRPC:
+        raise ConfigError(scenario.source, "payload.source", f"{GRPC} takes text or features, not JSON bodies")
+
+
+def check_target_url(scenario: Scenario, option: str = "--target") -> None:
+    """The target URL fits the protocol, however it was given (a ``--target`` replaces the scenario's ``url``)."""
+    url = scenario.target.url
+    if url is not None and (problem := url_problem(url, scenario.target.protocol)) is not None:
+        raise ConfigError(option, None, problem)
 
 
 def check_generator_load(scenario: Scenario, processes: int, option: str | None = None) -> None:

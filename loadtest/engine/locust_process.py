@@ -131,11 +131,12 @@ def _start_sampler(config: RunConfig, server_pid: int | None, generator_pid: int
     command += ["--generator-pid", str(generator_pid), "--hz", str(hz), "--start-epoch", str(time.time())]
     if server_pid:
         command += ["--server-pid", str(server_pid)]
-    from loadtest.engine.preflight import is_loopback
-    from loadtest.engine.server_metrics import metrics_url
+    from loadtest.engine.server_metrics import scrape_url
 
-    if is_loopback(config.target_url):  # the sampler reads it only if it is there (the reference server's)
-        command += ["--metrics-url", metrics_url(without_userinfo(config.target_url))]  # no password on argv
+    target = config.scenario.target
+    url = scrape_url(config.target_url, target.metrics, allow_remote=True)  # checked before the run (``_check_target``)
+    if url is not None:  # the sampler reads it only if it holds a known server's series
+        command += ["--metrics-url", url, "--model", target.model]
     if pin:
         command += ["--cpus", ",".join(map(str, pin))]  # beside the generator, never on the server's cores
     return subprocess.Popen(

@@ -31,6 +31,7 @@ from loadtest.engine.locust_process import (
 )
 from loadtest.engine.preflight import preflight, reachable
 from loadtest.engine.runconfig import RunConfig, build_payloads, messy_bodies
+from loadtest.engine.server_metrics import scrape_url
 from loadtest.engine.target import embedded_server
 from loadtest.errors import DiskFull, RunError
 from loadtest.replay.redact import redact_url, redact_urls_in
@@ -66,6 +67,7 @@ class RunOptions:
     messy_share: float | None = None  # replace the scenario's [messy] share (0 turns messy traffic off)
     messy_baseline: bool = False  # then run the same schedule without it, for the clean traffic's figures
     web_port: int | None = None  # Locust's web UI on 127.0.0.1 at this port: the user starts each test
+    metrics: str | bool | None = None  # replace the scenario's [target] metrics: a page's URL, or False for none
 
     def overrides(self) -> dict:
         """The scenario's values these options replace (``Scenario.with_overrides``)."""
@@ -78,6 +80,7 @@ class RunOptions:
             "only_class": self.only_class,
             "replay": True if self.replay else None,
             "messy_share": self.messy_share,
+            "metrics": self.metrics,
         }
         return {k: v for k, v in given.items() if v is not None}
 
@@ -244,7 +247,11 @@ def _target(options: RunOptions, scenario: Scenario, console: Console) -> Iterat
 
 
 def _check_target(options: RunOptions, config: RunConfig) -> None:
-    """A replay sends what was captured, so only reachability is checked; a run also checks the protocol."""
+    """A replay sends what was captured, so only reachability is checked; a run also checks the protocol.
+
+    A metrics page the scenario names is held to the target's rule: loopback, unless ``--allow-remote``.
+    """
+    scrape_url(config.target_url, config.scenario.target.metrics, options.allow_remote)
     if options.replay:
         reachable(config.target_url, options.allow_remote)
         return

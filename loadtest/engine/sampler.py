@@ -20,9 +20,14 @@ the windows that were capped (``clamped``), so a cap never hides a fault.
 
 For the server it also records its busiest thread's CPU as a share of one core (a 1-thread model
 server saturates on that thread while its process is at half its cores) and, with ``--metrics-url``,
-the rows its queue holds and the requests in flight, from its Prometheus ``/metrics``
-(``engine.server_metrics``), read once at each window's end: a read costs the sampler about 2 ms
-of CPU, and four a second would double what the sampler costs.
+what its Prometheus page says (``engine.server_metrics``), read once at each window's end: a read
+costs the sampler about 2 ms of CPU, and four a second would double what the sampler costs. From
+the reference server's page, the rows its queue holds and the requests in flight (``resources.csv``);
+from any known server's page (Triton, MLServer, KServe, ours: ``results.server_split``), the
+server's own split of each interval between two reads into queue and compute time per request,
+in ``server_split.csv``. Its counters are cumulative, so a read that fails loses nothing: the next
+interval spans both windows; and the last interval is written however short, since a counter, unlike
+CPU time in 10 ms ticks, is exact over a sliver.
 """
 
 from __future__ import annotations
@@ -42,9 +47,10 @@ from pathlib import Path
 import psutil
 
 from loadtest.engine.process_tree import NO_TREE, Tree, TreeReading
-from loadtest.engine.server_metrics import IN_FLIGHT, QUEUE_ROWS, read_metrics, total
+from loadtest.engine.server_metrics import IN_FLIGHT, QUEUE_ROWS, read_page, total
 from loadtest.errors import LoadTestError, MetricsUnavailable
 from loadtest.results.files import write_error, write_json
+from loadtest.results.server_split import Interval, Page, Series, between, detect, split_columns, split_row
 
 RESOURCE_COLUMNS_FIXED = (
     "second",
@@ -95,29 +101,36 @@ def gpu_reader():
     return read, [n.decode() if isinstance(n, bytes) else n for n in names]
 
 
-def queue_reader(url: str | None) -> tuple[Callable[[], tuple[float, float] | None] | None, str]:
-    """(reader, why-absent): reader() gives (queue rows, requests in flight) from the server's ``/metrics``.
+@dataclass(frozen=True)
+class ServerPage:
+    """The server's Prometheus page, read at each window's end: what it holds, found at its first read."""
 
-    The reader gives None for a read that failed or was too slow; the page must name
-    ``inference_queue_rows`` at the start (the reference server's), or there is no reader.
-    """
-    if not url:
-        return None, "no --metrics-url: the target is not on this machine"
-    try:
-        first = read_metrics(url, METRICS_TIMEOUT_S * 4)
-    except MetricsUnavailable as exc:
-        return None, str(exc)
-    if total(first, QUEUE_ROWS) is None:
-        return None, f"{url} has no {QUEUE_ROWS}"
+    url: str
+    first: Page  # the first read: the split's first interval starts here
+    first_time: float
+    queue: bool  # it has the reference server's queue rows and requests in flight
+    series: Series | None  # the known server it comes from, for the split
 
-    def read() -> tuple[float, float] | None:
+    def read(self) -> Page | None:
+        """The page now; None for a read that failed or was too slow."""
         try:
-            samples = read_metrics(url, METRICS_TIMEOUT_S)
+            return read_page(self.url, METRICS_TIMEOUT_S)
         except MetricsUnavailable:
             return None
-        return total(samples, QUEUE_ROWS) or 0.0, total(samples, IN_FLIGHT) or 0.0  # no gauge yet: none in flight
 
-    return read, url
+
+def server_page(url: str | None) -> tuple[ServerPage | None, str]:
+    """(the page, why-absent): a page is read when it holds the reference server's queue or a known server's series."""
+    if not url:
+        return None, "no metrics page: metrics = false, or a target not on HTTP on this machine ([target] metrics)"
+    try:
+        first = read_page(url, METRICS_TIMEOUT_S * 4)
+    except MetricsUnavailable as exc:
+        return None, str(exc)
+    queue, series = total(first.samples, QUEUE_ROWS) is not None, detect(first)
+    if not queue and series is None:
+        return None, f"{url} has no series of a known server (Triton, MLServer, KServe, the reference server)"
+    return ServerPage(url, first, time.time(), queue, series), url
 
 
 def _loopback() -> tuple[int, int]:
@@ -213,9 +226,12 @@ def _core_cells(before: list, after: list) -> list[float]:
     return busy + steal
 
 
-def _queue_cells(read: tuple[float, float] | None) -> list:
+def _queue_cells(page: Page | None) -> list:
     """The queue rows and requests in flight read at the window's end; empty if the read failed."""
-    return ["", ""] if read is None else [round(read[0], 2), round(read[1], 2)]
+    if page is None:
+        return ["", ""]
+    rows, in_flight = total(page.samples, QUEUE_ROWS) or 0.0, total(page.samples, IN_FLIGHT) or 0.0  # none yet: 0
+    return [round(rows, 2), round(in_flight, 2)]
 
 
 def _gpu_cells(samples: list[list[tuple[float, float, float]]], gpus: int) -> list[float]:
@@ -278,8 +294,62 @@ class Watch:
     generator: Tree | None
     read_gpus: Callable[[], list[tuple[float, float, float]]] | None
     gpus: int
-    read_queue: Callable[[], tuple[float, float] | None] | None
+    page: ServerPage | None
     clamps: Clamps = field(default_factory=Clamps)
+
+    @property
+    def queue(self) -> bool:
+        return self.page is not None and self.page.queue
+
+
+class SplitRecorder:
+    """``server_split.csv``: one row per interval between two reads of a known server's page.
+
+    Its columns are fixed by the first interval with a request in it: a server may declare a model's
+    histogram only once it has served it, so rows before that wait, and their buckets read 0.
+    """
+
+    def __init__(self, path: Path, page: ServerPage, start_epoch: float, model: str | None) -> None:
+        self.series = page.series
+        self.model = model
+        self.start_epoch = start_epoch
+        self.last, self.last_time = page.first, page.first_time
+        self.path = path
+        self.rows: Rows | None = None
+        self.columns: list[str] = []
+        self.waiting: list[tuple[float, float, Interval]] = []  # (start, length, interval) not yet written
+
+    def record(self, page: Page | None, now: float) -> None:
+        """The interval since the last good read; nothing for a failed read (the next interval covers it)."""
+        if page is None or self.series is None:
+            return
+        interval = between(self.series, self.last, page, self.model)
+        if interval is not None:  # None: a count went back, the server restarted; the next interval starts here
+            self.waiting.append((self.last_time - self.start_epoch, now - self.last_time, interval))
+            if self.rows is None and interval.requests > 0:
+                self._open(interval)
+            self._write()
+        self.last, self.last_time = page, now
+
+    def _open(self, interval: Interval) -> None:
+        self.columns = split_columns(interval)
+        self.rows = Rows(self.path)
+        self.rows.write(self.columns)
+
+    def _write(self) -> None:
+        if self.rows is None:
+            return
+        for second, length, interval in self.waiting:
+            cells = dict(zip(split_columns(interval), split_row(second, length, interval), strict=True))
+            self.rows.write([cells.get(column, 0 if "_le_" in column else "") for column in self.columns])
+        self.waiting = []
+
+    def close(self) -> None:
+        if self.rows is None and self.waiting:  # not one request in the whole run: the rows, all of zero
+            self._open(self.waiting[0][2])
+            self._write()
+        if self.rows is not None:
+            self.rows.close()
 
 
 def sample(
@@ -290,18 +360,23 @@ def sample(
     hz: float,
     window: float,
     metrics_url: str | None = None,
+    model: str | None = None,
 ) -> None:
-    """Sample until SIGTERM/SIGINT or until the generator exits; write ``resources.csv`` as it goes."""
+    """Sample until SIGTERM/SIGINT or until the generator exits; write ``resources.csv`` as it goes.
+
+    ``model``: the model whose series the split reads, when the page has it (else every model's).
+    """
     read_gpus, gpu_info = gpu_reader()
-    read_queue, queue_info = queue_reader(metrics_url)
+    page, page_info = server_page(metrics_url)
     watch = Watch(
         Tree(psutil.Process(server_pid), with_threads=True) if server_pid else None,
         Tree(psutil.Process(generator_pid)) if generator_pid else None,
         read_gpus,
         len(gpu_info) if read_gpus else 0,
-        read_queue,
+        page,
     )
     cores = psutil.cpu_count() or 1
+    series = page.series if page is not None else None
     meta = {
         "start_epoch": start_epoch,  # "second" counts from here
         "hz": hz,
@@ -313,18 +388,22 @@ def sample(
         "generator_cores": watch.generator.cores() if watch.generator else None,
         "gpus": gpu_info if read_gpus else [],
         "gpu_absent": None if read_gpus else gpu_info,
-        "server_metrics": queue_info if read_queue else None,
-        "server_metrics_absent": None if read_queue else queue_info,
+        "server_metrics": page_info if page else None,
+        "server_metrics_absent": None if page else page_info,
+        "server_split": series.source if series is not None else None,
         "clamped": {},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.parent / "resources.json", meta)
     rows = Rows(out)
+    split = SplitRecorder(out.with_name("server_split.csv"), page, start_epoch, model) if series else None
     try:
-        rows.write(resource_columns(cores, watch.gpus, read_queue is not None))
-        _write_rows(watch, rows, start_epoch, hz, window)
+        rows.write(resource_columns(cores, watch.gpus, watch.queue))
+        _write_rows(watch, rows, split, start_epoch, hz, window)
     finally:
         rows.close()
+        if split is not None:
+            split.close()
     write_json(out.parent / "resources.json", {**meta, "clamped": watch.clamps.as_dict()})
 
 
@@ -363,7 +442,9 @@ class Rows:
         os.close(self.fd)
 
 
-def _write_rows(watch: Watch, rows: Rows, start_epoch: float, hz: float, window: float) -> None:
+def _write_rows(
+    watch: Watch, rows: Rows, split: SplitRecorder | None, start_epoch: float, hz: float, window: float
+) -> None:
     """One row per window until asked to stop or the generator exits; GPUs are read at ``hz``, the rest per window."""
     stop = _Stop()
     last = read_all(watch.server, watch.generator)
@@ -375,11 +456,14 @@ def _write_rows(watch: Watch, rows: Rows, start_epoch: float, hz: float, window:
         now = time.time()
         if now - last.time < window and not stopping:
             continue
+        page = watch.page.read() if watch.page is not None else None
+        if split is not None:
+            split.record(page, time.time())
         if stopping and now - last.time < window / 2:
             break  # a sliver after Locust has quit: too short for CPU times in 10 ms ticks to mean anything
         current = read_all(watch.server, watch.generator, now)
         row = resource_row(last, current, watch.server, watch.generator, start_epoch, watch.clamps)
-        row += _queue_cells(watch.read_queue()) if watch.read_queue else []
+        row += _queue_cells(page) if watch.queue else []
         rows.write(row + _gpu_cells(gpu_samples, watch.gpus))
         gpu_samples = []
         last = current
@@ -396,13 +480,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hz", type=float, default=4.0, help="samples per second (default 4)")
     parser.add_argument("--window", type=float, default=1.0, help="seconds per written row (default 1)")
     parser.add_argument("--cpus", help="pin the sampler to these cores, e.g. 1")
-    parser.add_argument("--metrics-url", help="the server's Prometheus page, for its queue rows and requests in flight")
+    parser.add_argument("--metrics-url", help="the server's Prometheus page: its queue, and its queue/compute split")
+    parser.add_argument("--model", help="the model whose series the split reads (default: every model's together)")
     args = parser.parse_args(argv)
     if args.cpus:
         os.sched_setaffinity(0, [int(c) for c in args.cpus.split(",")])
     start = args.start_epoch or time.time()
     try:
-        sample(args.out, args.server_pid, args.generator_pid, start, args.hz, args.window, args.metrics_url)
+        sample(args.out, args.server_pid, args.generator_pid, start, args.hz, args.window, args.metrics_url, args.model)
     except psutil.NoSuchProcess as exc:
         print(f"sampler: no process {exc.pid}", file=sys.stderr)
         return 2

@@ -8,12 +8,14 @@ script errors (``data-errors``), so a headless browser can check the page.
 What the HTML holds: response percentiles over time per class; the HDR percentile distribution
 (the log "nines" axis of HdrHistogram's plotter); target against achieved rate; errors, timeouts
 and dropped arrivals over time; CPU, GPU and memory of the server and the generator; a per-class
-table; the Server-Timing breakdown per percentile; sample sufficiency; the saturation lines; gates.
+table; the Server-Timing breakdown per percentile (without the header, the server's own split per second
+from its /metrics) and where the split came from; sample sufficiency; the saturation lines; gates.
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from hdrh.histogram import HdrHistogram
 
 from loadtest.replay.redact import redact_url
 from loadtest.report.kit import COLOURS, PAGE, figure, html_sections, md_sections, no_data, svg
+from loadtest.report.terminal import server_split_line, split_origin
 from loadtest.results.directory import read_histograms, read_table
 from loadtest.results.files import write_atomic
 from loadtest.results.hdr_bulk import value_at_percentile
@@ -33,6 +36,7 @@ from loadtest.results.summary import (
     PASS,
     UNTRUSTED,
     GateResults,
+    ServerSplit,
     Summary,
     read_summary,
     seconds_text,
@@ -49,6 +53,7 @@ class Results:
     resources: pd.DataFrame | None
     histograms: dict[tuple[str, str], HdrHistogram]  # (metric, class)
     intervals: pd.DataFrame  # second, class, p50, p99 (ms), from response.hlog
+    split: pd.DataFrame | None = None  # server_split.csv: the server's own split per second, from its /metrics
 
 
 def load_results(directory: Path) -> Results:
@@ -58,7 +63,13 @@ def load_results(directory: Path) -> Results:
     resources = read_table(directory / "resources.csv")
     start = summary.run.started_epoch or 0.0
     return Results(
-        directory, summary, timeline, resources, read_histograms(directory), interval_percentiles(directory, start)
+        directory,
+        summary,
+        timeline,
+        resources,
+        read_histograms(directory),
+        interval_percentiles(directory, start),
+        read_table(directory / "server_split.csv"),
     )
 
 
@@ -208,7 +219,7 @@ def plot_resources(r: Results) -> str:
 def plot_server_timing(r: Results) -> str:
     rows = server_timing_rows(r.summary)
     if not rows:
-        return no_data("the target sent no Server-Timing header")
+        return plot_scraped_split(r)
     fig, ax = figure(8.0, 2.8)
     labels = [row["percentile"] for row in rows]
     bottom = np.zeros(len(rows))
@@ -223,6 +234,20 @@ def plot_server_timing(r: Results) -> str:
         )
         bottom += values
     ax.set(ylabel="ms (each part at its own percentile)")
+    ax.legend(fontsize=7)
+    return svg(fig)
+
+
+def plot_scraped_split(r: Results) -> str:
+    """Without Server-Timing, the server's own split from its /metrics: mean queue and compute ms, second by second."""
+    split, source = r.split, r.summary.server_split
+    if split is None or split.empty or source is None:
+        return no_data("the target sent no Server-Timing header, and no known server's /metrics was read")
+    fig, ax = figure(8.0, 2.8)
+    for i, (column, label) in enumerate((("server_queue_ms", "queue"), ("server_compute_ms", "compute"))):
+        if split[column].notna().any():
+            ax.plot(split["second"], split[column], color=COLOURS[i], marker=".", label=f"{label} (mean per request)")
+    ax.set(xlabel="second", ylabel=f"ms, from {split_origin(source)}")
     ax.legend(fontsize=7)
     return svg(fig)
 
@@ -275,6 +300,8 @@ def _sections(r: Results) -> dict[str, tuple[list[str], list[list[str]]]]:
                 for t in timing
             ],
         )
+    if s.server_split is not None:
+        tables["Server split: queue and compute per request (ms)"] = split_table(s.server_split)
     if s.sample_sufficiency:
         tables["Sample sufficiency"] = (
             ["class", "percentile", "samples", "needed", "enough"],
@@ -298,6 +325,28 @@ def _sections(r: Results) -> dict[str, tuple[list[str], list[list[str]]]]:
             [[g.name, shown[g.verdict], g.message] for g in s.gates.results],
         )
     return tables
+
+
+SPLIT_HEADER = ["from", "resolution", "requests", "queue mean", "queue p50", "queue p99"]
+SPLIT_HEADER += ["compute mean", "compute p50", "compute p99", "percentiles"]
+
+
+def split_table(split: ServerSplit) -> tuple[list[str], list[list[str]]]:
+    """The split, and the scrape beside a Server-Timing split: each part's mean and percentiles, and their source."""
+
+    def cells(each: ServerSplit, figures: Mapping[str, float | None] | None) -> list[str]:
+        if figures is None:
+            return ["not exposed", "", ""]
+        bound = "" if each.source == "server-timing" else "≤ "  # a bucket's upper edge: the value is at most that
+        shown = ["-" if figures.get(k) is None else f"{figures[k]:.3f}" for k in ("mean", "p50", "p99")]
+        return [shown[0], *(v if v == "-" else bound + v for v in shown[1:])]
+
+    rows = []
+    for each in (split, split.cross_check):
+        if each is not None:
+            row = [split_origin(each), each.resolution, f"{each.requests:,}", *cells(each, each.queue_ms)]
+            rows.append([*row, *cells(each, each.compute_ms), each.percentiles or "none"])
+    return SPLIT_HEADER, rows
 
 
 def gate_headline(gates: GateResults) -> str:
@@ -374,6 +423,9 @@ def _headline(s: Summary) -> list[str]:
     lines += s.saturation.lines if s.saturation is not None else []
     if s.trust is not None and s.trust.trustworthy:
         lines.append(f"trustworthy: the load generator kept up (checked: {s.trust.rules})")
+    split = server_split_line(s)
+    if split is not None:
+        lines.append(split)
     return lines
 
 
@@ -403,7 +455,7 @@ def build_html(r: Results) -> str:
         ("rates", "Target and achieved rate", plot_rates),
         ("failures", "Errors, timeouts and dropped arrivals", plot_failures),
         ("resources", "Server and load generator: CPU, GPU, memory", plot_resources),
-        ("server-timing", "Where the time goes (Server-Timing)", plot_server_timing),
+        ("server-timing", "Where the time goes in the server (Server-Timing, or its /metrics)", plot_server_timing),
     ]
     body = []
     for name, caption, draw in plots:

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from loadtest.analysis.fidelity import fidelity_lines
-from loadtest.results.summary import ALL, CLEAN, MESSY, MESSY_PREFIX, Percentiles, Summary
+from loadtest.results.summary import ALL, CLEAN, MESSY, MESSY_PREFIX, Percentiles, ServerSplit, Summary
 
 ROWS = ("p50", "p90", "p99", "p99.9", "max")
 
@@ -73,6 +73,40 @@ def redirect_line(summary: Summary) -> str | None:
     )
 
 
+SERVER_NAMES = {"triton": "Triton", "mlserver": "MLServer", "kserve": "KServe", "reference": "the reference server"}
+
+
+def split_origin(split: ServerSplit) -> str:
+    """Where a split came from, for a person: the header, or which server's page."""
+    if split.source == "server-timing":
+        return "the Server-Timing header"
+    server = split.source.removeprefix("metrics:")
+    return f"{SERVER_NAMES.get(server, server)}'s /metrics"
+
+
+def _split_figures(split: ServerSplit) -> str:
+    parts = [
+        f"{name} {figures['mean']:.3f} ms"
+        for name, figures in (("queue", split.queue_ms), ("compute", split.compute_ms))
+        if figures is not None and figures.get("mean") is not None
+    ]
+    return f"{', '.join(parts) or 'no time'} mean over {split.requests:,} requests"
+
+
+def server_split_line(summary: Summary) -> str | None:
+    """Where the server's queue/compute split came from, at what resolution, and the scrape beside a header's."""
+    split = summary.server_split
+    if split is None:
+        return None
+    line = f"server split, {split.resolution}, from {split_origin(split)}: {_split_figures(split)}"
+    if split.missing:
+        line += f" ({split.missing})"
+    check = split.cross_check
+    if check is not None:
+        line += f"; cross-check, {split_origin(check)} ({check.resolution}): {_split_figures(check)}"
+    return line
+
+
 def _is_redirect(kind: str) -> bool:
     return kind.startswith("http_3") or kind.startswith("wrong_http_3")
 
@@ -89,6 +123,9 @@ def print_summary(summary: Summary, console: Console) -> None:
         console.print(f"[red bold]{shown}[/]" if line.startswith("RESULTS NOT") else shown, highlight=False)
     if summary.trust is not None and summary.trust.trustworthy:
         console.print("trustworthy: the load generator kept up", highlight=False)
+    split = server_split_line(summary)
+    if split is not None:
+        console.print(split, highlight=False, markup=False)
     if summary.replay is not None:
         for line in fidelity_lines(summary.replay):
             console.print(line, highlight=False, markup=False)

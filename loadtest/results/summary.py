@@ -283,6 +283,42 @@ class SampleCheck:
         }
 
 
+@dataclass(frozen=True)
+class ServerSplit:
+    """Where a request's time in the server went, queue and compute, and where that figure came from.
+
+    ``source`` is ``server-timing`` (the header on every answer: per request, HDR percentiles) or
+    ``metrics:<server>`` (its Prometheus page scraped each second: ``triton``, ``mlserver``, ``kserve``,
+    ``reference``); a Server-Timing split carries the scrape beside it as ``cross_check`` when there is one.
+    """
+
+    source: str
+    resolution: str  # "per request", or "1 s means" for a scrape
+    requests: int  # the requests the figures cover
+    queue_ms: Mapping[str, float | None] | None  # mean, and percentiles where the source has them; None: not exposed
+    compute_ms: Mapping[str, float | None] | None
+    percentiles: str = ""  # how the percentiles were found (HDR, or histogram buckets' upper edges); "": none
+    missing: str = ""  # what the source cannot give
+    cross_check: ServerSplit | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ServerSplit:
+        names = {f.name for f in fields(cls)} - {"cross_check"}
+        check = d.get("cross_check")
+        return cls(
+            **{k: v for k, v in d.items() if k in names},
+            cross_check=cls.from_dict(check) if check is not None else None,
+        )
+
+    def as_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cross_check"}
+        d["queue_ms"] = dict(self.queue_ms) if self.queue_ms is not None else None
+        d["compute_ms"] = dict(self.compute_ms) if self.compute_ms is not None else None
+        if self.cross_check is not None:
+            d["cross_check"] = self.cross_check.as_dict()
+        return d
+
+
 PASS, FAIL, UNTRUSTED = "pass", "fail", "untrusted"
 
 
@@ -340,6 +376,7 @@ class Summary:
     saturation: Saturation | None = None
     trust: Trust | None = None  # whether the latencies are the server's, or partly the generator's own
     resources: Mapping[str, Any] | None = None  # what the sampler watched
+    server_split: ServerSplit | None = None  # the server's queue and compute split, and where it came from
     sample_sufficiency: tuple[SampleCheck, ...] | None = None
     replay: Mapping[str, Any] | None = None  # what the scan found in a capture, and the replay's fidelity
     gates: GateResults | None = None
@@ -388,6 +425,7 @@ class Summary:
             saturation=Saturation(**saturation) if saturation is not None else None,
             trust=Trust.from_dict(d["trust"]) if d.get("trust") is not None else None,
             resources=d.get("resources"),
+            server_split=ServerSplit.from_dict(d["server_split"]) if d.get("server_split") is not None else None,
             sample_sufficiency=tuple(map(SampleCheck.from_dict, sufficiency)) if sufficiency is not None else None,
             replay=d.get("replay"),
             gates=GateResults.from_dict(d["gates"]) if d.get("gates") is not None else None,
@@ -417,6 +455,7 @@ class Summary:
             "saturation": self.saturation.as_dict() if self.saturation is not None else None,
             "trust": self.trust.as_dict() if self.trust is not None else None,
             "resources": dict(self.resources) if self.resources is not None else None,
+            "server_split": self.server_split.as_dict() if self.server_split is not None else None,
             "sample_sufficiency": [c.as_dict() for c in self.sample_sufficiency]
             if self.sample_sufficiency is not None
             else None,
