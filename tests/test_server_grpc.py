@@ -204,7 +204,10 @@ MALFORMED = {
     "an unknown requested output": (_UNKNOWN_OUTPUT, grpc.StatusCode.INVALID_ARGUMENT),
     "an unknown model": (_named(text_request(TEXTS), model_name="bert"), grpc.StatusCode.NOT_FOUND),
     "an unknown version": (_named(text_request(TEXTS), model_version="int4"), grpc.StatusCode.NOT_FOUND),
-    "a message over --max-body-bytes": (text_request(["x" * (8 * 1024 * 1024 + 1024)]), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    "a message over --max-body-bytes": (
+        text_request(["x" * (8 * 1024 * 1024 + 1024)]),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ),
 }
 
 

@@ -10,8 +10,12 @@ identical requests at once, and its verdict is the worse of the two.
 
 Each answer becomes the outcome string the recorder uses ("" a 2xx with a valid body,
 "invalid_body", "http_NNN", "timeout", "connection") and ``messy.verdict`` judges it: correct,
-wrong or defect. Before the kinds, one clean request must succeed: against an endpoint that
-answers 404 to everything (a wrong model name) every ``reject`` kind would look correct.
+wrong or defect. Over gRPC (``oip-v2-grpc``) each request goes on a fresh channel, its status is
+gRPC's (``INVALID_ARGUMENT``; the outcome ``grpc_invalid_argument``, judged as ``engine.grpc_client``
+and ``messy.verdicts`` say), and the kinds that mean nothing over gRPC are listed as skipped, each
+with its reason (``messy.kinds.NOT_OVER_GRPC``). Before the kinds, one clean request must succeed:
+against an endpoint that answers 404 to everything (a wrong model name) every ``reject`` kind would
+look correct.
 
 Exit codes: 0 every kind correct (or only wrong with ``--allow-wrong``); 1 a defect, or a wrong
 verdict without ``--allow-wrong``; 2 a usage or configuration error, an unreachable target, or a
@@ -23,8 +27,9 @@ from __future__ import annotations
 
 import time
 import tomllib
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,19 +41,29 @@ from rich.table import Table
 from rich.text import Text
 
 from loadtest.config.profile import load_profile
-from loadtest.config.scenario import Scenario, check_payload_fits, load_scenario, scenario_from_dict
+from loadtest.config.scenario import Scenario, check_payload_fits, check_target_url, load_scenario, scenario_from_dict
 from loadtest.engine.preflight import check_loopback
 from loadtest.engine.runconfig import request_form
-from loadtest.engine.target import embedded_server
+from loadtest.engine.target import embedded_server, grpc_url
 from loadtest.errors import ConfigError, ExitCode, PreflightError
 from loadtest.gates.thresholds import GateResult, junit_xml
 from loadtest.messy.custom import read_custom
-from loadtest.messy.kinds import CORRECT, DEFECT, KINDS, WRONG, MessyRequest, build, clean_body, kinds_for
+from loadtest.messy.kinds import (
+    CORRECT,
+    DEFECT,
+    KINDS,
+    WRONG,
+    MessyRequest,
+    build,
+    clean_body,
+    kinds_for,
+    skipped_for,
+)
 from loadtest.messy.verdicts import verdict
 from loadtest.replay.redact import redact_url
 from loadtest.results.directory import results_root, run_dir_name
 from loadtest.results.files import write_atomic, write_json
-from loadtest.traffic.protocols import Protocol, make_protocol
+from loadtest.traffic.protocols import GRPC, Protocol, make_protocol
 
 SCHEMA = "loadtest.probe/1"
 DEFAULT_SCENARIO = """name = "probe"
@@ -85,8 +100,8 @@ class ProbeOptions:
 
 @dataclass(frozen=True)
 class Answer:
-    status: int | None  # None: no HTTP answer (a timeout, a broken connection)
-    outcome: str  # as the recorder names it: "", "invalid_body", "http_NNN", "timeout", "connection"
+    status: int | str | None  # the HTTP status (None: no answer), or gRPC's status code by name ("OK", "NOT_FOUND")
+    outcome: str  # as the recorder names it: "", "invalid_body", "http_NNN", "grpc_not_found", "timeout", "connection"
     latency_ms: float  # to the full response, or to the failure
     verdict: str
 
@@ -115,30 +130,34 @@ def probe(options: ProbeOptions, console: Console) -> int:
     if options.target and options.profile:
         raise ConfigError("--profile", None, "starts the embedded server; give it or TARGET, not both")
     scenario = probe_scenario(options.scenario).with_overrides(url=options.target, profile=options.profile)
+    check_target_url(scenario)
     requests = select(scenario, options.kinds)
+    skipped = {} if options.kinds else skipped_for(request_form(scenario))
     t = scenario.target
     protocol = make_protocol(t.protocol, t.model, t.input_name, t.path, t.template, t.validate)
     if t.url is not None:
         check_loopback(t.url, options.allow_remote)
     profile = load_profile(t.profile) if t.url is None else None
-    with embedded_server(profile, console) if profile is not None else nullcontext() as server:
-        url = server.url if server is not None else t.url
+    grpc = t.protocol == GRPC
+    with embedded_server(profile, console, grpc=grpc) if profile is not None else nullcontext() as server:
+        url = t.url if server is None else grpc_url(server) if grpc else server.url
         clean = clean_body(request_form(scenario), np.random.default_rng(scenario.seed))
-        # No keep-alive: each request on a fresh connection, so one kind's broken connection
-        # cannot be blamed on the next; one client, so its setup is not in any latency.
-        with httpx.Client(base_url=url, timeout=options.timeout, limits=httpx.Limits(max_keepalive_connections=0)) as c:
-            check_clean(c, protocol, clean)
+        with sender(url, protocol, options.timeout) as send_one:
+            check_clean(send_one, url, protocol, clean)
             console.print(
                 f"probing {redact_url(url)}{protocol.path}: {len(requests)} kinds, one request each, "
                 f"{options.timeout:g}s timeout",
                 markup=False,
             )
-            probed = [probe_kind(c, protocol, category, request) for category, request in requests]
+            probed = [probe_kind(send_one, category, request) for category, request in requests]
     console.print(probe_table(probed))
+    if skipped:
+        reasons = "; ".join(f"{kind} ({why})" for kind, why in skipped.items())
+        console.print(f"skipped over {t.protocol}, where they mean nothing: {reasons}", markup=False)
     failing = [p for p in probed if p.verdict == DEFECT or (p.verdict == WRONG and not options.allow_wrong)]
     console.print(summary_line(probed), highlight=False)
     profile_name = profile.name if profile is not None else None
-    data = probe_data(probed, url, profile_name, scenario, protocol, options, passed=not failing)
+    data = probe_data(probed, url, profile_name, scenario, protocol, options, passed=not failing, skipped=skipped)
     out_dir = write_probe(options.out or results_root() / run_dir_name("probe"), data)
     if options.junit:
         options.junit.parent.mkdir(parents=True, exist_ok=True)
@@ -173,10 +192,13 @@ def select(scenario: Scenario, names: tuple[str, ...]) -> list[tuple[str, MessyR
     fitting = kinds_for(form)
     custom = read_custom(scenario.messy.custom) if scenario.messy.custom else {}
     known = fitting + list(custom)
+    skipped = skipped_for(form)
     for name in names:
         if name not in known:
             why = (
-                f"{name!r} does not apply to {form.protocol} with {form.source} payloads"
+                f"{name!r} has no meaning over {form.protocol}: {skipped[name]}"
+                if name in skipped
+                else f"{name!r} does not apply to {form.protocol} with {form.source} payloads"
                 if name in KINDS
                 else f"unknown kind {name!r}"
             )
@@ -188,23 +210,38 @@ def select(scenario: Scenario, names: tuple[str, ...]) -> list[tuple[str, MessyR
     ]
 
 
-def check_clean(client: httpx.Client, protocol: Protocol, body: bytes) -> None:
+Sender = Callable[[MessyRequest], Answer]
+
+
+@contextmanager
+def sender(url: str, protocol: Protocol, timeout: float) -> Iterator[Sender]:
+    """What sends one request and judges its answer: over HTTP, or over gRPC on a fresh channel each."""
+    if protocol.name == GRPC:
+        yield lambda request: send_grpc(url, protocol, request, timeout)
+        return
+    # No keep-alive: each request on a fresh connection, so one kind's broken connection
+    # cannot be blamed on the next; one client, so its setup is not in any latency.
+    with httpx.Client(base_url=url, timeout=timeout, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        yield lambda request: send(client, protocol, request)
+
+
+def check_clean(send_one: Sender, url: str, protocol: Protocol, body: bytes) -> None:
     """One clean request must succeed, or the verdicts would mean nothing (a 404 rejects everything)."""
-    answer = send(client, protocol, MessyRequest("clean", "accept", body))
+    answer = send_one(MessyRequest("clean", "accept", body))
     if answer.verdict != CORRECT:
-        where = redact_url(str(client.base_url).rstrip("/")) + protocol.path
+        where = redact_url(url.rstrip("/")) + protocol.path
         raise PreflightError(
             f"a clean {protocol.name} request to {where} got {status_text(answer)}; "
             "the probe needs an endpoint that answers clean requests (check the target, model and protocol)"
         )
 
 
-def probe_kind(client: httpx.Client, protocol: Protocol, category: str, request: MessyRequest) -> Probed:
+def probe_kind(send_one: Sender, category: str, request: MessyRequest) -> Probed:
     if request.twin:  # two connections at once (the client keeps none alive)
         with ThreadPoolExecutor(2) as pool:
-            answers = tuple(pool.map(lambda _: send(client, protocol, request), range(2)))
+            answers = tuple(pool.map(lambda _: send_one(request), range(2)))
     else:
-        answers = (send(client, protocol, request),)
+        answers = (send_one(request),)
     return Probed(request.kind, category, request.expect, answers)
 
 
@@ -229,6 +266,18 @@ def send(client: httpx.Client, protocol: Protocol, request: MessyRequest) -> Ans
     return Answer(status, outcome, round(latency_ms, 2), verdict(request.expect, outcome))
 
 
+def send_grpc(url: str, protocol: Protocol, request: MessyRequest, timeout: float) -> Answer:
+    """The request's exact bytes as one ModelInfer call on a channel of its own; its status, outcome and verdict."""
+    from loadtest.engine import grpc_client
+
+    start = time.perf_counter()
+    with grpc_client.open_channel(url) as channel:
+        answer = grpc_client.call(grpc_client.infer_call(channel, protocol.path), request.body, timeout)
+        latency_ms = (time.perf_counter() - start) * 1000
+    outcome, _, _ = grpc_client.outcome(answer, protocol.valid)
+    return Answer(grpc_client.status_name(answer), outcome, round(latency_ms, 2), verdict(request.expect, outcome))
+
+
 # -- what the probe found -------------------------------------------------------------------------
 
 
@@ -236,8 +285,8 @@ def status_text(answer: Answer) -> str:
     return _status(answer.status, answer.outcome)
 
 
-def _status(status: int | None, outcome: str) -> str:
-    """The status as a person reads it: ``400``, ``200 invalid body``, ``timeout``, ``connection``."""
+def _status(status: int | str | None, outcome: str) -> str:
+    """The status as a person reads it: ``400``, ``200 invalid body``, ``NOT_FOUND``, ``timeout``, ``connection``."""
     if status is None:
         return outcome
     return f"{status} invalid body" if outcome == "invalid_body" else str(status)
@@ -288,8 +337,10 @@ def probe_data(
     protocol: Protocol,
     options: ProbeOptions,
     passed: bool,
+    skipped: dict[str, str] | None = None,
 ) -> dict:
-    """``probe.json``: each kind's outcome and verdict; no request body (a custom kind may hold secrets)."""
+    """``probe.json``: each kind's outcome and verdict, and the kinds the protocol skips and why; no request body
+    (a custom kind may hold secrets)."""
 
     def answer(a: Answer) -> dict:
         return {"status": a.status, "outcome": a.outcome, "latency_ms": a.latency_ms, "verdict": a.verdict}
@@ -318,6 +369,7 @@ def probe_data(
             }
             for p in probed
         ],
+        "skipped": [{"kind": kind, "reason": why} for kind, why in (skipped or {}).items()],
     }
 
 
@@ -344,6 +396,10 @@ def probe_markdown(data: dict) -> str:
         latency = ", ".join(f"{a['latency_ms']:.1f}" for a in k["answers"])
         verdict_cell = f"**{k['verdict']}**" if k["verdict"] != CORRECT else k["verdict"]
         lines.append(f"| {k['kind']} | {k['category']} | {k['expect']} | {status} | {latency} | {verdict_cell} |")
+    skipped = data.get("skipped") or []
+    if skipped:
+        lines += ["", f"Skipped over {data['protocol']}, where they mean nothing:", ""]
+        lines += [f"- {s['kind']}: {s['reason']}" for s in skipped]
     return "\n".join(lines) + "\n"
 
 

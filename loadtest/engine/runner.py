@@ -21,7 +21,13 @@ from rich.console import Console
 
 from loadtest.config.gate_options import GateOptions
 from loadtest.config.profile import load_profile
-from loadtest.config.scenario import Scenario, check_generator_load, check_payload_fits, load_scenario
+from loadtest.config.scenario import (
+    Scenario,
+    check_generator_load,
+    check_payload_fits,
+    check_target_url,
+    load_scenario,
+)
 from loadtest.engine.locust_process import (
     check_web_port,
     generator_cpus,
@@ -32,14 +38,15 @@ from loadtest.engine.locust_process import (
 from loadtest.engine.preflight import preflight, reachable
 from loadtest.engine.runconfig import RunConfig, build_payloads, messy_bodies
 from loadtest.engine.server_metrics import scrape_url
-from loadtest.engine.target import embedded_server
-from loadtest.errors import DiskFull, RunError
+from loadtest.engine.target import embedded_server, grpc_url
+from loadtest.errors import ConfigError, DiskFull, RunError
 from loadtest.replay.redact import redact_url, redact_urls_in
 from loadtest.replay.schedule import ReplaySpec
 from loadtest.results.directory import results_root, run_dir_name
 from loadtest.results.files import remove_temporaries, write_atomic, write_error, write_json
 from loadtest.results.summary import Summary, read_summary, summary_path
 from loadtest.stop_signals import held
+from loadtest.traffic.protocols import GRPC
 from reference_server.launch import RunningServer
 
 PROGRESS = ".progress.json"  # Locust's progress, for the console; removed when the run ends
@@ -100,12 +107,16 @@ class Target:
     server_pid: int | None = None
     generator_cpus: list[int] | None = None
     meta: dict = field(default_factory=dict)
+    metrics: str | None = None  # the embedded server's /metrics where the URL cannot say it (a gRPC target)
 
 
 def run_scenario(options: RunOptions) -> Scenario:
     """The scenario with the options' overrides, checked: a bad payload or messy kind is one message, before a run."""
     scenario = load_scenario(options.scenario).with_overrides(**options.overrides())
+    check_target_url(scenario)
     check_payload_fits(scenario)
+    if options.replay is not None and scenario.target.protocol == GRPC:
+        raise ConfigError(str(options.scenario), "target.protocol", f"a capture replays HTTP requests, not {GRPC}")
     if options.replay is None:  # a replay's rate is its capture's, checked after the scan
         option = "--rate" if options.rate is not None else "--users" if options.users is not None else None
         check_generator_load(scenario, options.processes, option)
@@ -149,13 +160,16 @@ def _measure_on(
     while_starting: Callable[[], None] | None,
     on_test: Callable[[Path], None],
 ) -> Measured:
+    overrides = options.overrides()
+    if target.metrics is not None and scenario.target.metrics is True:  # the default, which a gRPC URL cannot give
+        overrides["metrics"] = target.metrics
     config = RunConfig(
         scenario_toml=Path(scenario.source).read_text(),
         scenario_source=str(scenario.source),
         target_url=target.url,
         out_dir=out_dir.resolve(),
         progress_file=(out_dir / PROGRESS).resolve(),
-        overrides=options.overrides(),
+        overrides=overrides,
         meta=target.meta,
         replay=options.replay,
     )
@@ -239,11 +253,19 @@ def _target(options: RunOptions, scenario: Scenario, console: Console) -> Iterat
         },
         "target": {"embedded": True},
     }
+    grpc = scenario.target.protocol == GRPC  # served beside REST, whose /metrics the sampler reads
     if options.server is not None:
-        yield Target(options.server.url, options.server.pid, pin, meta)
+        yield _embedded(options.server, grpc, pin, meta)
         return
-    with embedded_server(profile, console) as server:
-        yield Target(server.url, server.pid, pin, meta)
+    with embedded_server(profile, console, grpc=grpc) as server:
+        yield _embedded(server, grpc, pin, meta)
+
+
+def _embedded(server: RunningServer, grpc: bool, pin: list[int] | None, meta: dict) -> Target:
+    """The embedded server as the target: its REST URL, or its gRPC one with REST's ``/metrics`` beside it."""
+    if not grpc:
+        return Target(server.url, server.pid, pin, meta)
+    return Target(grpc_url(server), server.pid, pin, meta, metrics=server.url + "/metrics")
 
 
 def _check_target(options: RunOptions, config: RunConfig) -> None:

@@ -18,6 +18,10 @@ master forwards to every worker in its spawn message, so workers on other hosts 
 The target URL in it has its password redacted (it is on a command line); the users send to the
 real one, from the environment (``TARGET_URL_ENV``).
 
+The wire is a transport's (``engine.transports``): HTTP through the user's ``FastHttpSession``, or OIP
+v2 over gRPC (``oip-v2-grpc``) on one channel per process. Everything else here, the schedule,
+lateness, the accounting and the messy verdicts, is the same for both.
+
 Redirects are not followed: a 3xx is the target's answer, recorded under its status (``http_307``),
 as wrk2 and perf_analyzer do. Following one would send load to a host the preflight never checked
 (the loopback guard), and time two requests as one.
@@ -41,7 +45,6 @@ import gc
 import itertools
 import json
 import os
-import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -51,13 +54,14 @@ import gevent
 from gevent.lock import BoundedSemaphore, Semaphore
 from gevent.pool import Group
 from locust import LoadTestShape, events, runners, task
-from locust.contrib.fasthttp import FastHttpUser, LocustBadStatusCode
+from locust.contrib.fasthttp import FastHttpUser
 from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, LocalRunner, MasterRunner, WorkerRunner
 
 from loadtest.engine.collector import Collector, quick_percentiles
 from loadtest.engine.measurements import write_results
-from loadtest.engine.recorder import OK, TIMEOUT, Recorder
+from loadtest.engine.recorder import OK, Recorder
 from loadtest.engine.runconfig import TARGET_URL_ENV, RunConfig, build_messy, build_payloads, build_replay
+from loadtest.engine.transports import Transport, transport_for
 from loadtest.messy.kinds import CLASS_PREFIX, CORRECT, WRONG, MessyRequest
 from loadtest.messy.picks import MessyPool
 from loadtest.messy.verdicts import verdict
@@ -67,10 +71,8 @@ from loadtest.results.files import write_atomic
 from loadtest.results.summary import ALL
 from loadtest.traffic.arrivals import arrival_times, partition
 from loadtest.traffic.payloads import Payload
-from loadtest.traffic.protocols import unchecked
 
 runners.WORKER_REPORT_INTERVAL = 1.0  # deltas every second, so the master's progress is current
-HEADERS = {"Content-Type": "application/json"}
 LATE_SLEEP = 0.002  # below this much time left, stop sleeping coarsely and re-check the clock
 SILENT_S = 3.0  # a worker silent this much longer than the others at the end is lost (Locust's HEARTBEAT_LIVENESS)
 
@@ -102,6 +104,7 @@ class RunState:
     _payloads: tuple | None = None
     _target: list[int] | None = None  # a replay's intended sends per second, read once
     _messy: object = None  # the messy pool, built once per process; False when the scenario has none
+    transports: dict = field(default_factory=dict)  # what this process's users share: the gRPC channel
 
     def next_test(self) -> None:
         """Web UI: clear what the test just written leaves behind, so the next one starts as the first did.
@@ -167,27 +170,6 @@ def run_state(environment) -> RunState:
     return _STATE
 
 
-def classify(response, valid) -> tuple[str, str | None]:
-    """(kind, Server-Timing header): kind is OK, TIMEOUT or the error's kind; the header only on success."""
-    error = getattr(response, "error", None)
-    if isinstance(error, LocustBadStatusCode):  # a real answer with a status Locust calls bad: judged by its status
-        error = None
-    if error is not None:
-        while getattr(error, "original", None) is not None:  # geventhttpclient wraps the cause (RetriesExceeded)
-            error = error.original
-        if isinstance(error, socket.timeout | TimeoutError | gevent.Timeout):
-            return TIMEOUT, None
-        if isinstance(error, ConnectionError | socket.gaierror):
-            return "connection", None
-        return type(error).__name__, None
-    status = response.status_code
-    if not 200 <= status < 300:
-        return f"http_{status}", None
-    if not valid(response.content or b""):
-        return "invalid_body", None
-    return OK, response.headers.get("server-timing")
-
-
 def messy_payload(request: MessyRequest) -> Payload:
     return Payload(
         CLASS_PREFIX + request.kind,
@@ -198,14 +180,14 @@ def messy_payload(request: MessyRequest) -> Payload:
     )
 
 
-def judge_answer(recorder: Recorder, payload: Payload, intended: float, kind: str, response) -> str:
+def judge_answer(recorder: Recorder, payload: Payload, intended: float, kind: str, answer: str) -> str:
     """A messy request's answer judged against its kind's expectation; the kind the recorder gets back.
 
-    A correct answer (a 4xx for garbage, a 200 for edge-case text) is a success of its class, so its
-    latency is recorded and it never counts as an error of the run; a wrong one is an error named
-    ``wrong_<answer>``; a defect keeps its own kind (http_500, timeout, connection).
+    A correct answer (a 4xx or a gRPC refusal for garbage, a 200 for edge-case text) is a success of its
+    class, so its latency is recorded and it never counts as an error of the run; a wrong one is an error
+    named ``wrong_<answer>`` (``answer``: ``http_200``, ``grpc_ok``...); a defect keeps its own kind
+    (http_500, grpc_internal, timeout, connection).
     """
-    answer = f"http_{response.status_code}" if kind == OK and response is not None else kind
     found = verdict(payload.expect, kind)
     recorder.judged(payload.cls, intended, f"{found}:{payload.expect}:{answer}")
     if found == CORRECT:
@@ -241,6 +223,9 @@ class ScenarioUser(FastHttpUser):
         super().__init__(environment)
         self.state, self.load = state, load
         self.protocol, self.payloads = state.payloads()
+        self.transport: Transport = transport_for(
+            self.protocol, self.client, state.transports, self.host, load.timeout, environment.events
+        )
 
     def wait_time(self) -> float:
         if self.state.done or (self.load.model == "open" and self.state.scheduling):
@@ -267,21 +252,15 @@ class ScenarioUser(FastHttpUser):
             recorder.sent(payload.cls, intended, actual)
             # geventhttpclient's timeout is per socket operation; this guard bounds the whole request,
             # so every request ends within a known time and the drain at the end always completes.
-            response = None
-            path = payload.path or self.protocol.path
-            headers = HEADERS if payload.headers is None else payload.headers  # a replayed request has its own
+            answer = None
             with gevent.Timeout(2 * timeout + 1, False):
-                response = self.client.request(
-                    payload.method, path, data=payload.body, headers=headers, name=payload.cls
-                )
+                answer = self.transport.send(payload)
             done = time.perf_counter()
         finally:
             connections.release()
-        # A replayed request to another path than the protocol's (metadata, say) has no body to check.
-        valid = self.protocol.valid if path == self.protocol.path else unchecked
-        kind, timing = (TIMEOUT, None) if response is None else classify(response, valid)
+        kind, timing, named = self.transport.outcome(payload, answer)
         if payload.expect is not None:
-            kind = judge_answer(recorder, payload, intended, kind, response)
+            kind = judge_answer(recorder, payload, intended, kind, named)
         recorder.completed(payload.cls, intended, actual, done, kind, timing)
 
     def run_schedule(self) -> None:
@@ -325,12 +304,11 @@ class ScenarioUser(FastHttpUser):
         recorder = self.state.recorder
         actual = time.perf_counter()
         recorder.sent_closed(payload.cls, actual)
-        headers = HEADERS if payload.headers is None else payload.headers
-        response = self.client.request("POST", self.protocol.path, data=payload.body, headers=headers, name=payload.cls)
+        answer = self.transport.send(payload)  # closed load is never a replay: the protocol's method and path
         done = time.perf_counter()
-        kind, timing = classify(response, self.protocol.valid)
+        kind, timing, named = self.transport.outcome(payload, answer)
         if payload.expect is not None:
-            kind = judge_answer(recorder, payload, actual, kind, response)
+            kind = judge_answer(recorder, payload, actual, kind, named)
         recorder.completed(payload.cls, actual, actual, done, kind, timing)
 
 

@@ -9,6 +9,12 @@ features), with what a sound endpoint should answer:
 - ``accept``: a 200 with a valid answer (edge-case text a text model must handle);
 - ``either``: both are sound (a huge batch, text past the token limit); the answer is recorded.
 
+Over gRPC (``oip-v2-grpc``) a refusal is a gRPC status of the client-error class (INVALID_ARGUMENT,
+NOT_FOUND, RESOURCE_EXHAUSTED...: ``verdicts``) instead of a 4xx. Kinds about JSON or HTTP headers
+have no meaning there and are skipped, each with its reason (``NOT_OVER_GRPC``); two kinds exist for
+gRPC alone (``not_protobuf``, ``unknown_model``), and two expect differently over it
+(``GRPC_EXPECT``: FP32 and BYTES tensors on the wire hold NaN and any bytes, which JSON cannot).
+
 This module names the kinds and builds their bodies. Pure: bodies are bytes built from a seed,
 the same seed gives the same bytes, and nothing here touches a network. Beside it: ``custom``
 reads a user's own kinds, ``picks`` chooses which arrivals are messy, ``verdicts`` judges answers.
@@ -22,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from loadtest.traffic import grpc_messages as wire
+from loadtest.traffic.grpc_messages import Tensor
 from loadtest.traffic.payloads import WORDS
 
 REJECT, ACCEPT, EITHER = "reject", "accept", "either"
@@ -68,39 +76,55 @@ class RequestForm:
     oversized_bytes: int = DEFAULT_OVERSIZED
 
 
-OIP, OPENAI, JSON = "oip-v2", "openai-embeddings", "http-json"
+OIP, OPENAI, JSON, GRPC = "oip-v2", "openai-embeddings", "http-json", "oip-v2-grpc"
 _ALL_P = frozenset({OIP, OPENAI, JSON})
+_ANY = frozenset({OIP, OPENAI, JSON, GRPC})
+_OIP_BOTH = frozenset({OIP, GRPC})
 _TEXT, _FEATURES = frozenset({"text"}), frozenset({"features"})
 
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
-        Kind("invalid_json", "structure", REJECT, "a body that is not JSON (single quotes)"),
-        Kind("truncated_body", "structure", REJECT, "a valid body cut off part-way"),
+        Kind("invalid_json", "structure", REJECT, "a body that is not JSON (single quotes)", _ALL_P),
+        Kind("truncated_body", "structure", REJECT, "a valid body cut off part-way", _ANY),
         Kind("wrong_content_type", "structure", REJECT, "a valid body sent as text/plain", frozenset({OIP, OPENAI})),
-        Kind("missing_input", "schema", REJECT, "no input at all"),
-        Kind("extra_input", "schema", REJECT, "an input tensor the model does not have", frozenset({OIP})),
-        Kind("unknown_field", "schema", EITHER, "an extra top-level field", frozenset({OPENAI, JSON})),
-        Kind("wrong_datatype", "schema", REJECT, "numbers where text goes, or text where numbers go"),
-        Kind("shape_mismatch", "schema", REJECT, "a shape that does not match the data", frozenset({OIP})),
-        Kind("null_value", "schema", REJECT, "null where the input goes"),
-        Kind("nested_value", "schema", REJECT, "a nested list or object where a value goes"),
-        Kind("negative_values", "range", EITHER, "large negative features", sources=_FEATURES),
-        Kind("huge_values", "range", EITHER, "features of 1e300, past float32", sources=_FEATURES),
-        Kind("nan_infinity", "range", REJECT, "NaN and Infinity, which JSON does not allow", sources=_FEATURES),
-        Kind("empty_string", "text", ACCEPT, "an empty text", sources=_TEXT),
-        Kind("one_character", "text", ACCEPT, "a text of one character", sources=_TEXT),
-        Kind("whitespace_only", "text", ACCEPT, "spaces, tabs and newlines only", sources=_TEXT),
-        Kind("beyond_token_limit", "text", EITHER, "about 5,000 tokens: truncate or refuse", sources=_TEXT),
-        Kind("large_batch", "text", EITHER, "256 texts in one request", frozenset({OIP, OPENAI}), _TEXT),
-        Kind("mixed_scripts", "text", ACCEPT, "CJK, Arabic and Devanagari in one text", sources=_TEXT),
-        Kind("emoji", "text", ACCEPT, "emoji, skin tones and joiners", sources=_TEXT),
-        Kind("control_characters", "text", ACCEPT, "NUL, BEL, ESC and other control characters", sources=_TEXT),
-        Kind("invalid_utf8", "text", REJECT, "bytes that are not UTF-8 inside a JSON string", sources=_TEXT),
-        Kind("duplicate", "duplicate", ACCEPT, "a clean request sent twice at once"),
-        Kind("oversized", "size", REJECT, "a body past the size limit (oversized_bytes)"),
+        Kind("missing_input", "schema", REJECT, "no input at all", _ANY),
+        Kind("extra_input", "schema", REJECT, "an input tensor the model does not have", _OIP_BOTH),
+        Kind("unknown_field", "schema", EITHER, "an extra top-level field", frozenset({OPENAI, JSON, GRPC})),
+        Kind("wrong_datatype", "schema", REJECT, "numbers where text goes, or text where numbers go", _ANY),
+        Kind("shape_mismatch", "schema", REJECT, "a shape that does not match the data", _OIP_BOTH),
+        Kind("null_value", "schema", REJECT, "null where the input goes", _ALL_P),
+        Kind("nested_value", "schema", REJECT, "a nested list or object where a value goes", _ALL_P),
+        Kind("negative_values", "range", EITHER, "large negative features", _ANY, _FEATURES),
+        Kind("huge_values", "range", EITHER, "features of 1e300, past float32", _ALL_P, _FEATURES),
+        Kind("nan_infinity", "range", REJECT, "NaN and Infinity, which JSON does not allow", _ANY, _FEATURES),
+        Kind("empty_string", "text", ACCEPT, "an empty text", _ANY, _TEXT),
+        Kind("one_character", "text", ACCEPT, "a text of one character", _ANY, _TEXT),
+        Kind("whitespace_only", "text", ACCEPT, "spaces, tabs and newlines only", _ANY, _TEXT),
+        Kind("beyond_token_limit", "text", EITHER, "about 5,000 tokens: truncate or refuse", _ANY, _TEXT),
+        Kind("large_batch", "text", EITHER, "256 texts in one request", frozenset({OIP, OPENAI, GRPC}), _TEXT),
+        Kind("mixed_scripts", "text", ACCEPT, "CJK, Arabic and Devanagari in one text", _ANY, _TEXT),
+        Kind("emoji", "text", ACCEPT, "emoji, skin tones and joiners", _ANY, _TEXT),
+        Kind("control_characters", "text", ACCEPT, "NUL, BEL, ESC and other control characters", _ANY, _TEXT),
+        Kind("invalid_utf8", "text", REJECT, "bytes that are not UTF-8 inside a JSON string", _ANY, _TEXT),
+        Kind("duplicate", "duplicate", ACCEPT, "a clean request sent twice at once", _ANY),
+        Kind("oversized", "size", REJECT, "a body past the size limit (oversized_bytes)", _ANY),
+        # gRPC's alone, and last: a kind's bodies are seeded by its place in this table
+        Kind("not_protobuf", "structure", REJECT, "bytes that are not a protobuf message", frozenset({GRPC})),
+        Kind("unknown_model", "schema", REJECT, "a model the server does not serve", frozenset({GRPC})),
     )
 }
+# Kinds that mean nothing over gRPC, and why: what ``loadtest probe`` says it skipped.
+NOT_OVER_GRPC = {
+    "invalid_json": "gRPC carries protobuf, not JSON; not_protobuf sends bytes that are not a message",
+    "wrong_content_type": "grpcio sets gRPC's content type itself",
+    "null_value": "protobuf has no null",
+    "nested_value": "protobuf tensors are flat lists of one type",
+    "huge_values": "FP32 on the wire cannot hold 1e300; nan_infinity sends Infinity",
+}
+# What a sound server answers over gRPC where it differs: FP32 holds NaN and Infinity, and a BYTES
+# element holds any bytes (a server may decode it leniently or refuse it).
+GRPC_EXPECT = {"nan_infinity": EITHER, "invalid_utf8": EITHER}
 SCRIPTS = ("日本語のテキストです", "مرحبا بالعالم", "नमस्ते दुनिया", "中文文本", "한국어 텍스트", "Ελληνικά", "עברית")
 EMOJI = ("🚀", "🔥", "👍🏽", "👩‍💻", "🇯🇵", "😀", "🧪", "❤️")
 CONTROL = ("\x00", "\x07", "\x1b[31m", "\x08", "\x0c", "\x7f", "\u200b", "\u202e")
@@ -110,6 +134,19 @@ def kinds_for(form: RequestForm) -> list[str]:
     """The kinds that make sense for this protocol and payload, in the order of ``KINDS``."""
     source = "text" if form.source == "jsonl" else form.source
     return [k.name for k in KINDS.values() if form.protocol in k.protocols and source in k.sources]
+
+
+def skipped_for(form: RequestForm) -> dict[str, str]:
+    """The kinds of this payload that the protocol skips, each with the reason (gRPC's ``NOT_OVER_GRPC``)."""
+    if form.protocol != GRPC:
+        return {}
+    source = "text" if form.source == "jsonl" else form.source
+    return {name: why for name, why in NOT_OVER_GRPC.items() if source in KINDS[name].sources}
+
+
+def expectation(kind: str, protocol: str) -> str:
+    """What a sound endpoint answers to ``kind`` over ``protocol``."""
+    return GRPC_EXPECT.get(kind, KINDS[kind].expect) if protocol == GRPC else KINDS[kind].expect
 
 
 # -- building bodies ------------------------------------------------------------------------------
@@ -128,11 +165,18 @@ def _oip(name: str, datatype: str, shape: list[int], data: object) -> dict:
 
 
 def _value_body(form: RequestForm, value: object, datatype: str | None = None, dims: list[int] | None = None) -> bytes:
-    """A body of the scenario's protocol with ``value`` where the input goes (any JSON value)."""
-    if form.protocol == OIP:
+    """A body of the scenario's protocol with ``value`` where the input goes (any JSON value).
+
+    Over gRPC the value is a flat list of texts or numbers, written raw by its own type whatever
+    ``datatype`` the tensor claims (so a wrong datatype is a real mismatch on the wire).
+    """
+    if form.protocol in (OIP, GRPC):
         if datatype is None:
             datatype = "FP32" if form.source == "features" else "BYTES"
         flat = value if isinstance(value, list) else [value]
+        if form.protocol == GRPC:
+            tensor = Tensor(form.input_name, datatype, tuple(dims or [len(flat)]), wire.elements(flat))
+            return wire.infer_request(form.model, [tensor])
         return orjson.dumps(_oip(form.input_name, datatype, dims or [len(flat)], flat))
     if form.protocol == OPENAI:
         return orjson.dumps({"model": form.model, "input": value})
@@ -143,7 +187,7 @@ def _value_body(form: RequestForm, value: object, datatype: str | None = None, d
 def clean_body(form: RequestForm, rng: np.random.Generator) -> bytes:
     if form.source == "features":
         row = _row(rng, form.width)
-        return _value_body(form, row, dims=[1, form.width]) if form.protocol == OIP else _value_body(form, row)
+        return _value_body(form, row, dims=[1, form.width]) if form.protocol in _OIP_BOTH else _value_body(form, row)
     return _value_body(form, _text(rng, int(rng.integers(4, 16))))
 
 
@@ -157,6 +201,8 @@ def _truncated(form: RequestForm, rng) -> bytes:
 
 
 def _missing(form: RequestForm, rng) -> bytes:
+    if form.protocol == GRPC:
+        return wire.infer_request(form.model, [])
     if form.protocol == OIP:
         return orjson.dumps({"inputs": []})
     if form.protocol == OPENAI:
@@ -165,12 +211,24 @@ def _missing(form: RequestForm, rng) -> bytes:
 
 
 def _extra_input(form: RequestForm, rng) -> bytes:
+    if form.protocol == GRPC:
+        return wire.infer_request(
+            form.model, [_clean_tensor(form, rng), Tensor("unexpected_input", "FP32", (1,), wire.fp32_elements([1.0]))]
+        )
     doc = orjson.loads(clean_body(form, rng))
     doc["inputs"].append({"name": "unexpected_input", "datatype": "FP32", "shape": [1], "data": [1.0]})
     return orjson.dumps(doc)
 
 
+def _clean_tensor(form: RequestForm, rng) -> Tensor:
+    if form.source == "features":
+        return Tensor(form.input_name, "FP32", (1, form.width), wire.fp32_elements(_row(rng, form.width)))
+    return Tensor(form.input_name, "BYTES", (1,), wire.bytes_elements([_text(rng, int(rng.integers(4, 16)))]))
+
+
 def _unknown_field(form: RequestForm, rng) -> bytes:
+    if form.protocol == GRPC:  # a field number the message does not define: protobuf parsers skip it
+        return clean_body(form, rng) + wire.length_field(wire.UNKNOWN_FIELD, _text(rng, 3).encode())
     doc = orjson.loads(clean_body(form, rng))
     if not isinstance(doc, dict):
         return orjson.dumps({"unexpected_field": True, "value": doc})
@@ -181,11 +239,11 @@ def _unknown_field(form: RequestForm, rng) -> bytes:
 def _wrong_datatype(form: RequestForm, rng) -> bytes:
     if form.source == "features":
         strings = [_text(rng, 1) for _ in range(form.width)]
-        return (
-            _value_body(form, strings, "FP32", [1, form.width]) if form.protocol == OIP else _value_body(form, strings)
-        )
+        if form.protocol in _OIP_BOTH:
+            return _value_body(form, strings, "FP32", [1, form.width])
+        return _value_body(form, strings)
     numbers = _row(rng, 2)
-    return _value_body(form, numbers, "FP32") if form.protocol == OIP else _value_body(form, numbers)
+    return _value_body(form, numbers, "FP32") if form.protocol in _OIP_BOTH else _value_body(form, numbers)
 
 
 def _shape_mismatch(form: RequestForm, rng) -> bytes:
@@ -207,7 +265,7 @@ def _nested(form: RequestForm, rng) -> bytes:
 
 
 def _features(form: RequestForm, values: list[float]) -> bytes:
-    return _value_body(form, values, dims=[1, form.width]) if form.protocol == OIP else _value_body(form, values)
+    return _value_body(form, values, dims=[1, form.width]) if form.protocol in _OIP_BOTH else _value_body(form, values)
 
 
 def _negative(form: RequestForm, rng) -> bytes:
@@ -219,6 +277,9 @@ def _huge(form: RequestForm, rng) -> bytes:
 
 
 def _nan(form: RequestForm, rng) -> bytes:
+    if form.protocol == GRPC:  # FP32 on the wire holds them as they are
+        values = [float("nan"), float("inf"), float("-inf")] + [float(i + 4) for i in range(form.width - 3)]
+        return _features(form, values[: form.width])
     body = _features(form, [float(i + 1) for i in range(form.width)])
     # orjson writes NaN as null; the literal tokens are what careless producers (Python's json) send.
     return body.replace(b"1.0", b"NaN", 1).replace(b"2.0", b"Infinity", 1).replace(b"3.0", b"-Infinity", 1)
@@ -235,17 +296,31 @@ def _large_batch(form: RequestForm, rng) -> bytes:
 
 def _invalid_utf8(form: RequestForm, rng) -> bytes:
     marker = "INVALIDUTF8MARK"
-    body = _value_body(form, f"{_text(rng, 3)} {marker} {_text(rng, 2)}")
-    bad = bytes(rng.choice([0xFF, 0xFE, 0xC3, 0x80, 0xED], size=4).tolist())
-    return body.replace(marker.encode(), b"bad " + bad + b" bytes")
+    text = f"{_text(rng, 3)} {marker} {_text(rng, 2)}"
+    bad = b"bad " + bytes(rng.choice([0xFF, 0xFE, 0xC3, 0x80, 0xED], size=4).tolist()) + b" bytes"
+    if form.protocol == GRPC:  # the element's length prefix must count the bytes that replace the marker
+        element = text.encode().replace(marker.encode(), bad)
+        return wire.infer_request(form.model, [Tensor(form.input_name, "BYTES", (1,), wire.bytes_elements([element]))])
+    return _value_body(form, text).replace(marker.encode(), bad)
 
 
 def _oversized(form: RequestForm, rng) -> bytes:
     body = clean_body(form, rng)
     pad = max(0, form.oversized_bytes - len(body) + 16)
+    if form.protocol == GRPC:  # padding in a field the message does not define, as "padding" is over JSON
+        return body + wire.length_field(wire.UNKNOWN_FIELD, b"x" * pad)
     if body.startswith(b"{"):
         return b'{"padding": "' + b"x" * pad + b'", ' + body[1:]
     return body + b" " * pad
+
+
+def _not_protobuf(form: RequestForm, rng) -> bytes:
+    # 0x67 opens field 12 with wire type 7, which protobuf does not have: no parser reads past it
+    return b"\x67" + rng.bytes(int(rng.integers(8, 64)))
+
+
+def _unknown_model(form: RequestForm, rng) -> bytes:
+    return wire.infer_request(f"no-such-model-{int(rng.integers(1000, 9999))}", [_clean_tensor(form, rng)])
 
 
 BUILDERS: dict[str, Callable[[RequestForm, np.random.Generator], bytes]] = {
@@ -273,16 +348,17 @@ BUILDERS: dict[str, Callable[[RequestForm, np.random.Generator], bytes]] = {
     "invalid_utf8": _invalid_utf8,
     "duplicate": clean_body,
     "oversized": _oversized,
+    "not_protobuf": _not_protobuf,
+    "unknown_model": _unknown_model,
 }
 
 
 def build(kind: str, form: RequestForm, seed: int, variant: int = 0) -> MessyRequest:
     """One body of one kind: the same (kind, form, seed, variant) gives the same bytes."""
-    spec = KINDS[kind]
     rng = np.random.default_rng([seed, list(KINDS).index(kind), variant])
     body = BUILDERS[kind](form, rng)
     content_type = "text/plain" if kind == "wrong_content_type" else "application/json"
-    return MessyRequest(kind, spec.expect, body, content_type, twin=kind == "duplicate")
+    return MessyRequest(kind, expectation(kind, form.protocol), body, content_type, twin=kind == "duplicate")
 
 
 def build_all(

@@ -2,6 +2,11 @@
 
 Every answer gets one verdict: ``correct`` (as expected), ``wrong`` (a 200 for garbage, a 4xx for
 valid text) or ``defect`` (a 5xx, a reset connection, a timeout: never sound).
+
+A gRPC status (``grpc_invalid_argument``...) is judged as the HTTP status gRPC's own mapping gives it
+(``google/rpc/code.proto``): INVALID_ARGUMENT, FAILED_PRECONDITION and OUT_OF_RANGE are 400s, NOT_FOUND a
+404, RESOURCE_EXHAUSTED a 429 (refusals, with the other 4xx ones); INTERNAL, UNKNOWN, UNAVAILABLE,
+UNIMPLEMENTED and DATA_LOSS are 5xx (defects).
 """
 
 from __future__ import annotations
@@ -9,6 +14,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from loadtest.messy.kinds import ACCEPT, CLASS_PREFIX, CORRECT, DEFECT, KINDS, REJECT, VERDICTS, WRONG
+
+# gRPC status (the recorder's kind without its ``grpc_`` prefix) -> the HTTP status google/rpc/code.proto maps it to.
+GRPC_AS_HTTP = {
+    "cancelled": 499,
+    "unknown": 500,
+    "invalid_argument": 400,
+    "deadline_exceeded": 504,
+    "not_found": 404,
+    "already_exists": 409,
+    "permission_denied": 403,
+    "resource_exhausted": 429,
+    "failed_precondition": 400,
+    "aborted": 409,
+    "out_of_range": 400,
+    "unimplemented": 501,
+    "internal": 500,
+    "unavailable": 503,
+    "data_loss": 500,
+    "unauthenticated": 401,
+}
 
 
 def verdict(expect: str, outcome: str) -> str:
@@ -19,6 +44,8 @@ def verdict(expect: str, outcome: str) -> str:
     """
     if outcome == "":
         return WRONG if expect == REJECT else CORRECT
+    if outcome.startswith("grpc_"):
+        outcome = f"http_{GRPC_AS_HTTP.get(outcome.removeprefix('grpc_'), 500)}"
     if outcome.startswith("http_"):
         status = int(outcome.removeprefix("http_"))
         if status >= 500:

@@ -73,9 +73,10 @@ class Percentiles:
 Latency = Mapping[str, Mapping[str, Percentiles]]  # metric -> class -> figures
 
 
-# Error kinds that are an answer from the target: an HTTP status, a body that failed its check, a messy
-# request's wrong answer. Any other kind (``connection``, an exception's name) means no answer came back.
-ANSWER_KINDS = ("http_", "invalid_body", "wrong_")
+# Error kinds that are an answer from the target: an HTTP status, a gRPC status the server sent, a body that
+# failed its check, a messy request's wrong answer. Any other kind (``connection``, an exception's name) means
+# no answer came back.
+ANSWER_KINDS = ("http_", "grpc_", "invalid_body", "wrong_")
 
 
 def transport_error(kind: str) -> bool:

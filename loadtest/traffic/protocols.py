@@ -2,12 +2,14 @@
 
 - ``oip-v2``: Open Inference Protocol (KServe V2) ``POST /v2/models/{model}/infer``;
 - ``openai-embeddings``: ``POST /v1/embeddings``;
-- ``http-json``: any JSON endpoint, with a body template whose ``"{{text}}"`` is replaced.
+- ``http-json``: any JSON endpoint, with a body template whose ``"{{text}}"`` is replaced;
+- ``oip-v2-grpc``: the Open Inference Protocol over gRPC, ``inference.GRPCInferenceService/ModelInfer``
+  (its ``path`` is the method's); bodies are ModelInferRequest bytes (``grpc_messages``), sent as they are.
 
 A 200 whose body is not what the protocol promises is an error of its own kind
-(``invalid_body``): a server that answers fast with garbage is not fast. The check parses every
-body; a scenario can turn it off (``[target] validate = false``) where parsing large answers
-would cost the load generator too much.
+(``invalid_body``): a server that answers fast with garbage is not fast; over gRPC the body must be
+a ModelInferResponse with outputs. The check parses every body; a scenario can turn it off
+(``[target] validate = false``) where parsing large answers would cost the load generator too much.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from dataclasses import dataclass
 
 import orjson
 
-PROTOCOLS = ("oip-v2", "openai-embeddings", "http-json")
+from loadtest.traffic import grpc_messages
+
+GRPC = "oip-v2-grpc"
+PROTOCOLS = ("oip-v2", "openai-embeddings", "http-json", GRPC)
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,14 @@ def make_protocol(
 
 
 def _make_protocol(name: str, model: str, input_name: str, path: str, template: str) -> Protocol:
+    if name == GRPC:
+        return Protocol(
+            name,
+            grpc_messages.INFER_METHOD,
+            lambda text: grpc_messages.text_request(model, input_name, text),
+            lambda row: grpc_messages.features_request(model, input_name, row),
+            grpc_messages.has_outputs,
+        )
     if name == "oip-v2":
         return Protocol(
             name,

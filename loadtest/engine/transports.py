@@ -1,0 +1,119 @@
+"""How a Locust user sends one request and names its answer: over HTTP, or over gRPC.
+
+``ScenarioUser`` (``engine.users``) owns the schedule, the clock and the recording; a transport owns
+the wire. Each has two steps, so the clock stops between them, before any body is checked:
+
+- ``send(payload)``: the request, to its last byte back (the time-critical part);
+- ``outcome(payload, answer)``: ``(kind, server timing, answer name)``. ``kind`` is the recorder's
+  (OK, TIMEOUT or an error's kind); the server timing is the ``Server-Timing`` header (HTTP) or the
+  ``server-timing`` trailing metadata (gRPC) of a success; the answer name is what a messy request's
+  verdict records (``http_200``, ``grpc_ok``, ``grpc_invalid_argument``...). ``None`` for an answer is
+  a request the user's own guard gave up on: a timeout.
+
+HTTP goes through the user's ``FastHttpSession``, as it always has. gRPC goes through one channel per
+process, shared by its users: HTTP/2 carries every call on that one connection, and the open-load
+``connections`` cap bounds the calls in flight instead. Both feed Locust's own statistics.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Protocol as Interface
+
+import gevent
+from locust.contrib.fasthttp import LocustBadStatusCode
+
+from loadtest.engine.recorder import OK, TIMEOUT
+from loadtest.traffic.payloads import Payload
+from loadtest.traffic.protocols import GRPC, Protocol, unchecked
+
+HEADERS = {"Content-Type": "application/json"}
+Outcome = tuple[str, str | None, str]  # (kind, server timing, answer name)
+
+
+class Transport(Interface):
+    def send(self, payload: Payload) -> object: ...
+
+    def outcome(self, payload: Payload, answer: object | None) -> Outcome: ...
+
+
+def classify(response, valid) -> tuple[str, str | None]:
+    """(kind, Server-Timing header): kind is OK, TIMEOUT or the error's kind; the header only on success."""
+    error = getattr(response, "error", None)
+    if isinstance(error, LocustBadStatusCode):  # a real answer with a status Locust calls bad: judged by its status
+        error = None
+    if error is not None:
+        while getattr(error, "original", None) is not None:  # geventhttpclient wraps the cause (RetriesExceeded)
+            error = error.original
+        if isinstance(error, socket.timeout | TimeoutError | gevent.Timeout):
+            return TIMEOUT, None
+        if isinstance(error, ConnectionError | socket.gaierror):
+            return "connection", None
+        return type(error).__name__, None
+    status = response.status_code
+    if not 200 <= status < 300:
+        return f"http_{status}", None
+    if not valid(response.content or b""):
+        return "invalid_body", None
+    return OK, response.headers.get("server-timing")
+
+
+class HttpTransport:
+    """The protocol's requests through a Locust user's ``FastHttpSession``; a replayed request keeps its own
+    method, path and headers."""
+
+    def __init__(self, client, protocol: Protocol) -> None:
+        self.client, self.protocol = client, protocol
+
+    def send(self, payload: Payload):
+        headers = HEADERS if payload.headers is None else payload.headers
+        path = payload.path or self.protocol.path
+        return self.client.request(payload.method, path, data=payload.body, headers=headers, name=payload.cls)
+
+    def outcome(self, payload: Payload, answer) -> Outcome:
+        if answer is None:
+            return TIMEOUT, None, TIMEOUT
+        # A replayed request to another path than the protocol's (metadata, say) has no body to check.
+        valid = self.protocol.valid if (payload.path or self.protocol.path) == self.protocol.path else unchecked
+        kind, timing = classify(answer, valid)
+        return kind, timing, f"http_{answer.status_code}" if kind == OK else kind
+
+
+class GrpcTransport:
+    """ModelInfer calls on one channel, each with the scenario's timeout as its deadline (``engine.grpc_client``)."""
+
+    def __init__(self, url: str, protocol: Protocol, timeout: float, events) -> None:
+        from loadtest.engine import grpc_client  # imported where gRPC is used: a forking master never loads it
+
+        grpc_client.use_gevent()  # before the first channel
+        self._client = grpc_client
+        self._channel = grpc_client.open_channel(url)
+        self._infer = grpc_client.infer_call(self._channel, protocol.path)
+        self.protocol, self.timeout, self.events = protocol, timeout, events
+
+    def send(self, payload: Payload):
+        started = time.perf_counter()
+        answer = self._client.call(self._infer, payload.body, self.timeout)
+        failed = isinstance(answer, Exception)
+        self.events.request.fire(  # Locust's own statistics, as FastHttpSession's requests feed them
+            request_type="grpc",
+            name=payload.cls,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=0 if failed else len(answer[0] or b""),
+            exception=answer if failed else None,
+            context={},
+        )
+        return answer
+
+    def outcome(self, payload: Payload, answer) -> Outcome:
+        return self._client.outcome(answer, self.protocol.valid)
+
+
+def transport_for(protocol: Protocol, client, shared: dict, url: str, timeout: float, events) -> Transport:
+    """A user's transport: HTTP on its own client; gRPC on the process's one channel, made once into ``shared``."""
+    if protocol.name != GRPC:
+        return HttpTransport(client, protocol)
+    if "grpc" not in shared:
+        shared["grpc"] = GrpcTransport(url, protocol, timeout, events)
+    return shared["grpc"]
