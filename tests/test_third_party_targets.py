@@ -60,6 +60,10 @@ KSERVE_ANSWERS = {
 }
 # Counters of requests the model answered, as each server's /metrics names them.
 MLSERVER_OK_COUNTER = 'model_infer_request_success_total{model="fraud",version="None"}'
+MLSERVER_GRPC_OK_COUNTER = (  # its gRPC server's own count (its model counter's version label is "" over gRPC)
+    'grpc_server_handled_total{grpc_code="OK",grpc_method="ModelInfer",'
+    'grpc_service="inference.GRPCInferenceService",grpc_type="UNARY"}'
+)
 KSERVE_PREDICT_COUNTER = 'request_predict_seconds_count{model_name="fraud"}'
 PREFLIGHT_REQUESTS = 1  # `loadtest run` sends one clean request before the load: the server counts it too
 
@@ -121,6 +125,18 @@ def test_open_load_against_mlserver_balances_and_matches_its_own_count(mlserver,
     assert_balanced_with_hdr(summary, tmp_path / "run")
     expected = before + summary["accounting"]["ok"] + PREFLIGHT_REQUESTS
     assert counted_after(mlserver.metrics_url, MLSERVER_OK_COUNTER, expected) == expected
+
+
+def test_open_load_over_grpc_against_mlserver_balances_and_matches_its_own_count(mlserver, tmp_path):
+    # The same fraud traffic as OIP v2 over gRPC, to MLServer's gRPC port: the harness's transport, not our stubs.
+    load = 'model = "open"\nshape = { kind = "constant", value = 50 }\nduration = "1s"\nwarmup = "0s"\ntimeout = "5s"'
+    target = f'url = "grpc://{mlserver.grpc_target}"\n' + FRAUD.replace('"oip-v2"', '"oip-v2-grpc"')
+    before = counter(mlserver.metrics_url, MLSERVER_GRPC_OK_COUNTER)
+    summary = run_ok(scenario(tmp_path, load, target, FEATURES, name="fraud-grpc"), tmp_path / "run")
+    assert summary["target"]["protocol"] == "oip-v2-grpc", summary["target"]
+    assert_balanced_with_hdr(summary, tmp_path / "run")
+    expected = before + summary["accounting"]["ok"] + PREFLIGHT_REQUESTS
+    assert counted_after(mlserver.metrics_url, MLSERVER_GRPC_OK_COUNTER, expected) == expected
 
 
 def test_capacity_of_mlserver_by_its_url(mlserver, tmp_path):
