@@ -111,3 +111,12 @@ def test_a_per_token_price_becomes_a_per_request_price_for_the_stated_request_si
     path.write_text(path.read_text().replace("tokens_per_request = 15\n", ""))
     with pytest.raises(ConfigError, match="price.tokens_per_request: is required"):
         load_profile(str(path))
+
+
+def test_a_warm_up_override_moves_the_measured_time_and_the_shape_with_it():
+    steady = load_scenario(REPO / "scenarios" / "steady.toml")  # 30 s measured after 3 s of warm-up
+    none = steady.with_overrides(warmup=0)
+    assert (none.load.warmup, none.load.duration, none.load.shape.duration) == (0, 30, 30)
+    longer = steady.with_overrides(warmup=10, duration=5)
+    assert (longer.load.warmup, longer.load.duration, longer.load.shape.duration) == (10, 5, 15)
+    assert steady.with_overrides(warmup=10, replay=True).load.warmup == 0  # a capture's timing has no warm-up

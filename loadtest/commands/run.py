@@ -23,6 +23,7 @@ from loadtest.commands.options import (
     add_load_generator_options,
     add_target_options,
     count,
+    duration,
     metrics_page,
     positive_duration,
     rate,
@@ -207,6 +208,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--users", type=count, help="closed load with this many users, replacing the shape")
     parser.add_argument("--duration", type=positive_duration, help="measured duration, e.g. 30s or 2m")
+    parser.add_argument(
+        "--warmup", type=duration, help="warm-up before the measured duration, e.g. 5s, or 0 for none (replaces [load])"
+    )
     add_load_generator_options(parser, out_default="results/<time>-<scenario>")
     parser.add_argument(
         "--server-pid",
@@ -254,6 +258,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
         rate=args.rate,
         users=args.users,
         duration=args.duration,
+        warmup=args.warmup,
         print_locust_command=args.print_locust_command,
         server_pid=args.server_pid,
         messy_share=args.messy,

@@ -128,6 +128,7 @@ class Scenario:
         users: int | None = None,
         duration: float | None = None,
         url: str | None = None,
+        warmup: float | None = None,
         profile: str | None = None,
         only_class: str | None = None,
         replay: bool = False,
@@ -141,6 +142,8 @@ class Scenario:
         load = self.load
         if replay:
             load = replace(load, model="open", warmup=0.0)
+        if warmup is not None and not replay:  # the warm-up comes before the measured time: the shape moves with it
+            load = replace(load, warmup=warmup, shape=replace(load.shape, duration=load.duration + warmup))
         if duration is not None:
             load = replace(load, duration=duration, shape=replace(load.shape, duration=duration + load.warmup))
         if rate is not None:

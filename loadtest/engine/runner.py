@@ -60,6 +60,7 @@ class RunOptions:
     rate: float | None = None
     users: int | None = None
     duration: float | None = None
+    warmup: float | None = None  # replace the scenario's warm-up (0: none)
     processes: int = 1
     out: Path | None = None
     allow_remote: bool = False
@@ -82,6 +83,7 @@ class RunOptions:
             "rate": self.rate,
             "users": self.users,
             "duration": self.duration,
+            "warmup": self.warmup,
             "url": self.target,
             "profile": self.profile,
             "only_class": self.only_class,
