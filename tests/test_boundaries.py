@@ -2,10 +2,12 @@
 
 Two kinds of check. A pure module (cost maths, shapes, threshold parsing, the render kit...) is
 imported in a fresh interpreter, and what that pulls in is listed: never the load generator
-(Locust, gevent), psutil, the engine, a command or the reference server, and for the maths not
-matplotlib either. And every module's source is parsed, so imports inside functions count too:
-a subpackage imports only its own stage of the pipeline and the stages before it, and no module
-imports another module's ``_private`` name.
+(Locust, gevent), psutil, gRPC, ONNX Runtime, the engine, a command or the reference server (but
+for its gRPC message classes, ``MESSAGE_SCHEMA``), and for the maths not matplotlib either. And
+every module's source is parsed, so imports inside functions count too: a subpackage imports only
+its own stage of the pipeline and the stages before it, only the edges (engine, commands, CLI)
+import the reference server beyond its message classes, and no module imports another module's
+``_private`` name.
 """
 
 from __future__ import annotations
@@ -21,7 +23,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "loadtest"
 
-NEVER = ("locust", "gevent", "psutil", "loadtest.engine", "loadtest.commands", "reference_server")
+NEVER = (
+    "locust",
+    "gevent",
+    "psutil",
+    "loadtest.engine",
+    "loadtest.commands",
+    "reference_server",
+    "grpc",
+    "onnxruntime",
+)
+# The one part of the reference server a pure stage may import: OIP v2's gRPC message classes, generated from
+# its .proto. They are the protocol's message schema (as the OIP's JSON shapes are), not the server, and load
+# protobuf alone; importing them loads the ``reference_server`` package itself, whose __init__ holds only its
+# version and must stay that light. Names, not prefixes: the stubs (``oip_v2_pb2_grpc``, grpc) stay out.
+MESSAGE_SCHEMA = ("reference_server", "reference_server.oip_grpc", "reference_server.oip_grpc.oip_v2_pb2")
+SERVER_EDGES = ("loadtest.engine", "loadtest.commands", "loadtest.cli")  # they start, stop and measure the server
 PURE_MATHS = (
     "loadtest.analysis.cost",
     "loadtest.analysis.projection",
@@ -36,6 +53,7 @@ PURE_MATHS = (
     "loadtest.config.profile",
     "loadtest.gates.thresholds",
     "loadtest.messy.kinds",
+    "loadtest.traffic.grpc_messages",
     "loadtest.replay.describe",
     "loadtest.results.server_split",
 )
@@ -115,7 +133,7 @@ def _chain(trace: str, name: str) -> str:
 
 def _offenders(module: str, imported: dict, forbidden: tuple[str, ...]) -> list[str]:
     names, trace = imported[module]
-    return [_chain(trace, name) for name in names if _is_within(name, forbidden)]
+    return [_chain(trace, name) for name in names if _is_within(name, forbidden) and name not in MESSAGE_SCHEMA]
 
 
 @pytest.mark.parametrize("module", PURE_MATHS)
@@ -178,6 +196,24 @@ def test_nothing_upstream_imports_a_later_stage_of_the_pipeline(path):
     assert later == [], f"{_name(path)} is in stage {STAGES[stage]}; it imports later stages"
 
 
+@pytest.mark.parametrize("path", [p for p in _modules() if not _is_within(_name(p), SERVER_EDGES)], ids=_relative)
+def test_only_the_edges_import_the_reference_server_and_the_rest_at_most_its_message_schema(path):
+    """Imports inside functions count too, which a fresh interpreter's list of modules does not see."""
+    taken = _server_imports(_imports(path))
+    assert [f"line {line}: {name}" for line, name in taken if name not in MESSAGE_SCHEMA] == []
+
+
+def _server_imports(imports: list[tuple[int, str, list[str]]]) -> list[tuple[int, str]]:
+    """What ``imports`` take from the reference server: ``from reference_server import launch`` is
+    ``reference_server.launch``; a name taken from the message module is that module."""
+    found = []
+    for line, module, names in imports:
+        if _is_within(module, ("reference_server",)):
+            whole = not names or module == MESSAGE_SCHEMA[-1]
+            found += [(line, module)] if whole else [(line, f"{module}.{name}") for name in names]
+    return found
+
+
 @pytest.mark.parametrize("path", _modules(), ids=_relative)
 def test_no_module_imports_another_modules_private_names(path):
     private = [
@@ -193,6 +229,15 @@ def test_the_stages_name_every_subpackage():
     """A new subpackage gets a place in the pipeline, or the layering checks would skip it."""
     subpackages = {f"loadtest.{p.name}" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
     assert subpackages <= set(RANK)
+
+
+def test_the_server_check_sees_a_server_module_taken_by_name_from_an_allowed_package():
+    source = "from reference_server.oip_grpc import oip_v2_pb2\nfrom reference_server.oip_grpc.oip_v2_pb2 import X\n"
+    source += (
+        "def f():\n    from reference_server import launch\n    import reference_server.oip_grpc.oip_v2_pb2_grpc\n"
+    )
+    found = [name for _, name in _server_imports(_imports_in(source, "loadtest.traffic")) if name not in MESSAGE_SCHEMA]
+    assert found == ["reference_server.launch", "reference_server.oip_grpc.oip_v2_pb2_grpc"]
 
 
 def test_the_layering_check_sees_imports_inside_functions_and_relative_ones():

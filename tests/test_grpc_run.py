@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from loadtest.config.scenario import DEFAULT_CLASSES, scenario_from_dict
 from loadtest.engine.grpc_client import CONNECTION, status_kind
@@ -21,7 +22,8 @@ from loadtest.engine.server_metrics import read_metrics, total
 from loadtest.errors import ConfigError
 from loadtest.messy.kinds import CORRECT, DEFECT, WRONG, RequestForm, build
 from loadtest.messy.verdicts import verdict
-from loadtest.results.summary import transport_error
+from loadtest.report.terminal import server_split_line
+from loadtest.results.summary import Summary, transport_error
 from loadtest.traffic.grpc_messages import has_outputs
 from loadtest.traffic.payloads import features_pool, text_pool
 from loadtest.traffic.protocols import GRPC, make_protocol
@@ -79,6 +81,8 @@ def test_the_servers_queue_and_compute_come_from_grpc_trailing_metadata(grpc_run
     assert queue["count"] == compute["count"] == server_ok - 1  # every OK call of the run, none of the refused
     assert compute["min"] > 0 and compute["max"] <= summary["latency_ms"]["service"]["all"]["max"]
     assert summary["server_split"]["source"] == "server-timing"
+    said = server_split_line(Summary.from_dict(summary))
+    assert said.startswith("server split, per request, from the server-timing trailing metadata:"), said
 
 
 def test_messy_kinds_over_grpc_get_grpc_status_codes_and_correct_verdicts(grpc_run):
@@ -142,6 +146,11 @@ def test_messy_grpc_bodies_are_the_malformed_messages_they_claim():
     assert pb.ModelInferRequest.FromString(build("wrong_datatype", form, 1).body).inputs[0].datatype == "FP32"
     with pytest.raises(DecodeError):
         pb.ModelInferRequest.FromString(build("not_protobuf", form, 1).body)
+    for kind in ("unknown_field", "oversized"):  # a clean request, and beside it a field the message does not define
+        request = pb.ModelInferRequest.FromString(build(kind, RequestForm(GRPC, oversized_bytes=4096), 1).body)
+        (extra,) = UnknownFieldSet(request)
+        assert extra.field_number not in pb.ModelInferRequest.DESCRIPTOR.fields_by_number, kind
+        assert request.model_name == "minilm" and len(request.raw_input_contents) == 1, kind
     assert build("invalid_json", RequestForm("oip-v2"), 1).expect == "reject"  # HTTP's kinds stay as they were
     assert build("nan_infinity", RequestForm(GRPC, source="features"), 1).expect == "either"  # FP32 holds NaN
 
@@ -182,3 +191,19 @@ def test_grpc_statuses_are_answers_judged_as_grpcs_own_http_mapping():
 def test_the_target_url_must_fit_the_protocol(protocol, url, message):
     with pytest.raises(ConfigError, match=message):
         scenario_from_dict({"target": {"url": url, "protocol": protocol}, "load": {"duration": "1s"}}, "s.toml", None)
+
+
+def test_capacity_over_grpc_waits_for_idle_by_the_servers_metrics_page_and_needs_one_named(server, tmp_path):
+    load = 'shape = { kind = "constant", value = 10 }\nduration = "1s"\nwarmup = "0s"\ntimeout = "5s"'
+    target = f'url = "grpc://{server.grpc_target}"\nprotocol = "{GRPC}"\nmodel = "minilm"'
+    never = tmp_path / "never"
+    refused = loadtest("capacity", str(scenario(tmp_path, load, target, name="bare")), "--out", str(never))
+    assert refused.returncode == 2 and "target.metrics" in refused.stderr and not never.exists(), refused.stderr
+    watched = scenario(tmp_path, load, f'{target}\nmetrics = "{server.url}/metrics"', name="watched")
+    settings = ["--start", "20", "--max-steps", "1", "--min-step", "1s", "--max-step", "1s", "--confirm", "1"]
+    result = loadtest("capacity", str(watched), *settings, "--no-class", "--out", str(tmp_path / "capacity"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads((tmp_path / "capacity" / "capacity.json").read_text())
+    (step,) = data["steps"]
+    assert data["idle"]["signal"] == "metrics" and step["drain"]["idle"]
+    assert step["target_rps"] == 20 and step["ok"] == step["scheduled"] > 0  # every call of the step answered over gRPC

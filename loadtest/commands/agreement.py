@@ -4,6 +4,11 @@
 server is started in turn, the scenario's first N distinct inputs are sent at batch 1 and under
 load (``engine.model_outputs``), and the outputs are compared (``analysis.agreement``), A against
 B and each variant against itself (the batch-composition effect).
+
+A scenario over gRPC (``oip-v2-grpc``) has its outputs read over REST, as OIP v2 JSON, from the
+same profiles' servers: the reference server serves both through one infer path (the same
+batcher, the same model), and the inputs are the same ones, in the same order, from the same seed.
+What is compared is the models' answers, which do not depend on the protocol that carried them.
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ from loadtest.engine.runconfig import RunConfig, build_payloads
 from loadtest.engine.target import embedded_server
 from loadtest.errors import ConfigError, RunError
 from loadtest.traffic.payloads import Payload
-from loadtest.traffic.protocols import Protocol
+from loadtest.traffic.protocols import GRPC, Protocol
+
+# Protocols whose outputs are read over another that the same servers serve (see the module's docstring).
+READ_OVER = {GRPC: "oip-v2"}
 
 
 @dataclass(frozen=True)
@@ -67,11 +75,12 @@ def measure_agreement(
       ``mean_concurrency``, ``seconds``) and ``batch_effect``: its own batch-1 outputs against its
       own under-load outputs;
     - ``n`` (inputs sent), ``kind`` (the model's kind), ``metric`` (``embedding`` or ``label``),
-      ``scenario``, ``seed``, ``protocol``, ``model``, ``concurrency``.
+      ``scenario``, ``seed``, ``protocol``, ``read_over`` (the protocol the outputs were read over:
+      ``oip-v2`` for a gRPC scenario, else its own), ``model``, ``concurrency``.
     """
-    profiles, scenario = _checked_inputs(profile_a, profile_b, scenario_path, n, concurrency)
+    profiles, scenario = checked_inputs(profile_a, profile_b, scenario_path, n, concurrency)
     config = RunConfig(Path(scenario_path).read_text(), str(scenario_path), "", Path("."))
-    protocol, pool = build_payloads(config)
+    protocol, pool = build_payloads(config, READ_OVER.get(scenario.target.protocol))
     payloads = distinct_payloads(pool, n)
     a, b = (_measure(p, protocol, scenario.target.model, payloads, concurrency, timeout) for p in profiles)
     if a.batch1.outputs.shape != b.batch1.outputs.shape:
@@ -83,7 +92,8 @@ def measure_agreement(
     return {
         "scenario": scenario.name,
         "seed": scenario.seed,
-        "protocol": protocol.name,
+        "protocol": scenario.target.protocol,
+        "read_over": protocol.name,  # the protocol the outputs were read over (READ_OVER)
         "model": scenario.target.model,
         "kind": kind,
         "metric": metric_for(kind, a.batch1.outputs),
@@ -96,10 +106,13 @@ def measure_agreement(
     }
 
 
-def _checked_inputs(
-    profile_a: str | Profile, profile_b: str | Profile, scenario_path: str | Path, n: int, concurrency: int
+def checked_inputs(
+    profile_a: str | Profile, profile_b: str | Profile, scenario_path: str | Path, n: int = 1, concurrency: int = 1
 ) -> tuple[list[Profile], Scenario]:
-    """The two profiles and the scenario, once the counts, the protocol and the served model are known to fit."""
+    """The two profiles and the scenario, once the counts, the protocol and the served model are known to fit.
+
+    ``compare`` asks before its rounds, so a comparison that cannot end is refused before it starts.
+    """
     if n < 1:
         raise ConfigError("--n", None, f"needs at least 1 input, got {n}")
     if concurrency < 1:
@@ -107,12 +120,12 @@ def _checked_inputs(
     profiles = [p if isinstance(p, Profile) else load_profile(p) for p in (profile_a, profile_b)]
     scenario = load_scenario(Path(scenario_path))
     model = scenario.target.model
-    if scenario.target.protocol not in READABLE:
+    if READ_OVER.get(scenario.target.protocol, scenario.target.protocol) not in READABLE:
         raise ConfigError(
             scenario.source,
             "target.protocol",
-            f"output agreement needs {' or '.join(READABLE)}, whose answers hold output tensors; "
-            f"got {scenario.target.protocol}",
+            f"output agreement needs {' or '.join([*READABLE, *READ_OVER])}, whose answers hold output tensors; "
+            f"got {scenario.target.protocol} (compare --agreement 0 skips it)",
         )
     for profile in profiles:
         if profile.model != model:

@@ -8,6 +8,11 @@ results directory under ``steps/``, each started from an idle server), and write
 The capacity per class is searched the same way with all traffic of the most expensive class, the
 one with the highest median latency at light load: traffic that drifts toward it needs that many
 instances, and the cost projection says what that costs.
+
+Over gRPC (``oip-v2-grpc``) the embedded server serves gRPC beside REST, as for ``loadtest run``;
+the wait for an idle server reads its REST ``/metrics``. A gRPC target of the user's has no
+``/metrics`` at its address, so the scenario must name the page (``[target] metrics``); without
+it the search is refused before any work.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from loadtest.commands.options import count, duration, fraction, positive_durati
 from loadtest.commands.searcher import CapacityOptions, Searcher, probe_request, repeated
 from loadtest.config.profile import Profile, load_profile
 from loadtest.engine.target import embedded_server
-from loadtest.errors import ExitCode
+from loadtest.errors import ConfigError, ExitCode
 from loadtest.replay.redact import redact_url
 from loadtest.report.capacity import capacity_lines
 from loadtest.results.capacity_file import SCHEMA, write_capacity
@@ -83,6 +88,27 @@ def scenario_texts(scenario: Scenario, only_class: str | None = None, n: int = 2
     return [p.text for p in (pool.pick(i) for i in range(n)) if p.text]
 
 
+def idle_url(scenario: Scenario) -> str:
+    """Where the search reads whether a target of the user's is idle: its URL, or for a gRPC one its metrics page.
+
+    The probe (a light request of the scenario's, timed) speaks HTTP; a gRPC target is watched by
+    its ``/metrics`` alone, on whatever port the scenario's ``[target] metrics`` names.
+    """
+    from loadtest.traffic.protocols import GRPC
+
+    target = scenario.target
+    if target.protocol != GRPC:
+        return target.url
+    if not isinstance(target.metrics, str):
+        raise ConfigError(
+            str(scenario.source),
+            "target.metrics",
+            f"capacity over {GRPC} waits for an idle server by its /metrics, which a grpc:// address does not "
+            'serve: name the page, metrics = "http://HOST:PORT/metrics" (or omit the URL: the embedded server)',
+        )
+    return target.metrics
+
+
 def profile_meta(profile: Profile | None) -> dict | None:
     if profile is None:
         return None
@@ -105,6 +131,8 @@ def find_capacity(options: CapacityOptions, console: Console | None = None) -> t
     console = console or Console(stderr=True)
     scenario = load_scenario(options.scenario).with_overrides(url=options.target, profile=options.profile)
     profile = load_profile(scenario.target.profile) if scenario.target.url is None else None
+    if profile is None:
+        idle_url(scenario)  # a gRPC target without a metrics page: refused before anything runs
     out = options.out or results_root() / run_dir_name(f"capacity-{profile.name if profile else scenario.name}")
     with provisional_dir(out):  # an unreachable target or a server that did not start: no empty directory
         return out, _search(options, scenario, profile, out, console)
@@ -112,7 +140,9 @@ def find_capacity(options: CapacityOptions, console: Console | None = None) -> t
 
 def _search(options: CapacityOptions, scenario: Scenario, profile: Profile | None, out: Path, console: Console) -> dict:
     """The searches and what capacity.json records of them, written as they finish."""
-    from loadtest.engine.idle import IdleWatch
+    from loadtest.engine.idle import METRICS, IdleWatch
+    from loadtest.engine.server_metrics import IN_FLIGHT, QUEUE_ROWS
+    from loadtest.traffic.protocols import GRPC
 
     data: dict = {
         "schema": SCHEMA,
@@ -129,9 +159,16 @@ def _search(options: CapacityOptions, scenario: Scenario, profile: Profile | Non
                 f"ONNX Runtime alone on these texts: {data['raw_ort_rps']:.1f} rows/s (length-sorted batches of 32 "
                 f"or batch 1, cores {list(profile.server.cpus) or 'any'}): the ceiling"
             )
-    with embedded_server(profile, console) if profile is not None else nullcontext() as server:
-        url, cores = (server.url, list(profile.server.cpus)) if server else (scenario.target.url, None)
+    grpc = scenario.target.protocol == GRPC
+    with embedded_server(profile, console, grpc=grpc) if profile is not None else nullcontext() as server:
+        url, cores = (server.url, list(profile.server.cpus)) if server else (idle_url(scenario), None)
         idle = IdleWatch(url, probe_request(scenario), options.max_idle_wait_s, cores)
+        if grpc and idle.signal != METRICS:  # the probe speaks HTTP: a gRPC target is watched by its figures alone
+            raise ConfigError(
+                str(scenario.source),
+                "target.metrics",
+                f"{redact_url(url)} shows neither {IN_FLIGHT} nor {QUEUE_ROWS}: nothing tells when the target is idle",
+            )
         data["idle"] = {"signal": idle.signal, "criterion": idle.criterion, "max_wait_s": options.max_idle_wait_s}
         searcher = Searcher(options, out, server, idle, console)
         console.print(

@@ -14,6 +14,9 @@ intervals (``bootstrap.py``) on p50/p95/p99/p99.9, throughput and server CPU-sec
 request, and a verdict: better, worse, or no significant difference. Given capacity results
 (``--capacity``), the capacities are compared on their search brackets. Output agreement
 (``commands.agreement``) says whether the answers differ too. Writes ``compare.json`` and ``compare.md``.
+
+Over gRPC (``oip-v2-grpc``) every server serves gRPC beside REST; the rounds run over gRPC, and
+the output agreement reads the same inputs' outputs over REST (``commands.agreement``).
 """
 
 from __future__ import annotations
@@ -68,15 +71,20 @@ def round_order(profiles: list[Profile], r: int) -> list[Profile]:
     return profiles if r % 2 else profiles[::-1]
 
 
-def run_rounds(options: CompareOptions, profiles: list[Profile], out: Path, console: Console) -> dict[str, list[Path]]:
-    """A B C, C B A, A B C ...: each round one run of the scenario; every server stays up, pinned, until the end."""
+def run_rounds(
+    options: CompareOptions, profiles: list[Profile], out: Path, console: Console, grpc: bool = False
+) -> dict[str, list[Path]]:
+    """A B C, C B A, A B C ...: each round one run of the scenario; every server stays up, pinned, until the end.
+
+    ``grpc``: the scenario is over gRPC, so every server serves it too.
+    """
     from loadtest.commands.run import run
     from loadtest.engine.runner import RunOptions
 
     rounds: dict[str, list[Path]] = {p.name: [] for p in profiles}
     quiet = Console(quiet=True)
     with ExitStack() as running:
-        servers = {p.name: running.enter_context(embedded_server(p)) for p in profiles}
+        servers = {p.name: running.enter_context(embedded_server(p, grpc=grpc)) for p in profiles}
         for r in range(1, options.rounds + 1):
             for p in round_order(profiles, r):
                 round_dir = out / "rounds" / f"{r}-{p.name}"
@@ -208,6 +216,11 @@ def compare(options: CompareOptions, console: Console | None = None) -> tuple[Pa
     names = [p.name for p in profiles]
     if len(set(names)) != len(names):
         raise ConfigError("compare", None, f"a profile is named twice: {', '.join(names)}")
+    if options.agreement_n > 0:  # refused now, not after the rounds
+        from loadtest.commands.agreement import checked_inputs
+
+        for p in profiles[1:]:
+            checked_inputs(profiles[0], p, options.scenario, options.agreement_n)
     out = options.out or results_root() / run_dir_name(f"compare-{'-vs-'.join(names)}")
     with provisional_dir(out):  # a server that did not start: no empty directory left behind
         return out, _compare(options, scenario, profiles, out, console)
@@ -215,6 +228,8 @@ def compare(options: CompareOptions, console: Console | None = None) -> tuple[Pa
 
 def _compare(options: CompareOptions, scenario: Scenario, profiles: list[Profile], out: Path, console: Console) -> dict:
     """The rounds, the differences and the agreement, written to compare.json as each is known."""
+    from loadtest.traffic.protocols import GRPC
+
     names = [p.name for p in profiles]
     cores = {p.name: list(p.server.cpus) for p in profiles}
     if len({tuple(c) for c in cores.values()}) > 1:
@@ -227,7 +242,7 @@ def _compare(options: CompareOptions, scenario: Scenario, profiles: list[Profile
         f"rounds each, servers on cores {cores[names[0]] or 'any'}, the generator on the others",
         markup=False,  # names are the user's text
     )
-    rounds = run_rounds(options, profiles, out, console)
+    rounds = run_rounds(options, profiles, out, console, grpc=scenario.target.protocol == GRPC)
     data: dict = {
         "schema": COMPARE_SCHEMA,
         "scenario": {"name": scenario.name, "source": str(scenario.source), "seed": scenario.seed},

@@ -107,10 +107,12 @@ class RunConfig:
         }
 
 
-def build_payloads(config: RunConfig) -> tuple[Protocol, PayloadPool]:
+def build_payloads(config: RunConfig, protocol_name: str | None = None) -> tuple[Protocol, PayloadPool]:
+    """The scenario's protocol and payload pool; ``protocol_name``: the same inputs, in the same order, encoded
+    for another protocol (output agreement reads a gRPC scenario's answers over REST)."""
     s = config.scenario
     t = s.target
-    protocol = make_protocol(t.protocol, t.model, t.input_name, t.path, t.template, t.validate)
+    protocol = make_protocol(protocol_name or t.protocol, t.model, t.input_name, t.path, t.template, t.validate)
     spec = s.payload
     if spec.source == "jsonl":
         pool = jsonl_pool(spec.file, s.seed, max_line=spec.max_line_bytes)

@@ -25,9 +25,8 @@ from reference_server.launch import RunningServer, start_server, wants_grpc
 def grpc_url(server: RunningServer) -> str:
     """The embedded server's gRPC endpoint as a target URL: ``grpc://127.0.0.1:PORT``."""
     if server.grpc_target is None:
-        raise ServerStartError(
-            "the reference server serves no gRPC for this oip-v2-grpc scenario: "
-            "give its profile `grpc_port = 0` under [server] (capacity and compare start it from the profile)"
+        raise ServerStartError(  # run, capacity and compare start it with gRPC for such a scenario
+            "the reference server serves no gRPC for this oip-v2-grpc scenario: it was started without --grpc-port"
         )
     return f"grpc://{server.grpc_target}"
 

@@ -227,8 +227,8 @@ def _clean_tensor(form: RequestForm, rng) -> Tensor:
 
 
 def _unknown_field(form: RequestForm, rng) -> bytes:
-    if form.protocol == GRPC:  # a field number the message does not define: protobuf parsers skip it
-        return clean_body(form, rng) + wire.length_field(wire.UNKNOWN_FIELD, _text(rng, 3).encode())
+    if form.protocol == GRPC:  # a field the message does not define, appended: protobuf parsers skip it
+        return clean_body(form, rng) + wire.unknown_field(_text(rng, 3).encode())
     doc = orjson.loads(clean_body(form, rng))
     if not isinstance(doc, dict):
         return orjson.dumps({"unexpected_field": True, "value": doc})
@@ -308,7 +308,7 @@ def _oversized(form: RequestForm, rng) -> bytes:
     body = clean_body(form, rng)
     pad = max(0, form.oversized_bytes - len(body) + 16)
     if form.protocol == GRPC:  # padding in a field the message does not define, as "padding" is over JSON
-        return body + wire.length_field(wire.UNKNOWN_FIELD, b"x" * pad)
+        return body + wire.unknown_field(b"x" * pad)
     if body.startswith(b"{"):
         return b'{"padding": "' + b"x" * pad + b'", ' + body[1:]
     return body + b" " * pad

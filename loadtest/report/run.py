@@ -8,8 +8,9 @@ script errors (``data-errors``), so a headless browser can check the page.
 What the HTML holds: response percentiles over time per class; the HDR percentile distribution
 (the log "nines" axis of HdrHistogram's plotter); target against achieved rate; errors, timeouts
 and dropped arrivals over time; CPU, GPU and memory of the server and the generator; a per-class
-table; the Server-Timing breakdown per percentile (without the header, the server's own split per second
-from its /metrics) and where the split came from; sample sufficiency; the saturation lines; gates.
+table; the Server-Timing breakdown per percentile (its value from the header, or over gRPC from the
+``server-timing`` trailing metadata; without either, the server's own split per second from its
+/metrics) and where the split came from; sample sufficiency; the saturation lines; gates.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from loadtest.results.summary import (
     read_summary,
     seconds_text,
 )
+from loadtest.traffic.protocols import GRPC
 
 NINES = (0.0, 50.0, 90.0, 99.0, 99.9, 99.99, 99.999)
 
@@ -242,12 +244,13 @@ def plot_scraped_split(r: Results) -> str:
     """Without Server-Timing, the server's own split from its /metrics: mean queue and compute ms, second by second."""
     split, source = r.split, r.summary.server_split
     if split is None or split.empty or source is None:
-        return no_data("the target sent no Server-Timing header, and no known server's /metrics was read")
+        sent = "metadata" if r.summary.target.get("protocol") == GRPC else "header"
+        return no_data(f"the target sent no Server-Timing {sent}, and no known server's /metrics was read")
     fig, ax = figure(8.0, 2.8)
     for i, (column, label) in enumerate((("server_queue_ms", "queue"), ("server_compute_ms", "compute"))):
         if split[column].notna().any():
             ax.plot(split["second"], split[column], color=COLOURS[i], marker=".", label=f"{label} (mean per request)")
-    ax.set(xlabel="second", ylabel=f"ms, from {split_origin(source)}")
+    ax.set(xlabel="second", ylabel=f"ms, from {split_origin(source, r.summary.target.get('protocol'))}")
     ax.legend(fontsize=7)
     return svg(fig)
 
@@ -301,7 +304,9 @@ def _sections(r: Results) -> dict[str, tuple[list[str], list[list[str]]]]:
             ],
         )
     if s.server_split is not None:
-        tables["Server split: queue and compute per request (ms)"] = split_table(s.server_split)
+        tables["Server split: queue and compute per request (ms)"] = split_table(
+            s.server_split, s.target.get("protocol")
+        )
     if s.sample_sufficiency:
         tables["Sample sufficiency"] = (
             ["class", "percentile", "samples", "needed", "enough"],
@@ -331,7 +336,7 @@ SPLIT_HEADER = ["from", "resolution", "requests", "queue mean", "queue p50", "qu
 SPLIT_HEADER += ["compute mean", "compute p50", "compute p99", "percentiles"]
 
 
-def split_table(split: ServerSplit) -> tuple[list[str], list[list[str]]]:
+def split_table(split: ServerSplit, protocol: str | None = None) -> tuple[list[str], list[list[str]]]:
     """The split, and the scrape beside a Server-Timing split: each part's mean and percentiles, and their source."""
 
     def cells(each: ServerSplit, figures: Mapping[str, float | None] | None) -> list[str]:
@@ -344,7 +349,7 @@ def split_table(split: ServerSplit) -> tuple[list[str], list[list[str]]]:
     rows = []
     for each in (split, split.cross_check):
         if each is not None:
-            row = [split_origin(each), each.resolution, f"{each.requests:,}", *cells(each, each.queue_ms)]
+            row = [split_origin(each, protocol), each.resolution, f"{each.requests:,}", *cells(each, each.queue_ms)]
             rows.append([*row, *cells(each, each.compute_ms), each.percentiles or "none"])
     return SPLIT_HEADER, rows
 

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from loadtest.analysis.fidelity import fidelity_lines
 from loadtest.results.summary import ALL, CLEAN, MESSY, MESSY_PREFIX, Percentiles, ServerSplit, Summary
+from loadtest.traffic.protocols import GRPC
 
 ROWS = ("p50", "p90", "p99", "p99.9", "max")
 
@@ -76,10 +77,10 @@ def redirect_line(summary: Summary) -> str | None:
 SERVER_NAMES = {"triton": "Triton", "mlserver": "MLServer", "kserve": "KServe", "reference": "the reference server"}
 
 
-def split_origin(split: ServerSplit) -> str:
-    """Where a split came from, for a person: the header, or which server's page."""
+def split_origin(split: ServerSplit, protocol: str | None = None) -> str:
+    """Where a split came from, for a person: the header (over gRPC, the trailing metadata), or which server's page."""
     if split.source == "server-timing":
-        return "the Server-Timing header"
+        return "the server-timing trailing metadata" if protocol == GRPC else "the Server-Timing header"
     server = split.source.removeprefix("metrics:")
     return f"{SERVER_NAMES.get(server, server)}'s /metrics"
 
@@ -95,15 +96,15 @@ def _split_figures(split: ServerSplit) -> str:
 
 def server_split_line(summary: Summary) -> str | None:
     """Where the server's queue/compute split came from, at what resolution, and the scrape beside a header's."""
-    split = summary.server_split
+    split, protocol = summary.server_split, summary.target.get("protocol")
     if split is None:
         return None
-    line = f"server split, {split.resolution}, from {split_origin(split)}: {_split_figures(split)}"
+    line = f"server split, {split.resolution}, from {split_origin(split, protocol)}: {_split_figures(split)}"
     if split.missing:
         line += f" ({split.missing})"
     check = split.cross_check
     if check is not None:
-        line += f"; cross-check, {split_origin(check)} ({check.resolution}): {_split_figures(check)}"
+        line += f"; cross-check, {split_origin(check, protocol)} ({check.resolution}): {_split_figures(check)}"
     return line
 
 

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 
 import orjson
 
-from loadtest.traffic import grpc_messages
-
 GRPC = "oip-v2-grpc"
 PROTOCOLS = ("oip-v2", "openai-embeddings", "http-json", GRPC)
 
@@ -69,6 +67,8 @@ def make_protocol(
 
 def _make_protocol(name: str, model: str, input_name: str, path: str, template: str) -> Protocol:
     if name == GRPC:
+        from loadtest.traffic import grpc_messages  # protobuf's classes load only for a gRPC scenario
+
         return Protocol(
             name,
             grpc_messages.INFER_METHOD,
