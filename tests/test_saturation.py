@@ -168,7 +168,7 @@ def test_a_run_past_capacity_shows_saturation_and_the_knee_in_summary_and_report
     path = scenario(
         tmp_path,
         # 128 in flight at most: past capacity the rest are dropped, so the backlog drains in seconds at the end.
-        'shape = { kind = "ramp", start = 5, end = 150 }\nduration = "10s"\ntimeout = "10s"\nmax_in_flight = 128',
+        'shape = { kind = "ramp", start = 10, end = 300 }\nduration = "6s"\ntimeout = "10s"\nmax_in_flight = 128',
         'profile = "minilm-fp32"\nprotocol = "oip-v2"\nmodel = "minilm"',
         'source = "text"\nclasses = [{ name = "short", weight = 70, min_tokens = 4, max_tokens = 16 },'
         ' { name = "long", weight = 30, min_tokens = 100, max_tokens = 200 }]',

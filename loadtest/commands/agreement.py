@@ -1,9 +1,11 @@
 """Output agreement between two deployment profiles: the same inputs to each, their answers compared.
 
-``loadtest compare --agreement N`` runs this after the timed rounds: each profile's reference
-server is started in turn, the scenario's first N distinct inputs are sent at batch 1 and under
-load (``engine.model_outputs``), and the outputs are compared (``analysis.agreement``), A against
-B and each variant against itself (the batch-composition effect).
+``loadtest compare --agreement N`` runs this after the timed rounds, on the servers the rounds ran
+on (still up, and idle but for this): the scenario's first N distinct inputs are sent to each
+profile's server in turn, at batch 1 and under load (``engine.model_outputs``), each profile
+once however many it is compared with, and the outputs are compared (``analysis.agreement``), A
+against B and each variant against itself (the batch-composition effect). ``measure_agreement``
+does the same for two profiles with servers of its own, started in turn.
 
 A scenario over gRPC (``oip-v2-grpc``) has its outputs read over REST, as OIP v2 JSON, from the
 same profiles' servers: the reference server serves both through one infer path (the same
@@ -13,6 +15,7 @@ What is compared is the models' answers, which do not depend on the protocol tha
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,14 +48,70 @@ class Variant:
     under_load: Collected
 
 
-def _measure(
-    profile: Profile, protocol: Protocol, model: str, payloads: list[Payload], concurrency: int, timeout: float
-) -> Variant:
-    with embedded_server(profile) as server:
-        kind = model_kind(server.url, protocol, model, timeout)
-        batch1 = collect_sequential(server.url, protocol, payloads, timeout)
-        under_load = collect_concurrent(server.url, protocol, payloads, concurrency, timeout)
+def _measure(profile: Profile, url: str, inputs: Inputs) -> Variant:
+    protocol, payloads, timeout = inputs.protocol, inputs.payloads, inputs.timeout
+    kind = model_kind(url, protocol, inputs.scenario.target.model, timeout)
+    batch1 = collect_sequential(url, protocol, payloads, timeout)
+    under_load = collect_concurrent(url, protocol, payloads, inputs.concurrency, timeout)
     return Variant(profile, kind, batch1, under_load)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every variant is sent: the scenario's first distinct inputs, encoded for the protocol they are read over."""
+
+    scenario: Scenario
+    protocol: Protocol
+    payloads: list[Payload]
+    concurrency: int
+    timeout: float
+
+
+def agreement_inputs(scenario_path: str | Path, n: int, concurrency: int = 32, timeout: float = 30.0) -> Inputs:
+    scenario = load_scenario(Path(scenario_path))
+    config = RunConfig(Path(scenario_path).read_text(), str(scenario_path), "", Path("."))
+    protocol, pool = build_payloads(config, READ_OVER.get(scenario.target.protocol))
+    return Inputs(scenario, protocol, distinct_payloads(pool, n), concurrency, timeout)
+
+
+def measure_variants(
+    profiles: list[Profile], inputs: Inputs, servers: Mapping[str, str] | None = None
+) -> dict[str, Variant]:
+    """Each profile's answers to the inputs, by profile name: on ``servers`` (name: URL, already running),
+    or on a server of its own, started for it and stopped after (one at a time, so none competes with another)."""
+    variants = {}
+    for profile in profiles:
+        if servers is not None:
+            variants[profile.name] = _measure(profile, servers[profile.name], inputs)
+        else:
+            with embedded_server(profile) as server:
+                variants[profile.name] = _measure(profile, server.url, inputs)
+    return variants
+
+
+def agreement_between(a: Variant, b: Variant, inputs: Inputs) -> dict:
+    """A's answers against B's, and each against itself under load: the dict ``measure_agreement`` describes."""
+    if a.batch1.outputs.shape != b.batch1.outputs.shape:
+        raise RunError(
+            f"{a.profile.name} and {b.profile.name} answer in different shapes "
+            f"({list(a.batch1.outputs.shape)} vs {list(b.batch1.outputs.shape)}); their outputs cannot be compared"
+        )
+    scenario, kind = inputs.scenario, a.kind or b.kind
+    return {
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "protocol": scenario.target.protocol,
+        "read_over": inputs.protocol.name,  # the protocol the outputs were read over (READ_OVER)
+        "model": scenario.target.model,
+        "kind": kind,
+        "metric": metric_for(kind, a.batch1.outputs),
+        "n": len(inputs.payloads),
+        "concurrency": inputs.concurrency,
+        "batch1": agreement(a.batch1.outputs, b.batch1.outputs, kind),
+        "under_load": agreement(a.under_load.outputs, b.under_load.outputs, kind),
+        "a": _describe(a, kind),
+        "b": _describe(b, kind),
+    }
 
 
 def measure_agreement(
@@ -78,32 +137,10 @@ def measure_agreement(
       ``scenario``, ``seed``, ``protocol``, ``read_over`` (the protocol the outputs were read over:
       ``oip-v2`` for a gRPC scenario, else its own), ``model``, ``concurrency``.
     """
-    profiles, scenario = checked_inputs(profile_a, profile_b, scenario_path, n, concurrency)
-    config = RunConfig(Path(scenario_path).read_text(), str(scenario_path), "", Path("."))
-    protocol, pool = build_payloads(config, READ_OVER.get(scenario.target.protocol))
-    payloads = distinct_payloads(pool, n)
-    a, b = (_measure(p, protocol, scenario.target.model, payloads, concurrency, timeout) for p in profiles)
-    if a.batch1.outputs.shape != b.batch1.outputs.shape:
-        raise RunError(
-            f"{a.profile.name} and {b.profile.name} answer in different shapes "
-            f"({list(a.batch1.outputs.shape)} vs {list(b.batch1.outputs.shape)}); their outputs cannot be compared"
-        )
-    kind = a.kind or b.kind
-    return {
-        "scenario": scenario.name,
-        "seed": scenario.seed,
-        "protocol": scenario.target.protocol,
-        "read_over": protocol.name,  # the protocol the outputs were read over (READ_OVER)
-        "model": scenario.target.model,
-        "kind": kind,
-        "metric": metric_for(kind, a.batch1.outputs),
-        "n": len(payloads),
-        "concurrency": concurrency,
-        "batch1": agreement(a.batch1.outputs, b.batch1.outputs, kind),
-        "under_load": agreement(a.under_load.outputs, b.under_load.outputs, kind),
-        "a": _describe(a, kind),
-        "b": _describe(b, kind),
-    }
+    profiles, _ = checked_inputs(profile_a, profile_b, scenario_path, n, concurrency)
+    inputs = agreement_inputs(scenario_path, n, concurrency, timeout)
+    variants = measure_variants(profiles, inputs)
+    return agreement_between(variants[profiles[0].name], variants[profiles[1].name], inputs)
 
 
 def checked_inputs(

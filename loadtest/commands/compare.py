@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from loadtest.config.scenario import Scenario
+    from reference_server.launch import RunningServer
 
 LOWER_IS_BETTER = {"throughput_per_s": False}  # every other metric: latency or cost, lower is better
 
@@ -72,46 +73,41 @@ def round_order(profiles: list[Profile], r: int) -> list[Profile]:
 
 
 def run_rounds(
-    options: CompareOptions, profiles: list[Profile], out: Path, console: Console, grpc: bool = False
+    options: CompareOptions, profiles: list[Profile], out: Path, console: Console, servers: dict[str, RunningServer]
 ) -> dict[str, list[Path]]:
-    """A B C, C B A, A B C ...: each round one run of the scenario; every server stays up, pinned, until the end.
-
-    ``grpc``: the scenario is over gRPC, so every server serves it too.
-    """
+    """A B C, C B A, A B C ...: each round one run of the scenario, on ``servers`` (one a profile, kept up, pinned)."""
     from loadtest.commands.run import run
     from loadtest.engine.runner import RunOptions
 
     rounds: dict[str, list[Path]] = {p.name: [] for p in profiles}
     quiet = Console(quiet=True)
-    with ExitStack() as running:
-        servers = {p.name: running.enter_context(embedded_server(p, grpc=grpc)) for p in profiles}
-        for r in range(1, options.rounds + 1):
-            for p in round_order(profiles, r):
-                round_dir = out / "rounds" / f"{r}-{p.name}"
-                outcome = run(
-                    RunOptions(
-                        scenario=options.scenario,
-                        profile=p.source,
-                        rate=options.rate,
-                        duration=options.duration,
-                        out=round_dir,
-                        server=servers[p.name],
-                        report=False,
-                    ),
-                    quiet,
-                )
-                if outcome.interrupted:
-                    raise KeyboardInterrupt
-                outcome.raise_if_failed(f"round {r} of {p.name}")
-                s = outcome.summary
-                lat = s.percentiles()
-                console.print(
-                    f"  round {r}/{options.rounds} {p.name:>14}: p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms, "
-                    f"{s.throughput.ok_per_s:.1f} ok/s",
-                    highlight=False,
-                    markup=False,
-                )
-                rounds[p.name].append(round_dir)
+    for r in range(1, options.rounds + 1):
+        for p in round_order(profiles, r):
+            round_dir = out / "rounds" / f"{r}-{p.name}"
+            outcome = run(
+                RunOptions(
+                    scenario=options.scenario,
+                    profile=p.source,
+                    rate=options.rate,
+                    duration=options.duration,
+                    out=round_dir,
+                    server=servers[p.name],
+                    report=False,
+                ),
+                quiet,
+            )
+            if outcome.interrupted:
+                raise KeyboardInterrupt
+            outcome.raise_if_failed(f"round {r} of {p.name}")
+            s = outcome.summary
+            lat = s.percentiles()
+            console.print(
+                f"  round {r}/{options.rounds} {p.name:>14}: p50 {lat.p50:.1f} ms, p99 {lat.p99:.1f} ms, "
+                f"{s.throughput.ok_per_s:.1f} ok/s",
+                highlight=False,
+                markup=False,
+            )
+            rounds[p.name].append(round_dir)
     return rounds
 
 
@@ -242,7 +238,25 @@ def _compare(options: CompareOptions, scenario: Scenario, profiles: list[Profile
         f"rounds each, servers on cores {cores[names[0]] or 'any'}, the generator on the others",
         markup=False,  # names are the user's text
     )
-    rounds = run_rounds(options, profiles, out, console, grpc=scenario.target.protocol == GRPC)
+    with ExitStack() as running:  # every server up, pinned, from the first round to the last agreement request
+        grpc = scenario.target.protocol == GRPC  # every server serves it too
+        servers = {p.name: running.enter_context(embedded_server(p, grpc=grpc)) for p in profiles}
+        rounds = run_rounds(options, profiles, out, console, servers)
+        return _conclude(options, scenario, profiles, out, console, rounds, servers)
+
+
+def _conclude(
+    options: CompareOptions,
+    scenario: Scenario,
+    profiles: list[Profile],
+    out: Path,
+    console: Console,
+    rounds: dict[str, list[Path]],
+    servers: dict[str, RunningServer],
+) -> dict:
+    """The differences, then the output agreement read on the rounds' own servers, each saved as it is known."""
+    names = [p.name for p in profiles]
+    cores = {p.name: list(p.server.cpus) for p in profiles}
     data: dict = {
         "schema": COMPARE_SCHEMA,
         "scenario": {"name": scenario.name, "source": str(scenario.source), "seed": scenario.seed},
@@ -262,15 +276,17 @@ def _compare(options: CompareOptions, scenario: Scenario, profiles: list[Profile
         data["comparisons"].append(entry)
     _save(out, data)
     if options.agreement_n > 0:
-        from loadtest.commands.agreement import measure_agreement
+        from loadtest.commands.agreement import agreement_between, agreement_inputs, measure_variants
 
+        console.print(
+            f"output agreement: {options.agreement_n} inputs to each of {', '.join(names)} at batch 1 and under load",
+            markup=False,
+        )
+        inputs = agreement_inputs(options.scenario, options.agreement_n)
+        variants = measure_variants(profiles, inputs, {name: server.url for name, server in servers.items()})
         for entry, p in zip(data["comparisons"], profiles[1:], strict=True):
-            console.print(
-                f"output agreement, {names[0]} vs {p.name}: {options.agreement_n} inputs at batch 1 and under load",
-                markup=False,
-            )
-            entry["agreement"] = measure_agreement(profiles[0], p, options.scenario, options.agreement_n)
-            _save(out, data)
+            entry["agreement"] = agreement_between(variants[names[0]], variants[p.name], inputs)
+        _save(out, data)
     write_atomic(out / "compare.md", compare_markdown(data))
     return data
 
