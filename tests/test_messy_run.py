@@ -17,11 +17,11 @@ TEXT = (
 
 
 @pytest.mark.slow
-def test_ten_percent_messy_traffic_against_the_reference_server(tmp_path):
-    # About 240 arrivals: 10% of them is more than one cycle of the 20 kinds, so every kind is sent.
+def test_fifteen_percent_messy_traffic_against_the_reference_server(tmp_path):
+    # About 160 arrivals: 15% of them is more than one cycle of the 20 kinds, so every kind is sent.
     path = scenario(
         tmp_path,
-        'shape = { kind = "constant", value = 80 }\nduration = "3s"\n[messy]\nshare = "10%"',
+        'shape = { kind = "constant", value = 80 }\nduration = "2s"\n[messy]\nshare = "15%"',
         'profile = "minilm-fp32"\nprotocol = "oip-v2"\nmodel = "minilm"',
         TEXT,
         name="messy",

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from reference_server.launch import RunningServer
 
 PROBE_USERS = 32
-PROBE_SECONDS = 4.0
+PROBE_SECONDS = 2.0  # hundreds of completions at any rate worth searching: enough for a start within a ramp step
 START_SHARE = 0.5  # of the probe's rate
 RAMP_FACTOR = 1.5
 
