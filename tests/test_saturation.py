@@ -125,7 +125,7 @@ def test_the_sampler_measures_a_busy_process_and_says_why_there_is_no_gpu(tmp_pa
         [sys.executable, "-m", "loadtest.engine.sampler", "--out", str(out), "--server-pid", str(spin.pid)]
         + ["--generator-pid", str(idle.pid), "--hz", "4"]
     )
-    time.sleep(4.5)
+    time.sleep(3.6)
     sampler.terminate()
     assert sampler.wait(timeout=10) == 0
     spin.kill(), idle.kill()
@@ -261,7 +261,7 @@ def test_gpu_columns_and_gpu_saturation_through_the_nvml_boundary(tmp_path):
     sampler = subprocess.Popen(
         [sys.executable, "-m", "loadtest.engine.sampler", "--out", str(out), "--hz", "4"], env=env
     )
-    time.sleep(3.5)
+    time.sleep(2.5)
     sampler.terminate()
     assert sampler.wait(timeout=10) == 0
     rows = pd.read_csv(out)
