@@ -138,7 +138,11 @@ def test_tests_started_from_the_web_ui_each_write_their_directory_and_show_live_
     ui = f"http://127.0.0.1:{port}/?tab=hdr"
     command = [sys.executable, "-m", "loadtest", "run", str(path), "--out", str(out), "--web", "--web-port", str(port)]
     command += ["--sample-hz", "0"]  # no resource sampler: a process less, and not what this test is about
-    cli = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as at a terminal: a background job of a non-interactive shell (a CI step) inherits SIGINT ignored.
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    cli = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     try:
         with chromium_page(browser, tmp_path / "profile") as page:
             wait_for(lambda: cli.poll() is not None or answers(ui), "the web UI", timeout=30)
