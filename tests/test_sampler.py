@@ -96,7 +96,7 @@ def test_a_window_never_shows_more_cores_than_the_tree_may_use_and_the_cap_is_co
 def test_a_two_worker_run_at_400_per_second_never_shows_more_cores_than_it_may_use(server, tmp_path):
     path = scenario(
         tmp_path,
-        'shape = { kind = "constant", value = 400 }\nduration = "3s"\narrivals = "uniform"',
+        'shape = { kind = "constant", value = 400 }\nduration = "2s"\narrivals = "uniform"',
         f'url = "{server.url}"\n{FRAUD}',
         FEATURES,
     )

@@ -148,7 +148,7 @@ def test_the_sampler_measures_a_busy_process_and_says_why_there_is_no_gpu(tmp_pa
 def test_a_real_run_samples_the_server_and_reports_sufficiency(server, tmp_path, hz):
     path = scenario(
         tmp_path,
-        'shape = { kind = "constant", value = 200 }\nduration = "4s"\narrivals = "uniform"',
+        'shape = { kind = "constant", value = 400 }\nduration = "2s"\narrivals = "uniform"',
         f'url = "{server.url}"\n{FRAUD}',
         FEATURES,
     )

@@ -68,7 +68,7 @@ KSERVE_PREDICT_COUNTER = 'request_predict_seconds_count{model_name="fraud"}'
 PREFLIGHT_REQUESTS = 1  # `loadtest run` sends one clean request before the load: the server counts it too
 
 
-def fraud_scenario(tmp_path: Path, rate: float = 50, duration: str = "2s") -> Path:
+def fraud_scenario(tmp_path: Path, rate: float = 50, duration: str = "1s") -> Path:
     load = f'model = "open"\nshape = {{ kind = "constant", value = {rate} }}\nduration = "{duration}"\nwarmup = "0s"\n'
     return scenario(tmp_path, load + 'timeout = "5s"', FRAUD, FEATURES, name="fraud")
 
