@@ -41,7 +41,7 @@ $(KSERVE):
 test: $(MODELS) $(MLSERVER) $(KSERVE)
 	$(BIN)/python -m pytest -q --durations=10
 
-# The headline job, 11 to 17 minutes on 2 cores: capacity of MiniLM fp32 and int8 under a latency SLO
+# The headline job, 10 to 17 minutes on 2 cores: capacity of MiniLM fp32 and int8 under a latency SLO
 # (each server on core 0, the load generator on core 1), the two compared on the same traffic, the
 # cost projected, and one report: results/demo/report.html.
 DEMO := results/demo
