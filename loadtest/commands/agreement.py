@@ -67,9 +67,9 @@ class Inputs:
     timeout: float
 
 
-def agreement_inputs(scenario_path: str | Path, n: int, concurrency: int = 32, timeout: float = 30.0) -> Inputs:
-    scenario = load_scenario(Path(scenario_path))
-    config = RunConfig(Path(scenario_path).read_text(), str(scenario_path), "", Path("."))
+def agreement_inputs(scenario: Scenario, n: int, concurrency: int = 32, timeout: float = 30.0) -> Inputs:
+    """The first ``n`` distinct inputs of a scenario already loaded (and checked: ``checked_inputs``)."""
+    config = RunConfig(Path(scenario.source).read_text(), str(scenario.source), "", Path("."))
     protocol, pool = build_payloads(config, READ_OVER.get(scenario.target.protocol))
     return Inputs(scenario, protocol, distinct_payloads(pool, n), concurrency, timeout)
 
@@ -137,8 +137,8 @@ def measure_agreement(
       ``scenario``, ``seed``, ``protocol``, ``read_over`` (the protocol the outputs were read over:
       ``oip-v2`` for a gRPC scenario, else its own), ``model``, ``concurrency``.
     """
-    profiles, _ = checked_inputs(profile_a, profile_b, scenario_path, n, concurrency)
-    inputs = agreement_inputs(scenario_path, n, concurrency, timeout)
+    profiles, scenario = checked_inputs(profile_a, profile_b, scenario_path, n, concurrency)
+    inputs = agreement_inputs(scenario, n, concurrency, timeout)
     variants = measure_variants(profiles, inputs)
     return agreement_between(variants[profiles[0].name], variants[profiles[1].name], inputs)
 

@@ -282,7 +282,7 @@ def _conclude(
             f"output agreement: {options.agreement_n} inputs to each of {', '.join(names)} at batch 1 and under load",
             markup=False,
         )
-        inputs = agreement_inputs(options.scenario, options.agreement_n)
+        inputs = agreement_inputs(scenario, options.agreement_n)
         variants = measure_variants(profiles, inputs, {name: server.url for name, server in servers.items()})
         for entry, p in zip(data["comparisons"], profiles[1:], strict=True):
             entry["agreement"] = agreement_between(variants[names[0]], variants[p.name], inputs)

@@ -20,13 +20,12 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from loadtest.errors import MetricsUnavailable
-from loadtest.results.server_split import Page, parse_page
+from loadtest.results.server_split import Labels, Page, parse_page
 
 QUEUE_ROWS = "inference_queue_rows"
 IN_FLIGHT = "inference_requests_in_flight"
 
-Labels = tuple[tuple[str, str], ...]
-Samples = dict[tuple[str, Labels], float]
+Samples = dict[tuple[str, Labels], float]  # a page's samples, as read_metrics gives them
 
 
 def metrics_url(target_url: str) -> str:
