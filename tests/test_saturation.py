@@ -125,7 +125,7 @@ def test_the_sampler_measures_a_busy_process_and_says_why_there_is_no_gpu(tmp_pa
         [sys.executable, "-m", "loadtest.engine.sampler", "--out", str(out), "--server-pid", str(spin.pid)]
         + ["--generator-pid", str(idle.pid), "--hz", "4"]
     )
-    time.sleep(3.6)
+    time.sleep(4.5)
     sampler.terminate()
     assert sampler.wait(timeout=10) == 0
     spin.kill(), idle.kill()
@@ -148,7 +148,7 @@ def test_the_sampler_measures_a_busy_process_and_says_why_there_is_no_gpu(tmp_pa
 def test_a_real_run_samples_the_server_and_reports_sufficiency(server, tmp_path, hz):
     path = scenario(
         tmp_path,
-        'shape = { kind = "constant", value = 400 }\nduration = "2s"\narrivals = "uniform"',
+        'shape = { kind = "constant", value = 200 }\nduration = "4s"\narrivals = "uniform"',
         f'url = "{server.url}"\n{FRAUD}',
         FEATURES,
     )
