@@ -12,7 +12,7 @@ from pathlib import Path
 from .errors import ModelsMissing
 
 # Bump when a model's graph or build changes, so old builds are rebuilt rather than trusted.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: MiniLM padding-free (packed tokens), fused query/key/value
 MANIFEST = "manifest.json"
 MODELS = ("minilm", "fraud")
 VARIANTS = ("fp32", "int8")
