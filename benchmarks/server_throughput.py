@@ -8,6 +8,10 @@ side by side. Set-up, on this 2-core machine:
   request (online serving), keeping ``--concurrency`` requests in flight: 256 by default, so the
   queue is deeper than a batch, as it is whenever a server is saturated.
 
+The ceiling is the one ``loadtest capacity`` prints (``reference_server/ceiling.py``): the better of
+length-sorted batches of 32 and batch 1, over every length of the workload. The ``demo`` workload is
+``make demo``'s traffic, the texts of ``scenarios/queries.toml``.
+
 Raw ORT is padding plus ``session.run`` on batches of 32 rows in arrival order, drawn from the
 same texts; tokenisation is left out of it, so the server (which tokenises on its event loop) is
 held to the harder bar. The server's overhead is measured like for like, both in arrival order
@@ -31,6 +35,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from loadtest.commands.capacity import scenario_texts
+from loadtest.config.scenario import load_scenario
+from reference_server.ceiling import ort_ceiling_rps
 from reference_server.config import default_models_dir
 from reference_server.launch import running_server
 from reference_server.models import SessionSettings, load_model
@@ -78,6 +85,11 @@ def mixed_lengths(n: int, seed: int = 3) -> list[str]:
     rng = np.random.default_rng(seed)
     base = sentences(n + 4, seed)
     return [" ".join(base[i : i + 4]) if rng.random() < 0.25 else base[i] for i in range(n)]
+
+
+def demo_texts() -> list[str]:
+    """The texts of ``make demo``'s traffic (``scenarios/queries.toml``): 80% short queries, 20% sentences."""
+    return scenario_texts(load_scenario(Path(__file__).resolve().parent.parent / "scenarios" / "queries.toml"))
 
 
 def server_cores(threads: int) -> list[int]:
@@ -187,6 +199,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the server and raw ORT")
+    parser.add_argument(
+        "--workloads", default="queries,sentences,mixed,demo", help="comma-separated: queries, sentences, mixed, demo"
+    )
     parser.add_argument("--drive", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drive:
@@ -194,7 +209,17 @@ def main() -> None:
     if psutil.cpu_count() < 2:
         raise SystemExit("needs 2 cores: one for the server, one for the load generator")
     models_dir = default_models_dir()
-    workloads = {"queries": search_queries(2000), "sentences": sentences(2000)}
+    every = {
+        "queries": lambda: search_queries(2000),
+        "sentences": lambda: sentences(2000),
+        "mixed": lambda: mixed_lengths(2000),
+        "demo": demo_texts,
+    }
+    wanted = args.workloads.split(",")
+    unknown = sorted(set(wanted) - set(every))
+    if unknown:
+        raise SystemExit(f"unknown workload(s) {unknown}; choose from {', '.join(every)}")
+    workloads = {name: every[name]() for name in wanted}
     print(
         f"minilm, {args.threads} intra-op thread(s); server pinned to cores {server_cores(args.threads)}, "
         f"load generator to core {DRIVER_CORE}; "
@@ -202,10 +227,12 @@ def main() -> None:
         f"after {args.warmup:.0f}s warm-up; rows/s"
     )
     rows: dict[tuple[str, str], dict[str, float]] = {}
-    workloads["mixed"] = mixed_lengths(2000)
     for workload, texts in workloads.items():
         for variant in ("fp32", "int8"):
             rows[workload, variant] = row = {
+                "ceiling": ort_ceiling_rps(
+                    "minilm", variant, texts, threads=args.threads, cpus=tuple(server_cores(args.threads))
+                ),
                 "raw32": raw_ort(models_dir, variant, texts, 32, args.seconds, args.threads),
                 "raw1": raw_ort(models_dir, variant, texts, 1, args.seconds, args.threads),
                 "fifo": server_rps(models_dir, variant, texts, ["--no-length-grouping"], args),
@@ -214,19 +241,20 @@ def main() -> None:
             }
             print(
                 f"  {workload:<9} {variant}: raw ORT batch 32 {row['raw32']:6.1f}, batch 1 {row['raw1']:6.1f} | "
-                f"server batching {row['on']:6.1f} (arrival order {row['fifo']:6.1f}), "
+                f"ceiling {row['ceiling']:6.1f} | server batching {row['on']:6.1f} (arrival order {row['fifo']:6.1f}), "
                 f"no batching {row['off']:6.1f}",
                 flush=True,
             )
 
     print(
-        "\n| workload | variant | server / raw ORT, both batch 32 in arrival order | batching on / off "
-        "| length grouping / arrival order | raw ORT batch 32 / batch 1 |"
+        "\n| workload | variant | server (batching on) / ceiling | server / raw ORT, both batch 32 in arrival order "
+        "| batching on / off | length grouping / arrival order | raw ORT batch 32 / batch 1 |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for (workload, variant), row in rows.items():
         print(
-            f"| {workload} | {variant} | {row['fifo'] / row['raw32']:.2f} | {row['on'] / row['off']:.2f} | "
+            f"| {workload} | {variant} | {row['on'] / row['ceiling']:.2f} | {row['fifo'] / row['raw32']:.2f} | "
+            f"{row['on'] / row['off']:.2f} | "
             f"{row['on'] / row['fifo']:.2f} | {row['raw32'] / row['raw1']:.2f} |"
         )
     for workload in workloads:

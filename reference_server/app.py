@@ -252,8 +252,13 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
     return JSONResponse(_error_body(request, f"internal error: {type(exc).__name__}: {exc}"), status_code=500)
 
 
+_MODEL_PREFIXES = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
+
+
 def _routes() -> list[Route]:
-    routes = [
+    # The infer routes first: Starlette tries routes in order, a regex each, on every request.
+    routes = [Route(prefix + "/infer", infer, methods=["POST"]) for prefix in _MODEL_PREFIXES]
+    routes += [
         Route("/v2", server_metadata, methods=["GET"]),
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
@@ -261,11 +266,10 @@ def _routes() -> list[Route]:
         Route("/metrics", metrics, methods=["GET"]),
         Route("/v2/models/stats", model_statistics, methods=["GET"]),  # before /v2/models/{name} takes "stats"
     ]
-    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+    for prefix in _MODEL_PREFIXES:
         routes += [
             Route(prefix, model_metadata, methods=["GET"]),
             Route(prefix + "/ready", model_ready, methods=["GET"]),
-            Route(prefix + "/infer", infer, methods=["POST"]),
             Route(prefix + "/stats", model_statistics, methods=["GET"]),
         ]
     return routes
