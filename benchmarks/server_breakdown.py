@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
+from server_runs import DRIVER_CORE, SCENARIO, SERVER_CORE, run_against
 
 from loadtest.commands.capacity import scenario_texts
 from loadtest.config.scenario import load_scenario
@@ -36,35 +36,6 @@ from reference_server.config import default_models_dir
 from reference_server.launch import running_server
 from reference_server.models import SessionSettings, load_model
 from reference_server.protocol import encode_infer_response, parse_infer_request
-
-ROOT = Path(__file__).resolve().parent.parent
-SCENARIO = ROOT / "scenarios" / "queries.toml"
-SERVER_CORE, DRIVER_CORE = 0, 1
-SERIES = (
-    "inference_batch_size",
-    "inference_padding_efficiency_ratio",
-    "inference_compute_seconds",
-    "inference_queue_wait_seconds",
-    "inference_request_duration_seconds",
-)
-
-
-def scrape(url: str) -> dict[str, float]:
-    """The _sum and _count of each series, summed over its labels."""
-    import httpx
-
-    totals: dict[str, float] = {}
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        for name in SERIES:
-            for suffix in ("_sum", "_count"):
-                if line.startswith(f"{name}{suffix}{{"):
-                    key = name + suffix
-                    totals[key] = totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
-    return totals
-
-
-def thread_cpu(pid: int) -> dict[int, float]:
-    return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
 
 
 def per_request_costs(variant: str, texts: list[str]) -> tuple[float, float]:
@@ -91,38 +62,6 @@ def per_request_costs(variant: str, texts: list[str]) -> tuple[float, float]:
         return tokenise, encode
     finally:
         me.cpu_affinity(before)
-
-
-def measure(url: str, pid: int, rate: float, seconds: float, out: Path) -> dict:
-    threads_before, metrics_before = thread_cpu(pid), scrape(url)
-    subprocess.run(
-        [
-            "taskset",
-            "-c",
-            str(DRIVER_CORE),
-            str(ROOT / ".venv" / "bin" / "loadtest"),
-            "run",
-            str(SCENARIO),
-            "--target",
-            url,
-            "--rate",
-            f"{rate:g}",
-            "--duration",
-            f"{seconds:g}s",
-            "--warmup",
-            "1s",
-            "--out",
-            str(out),
-            "--no-report",
-        ],
-        capture_output=True,
-        check=True,
-    )
-    threads_after, metrics_after = thread_cpu(pid), scrape(url)
-    delta = {key: metrics_after[key] - metrics_before.get(key, 0.0) for key in metrics_after}
-    cpu = sorted((threads_after[t] - threads_before.get(t, 0.0) for t in threads_after), reverse=True)
-    summary = json.loads((out / "summary.json").read_text())
-    return {"delta": delta, "inference_cpu": cpu[0], "loop_cpu": sum(cpu[1:]), "summary": summary}
 
 
 def main() -> None:
@@ -157,22 +96,22 @@ def main() -> None:
     with running_server(server_args) as server, tempfile.TemporaryDirectory() as work:
         for level in (float(x) for x in args.levels.split(",")):
             rate = args.capacity * level / 100
-            m = measure(server.url, server.pid, rate, args.seconds, Path(work) / f"run-{level:g}")
-            d, summary = m["delta"], m["summary"]
+            run = run_against(server.url, server.pid, rate, args.seconds, Path(work) / f"run-{level:g}")
+            d, summary = run.metrics, run.summary
             requests = d["inference_request_duration_seconds_count"]
             batches = d["inference_batch_size_count"]
             rows_done = d["inference_batch_size_sum"]
             latency = summary["latency_ms"]["response"]["all"]
-            loop_ms = m["loop_cpu"] / requests * 1000
+            loop_ms = run.loop_cpu_s / requests * 1000
             rest = loop_ms - tokenise_ms - encode_ms
-            busy = (m["inference_cpu"] + m["loop_cpu"]) / (args.seconds + 1)
+            busy = (run.inference_cpu_s + run.loop_cpu_s) / (args.seconds + 1)
             rows.append(
                 f"| {level:g}% ({rate:.0f} req/s) | {summary['throughput']['ok_per_s']:.1f} "
                 f"| {latency['p50']:.1f} / {latency['p95']:.1f} / {latency['p99']:.1f} "
                 f"| {d['inference_queue_wait_seconds_sum'] / requests * 1000:.1f} | {rows_done / batches:.1f} "
                 f"| {d['inference_padding_efficiency_ratio_sum'] / batches:.2f} "
                 f"| {d['inference_compute_seconds_sum'] / batches * 1000:.1f} "
-                f"| {m['inference_cpu'] / rows_done * 1000:.2f} "
+                f"| {run.inference_cpu_s / rows_done * 1000:.2f} "
                 f"| {loop_ms:.2f} = {tokenise_ms:.2f} + {encode_ms:.2f} + {rest:.2f} | {busy:.0%} |"
             )
             print(rows[-1], flush=True)

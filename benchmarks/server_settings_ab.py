@@ -17,59 +17,27 @@ Run, e.g. the padding budget::
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
-import psutil
+from server_runs import DRIVER_CORE, SERVER_CORE, run_against
 
 from reference_server.launch import running_server
 
-ROOT = Path(__file__).resolve().parent.parent
-SCENARIO = ROOT / "scenarios" / "queries.toml"
-SERVER_CORE, DRIVER_CORE = 0, 1
-
-
-def scrape(url: str) -> dict[str, float]:
-    import httpx
-
-    wanted = ("inference_batch_size_sum", "inference_batch_size_count", "inference_request_duration_seconds_count")
-    totals: dict[str, float] = {}
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        for name in wanted:
-            if line.startswith(name + "{"):
-                totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return totals
-
-
-def thread_cpu(pid: int) -> dict[int, float]:
-    return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
-
 
 def one_run(url: str, pid: int, rate: float, seconds: float, out: Path) -> dict[str, float]:
-    threads_before, before = thread_cpu(pid), scrape(url)
-    command = [
-        *("taskset", "-c", str(DRIVER_CORE), str(ROOT / ".venv" / "bin" / "loadtest"), "run", str(SCENARIO)),
-        *("--target", url, "--rate", f"{rate:g}", "--duration", f"{seconds:g}s", "--warmup", "1s"),
-        *("--out", str(out), "--no-report"),
-    ]
-    subprocess.run(command, capture_output=True, check=True)
-    threads_after, after = thread_cpu(pid), scrape(url)
-    delta = {key: after[key] - before.get(key, 0.0) for key in after}
-    cpu = sorted((threads_after[t] - threads_before.get(t, 0.0) for t in threads_after), reverse=True)
-    summary = json.loads((out / "summary.json").read_text())
-    latency = summary["latency_ms"]["response"]["all"]
-    rows = delta["inference_batch_size_sum"]
+    run = run_against(url, pid, rate, seconds, out)
+    latency = run.summary["latency_ms"]["response"]["all"]
+    rows = run.metrics["inference_batch_size_sum"]
     return {
-        "req/s": summary["throughput"]["ok_per_s"],
+        "req/s": run.summary["throughput"]["ok_per_s"],
         "p95 ms": latency["p95"],
         "p99 ms": latency["p99"],
-        "rows a batch": rows / delta["inference_batch_size_count"],
-        "inference CPU ms a row": cpu[0] / rows * 1000,
-        "event loop CPU ms a request": sum(cpu[1:]) / delta["inference_request_duration_seconds_count"] * 1000,
+        "rows a batch": run.per("inference_batch_size_sum", "inference_batch_size_count"),
+        "inference CPU ms a row": run.inference_cpu_s / rows * 1000,
+        "event loop CPU ms a request": run.loop_cpu_s / run.metrics["inference_request_duration_seconds_count"] * 1000,
     }
 
 
