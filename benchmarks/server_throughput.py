@@ -184,6 +184,8 @@ def server_rps(models_dir: Path, variant: str, sentences: list[str], extra: list
         ",".join(map(str, server_cores(args.threads))),
         "--max-queue-rows",
         "4096",
+        "--max-queue-time",
+        "0",  # 256 in flight are a deliberate queue here, not an overload to refuse
         *extra,
     ]
     with running_server(server_args) as server:
