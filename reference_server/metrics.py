@@ -43,6 +43,7 @@ class Metrics:
         """``versions``: each served model's name and version (its variant)."""
         self.versions = dict(versions)
         self.statistics = {name: ModelStatistics(name, version) for name, version in self.versions.items()}
+        self._children: dict[tuple, object] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
@@ -119,6 +120,17 @@ class Metrics:
     def _model(self, model: str) -> tuple[str, str]:
         return model, self.versions[model]
 
+    def _child(self, metric, *labels: str):
+        """``metric.labels(*labels)``, looked up once: every request counts into three series, on the model's core.
+
+        The keys are bounded: models, endpoints and the statuses this server answers with.
+        """
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def track_queue(self, model: str, rows: Callable[[], int]) -> None:
         self.queue_rows.labels(*self._model(model)).set_function(rows)
 
@@ -167,7 +179,7 @@ class Metrics:
         started = time.perf_counter()
         status = 200
         labels = self._model(model)
-        in_flight = self.in_flight.labels(*labels, endpoint)
+        in_flight = self._child(self.in_flight, *labels, endpoint)
         in_flight.inc()
         try:
             yield
@@ -187,8 +199,8 @@ class Metrics:
     def count(self, model: str, endpoint: str, status: int, seconds: float) -> None:
         """One request that ended with ``status`` after ``seconds``: Prometheus' series and the stats."""
         labels = self._model(model)
-        self.requests.labels(*labels, endpoint, str(status)).inc()
-        self.latency.labels(*labels, endpoint).observe(seconds)
+        self._child(self.requests, *labels, endpoint, str(status)).inc()
+        self._child(self.latency, *labels, endpoint).observe(seconds)
         self.statistics[model].request(status == 200, seconds)
 
     def render(self) -> bytes:
