@@ -56,6 +56,8 @@ PURE_MATHS = (
     "loadtest.traffic.grpc_messages",
     "loadtest.replay.describe",
     "loadtest.results.server_split",
+    "loadtest.traffic.sse",
+    "loadtest.analysis.token_latency",
 )
 # Free of the engine and the server, though they may draw (matplotlib is imported only to draw).
 PURE = (
