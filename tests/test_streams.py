@@ -10,6 +10,7 @@ import pytest
 
 from loadtest.analysis.token_latency import goodput, meets, token_latency
 from loadtest.traffic.sse import MAX_EVENT_BYTES, StreamReader, read_stream
+from tests.helpers import REPO
 
 
 def chunk(content: str | None = None, role: str | None = None, finish: str | None = None) -> dict:
@@ -107,3 +108,36 @@ def test_goodput_counts_failures_in_the_total_and_a_missing_figure_only_where_it
     assert (result.met, result.total, result.share, result.per_s) == (2, 4, 0.5, 1.0)
     with pytest.raises(ValueError, match="unknown per-request figure 'p99'"):
         meets(fast, {"p99": 1.0})
+
+
+def standin_stream(path: str, usage: bool, request: dict) -> tuple[int, bytes]:
+    """The vLLM-format stand-in (benchmarks/fast_stream.py), in process, without pauses."""
+    import asyncio
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from fast_stream import Pace, make_app
+
+    app = make_app(Pace(ttft_ms=0, itl_ms=0, usage=usage))
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": orjson.dumps(request), "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(app({"type": "http", "method": "POST", "path": path}, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+@pytest.mark.parametrize("usage", [True, False], ids=["usage chunk", "no usage"])
+def test_the_vllm_format_stand_in_reads_the_same_with_or_without_usage(path, usage):
+    request = {"model": "m", "max_tokens": 7, "stream": True, "stream_options": {"include_usage": True}}
+    status, body = standin_stream(path, usage, request | {"messages": [{"role": "user", "content": "hi"}]})
+    assert status == 200
+    stream = read_stream([(body, 1.0)], ended=1.0)
+    assert stream.done and stream.error is None and stream.finish_reason == "length"
+    assert stream.content == " tok" * 7 and len(stream.content_times) == 7 and stream.output_tokens == 7
+    assert stream.completion_tokens == (7 if usage else None)
