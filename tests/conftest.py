@@ -44,6 +44,27 @@ def server(models_dir):
         yield running
 
 
+@pytest.fixture(scope="session")
+def reported_run(server, tmp_path_factory) -> Path:
+    """One real run against the fraud model, read by the report and the results-as-data tests alike.
+
+    A ramp from 50 to 250 req/s for 4 s after 1 s of warm-up, with a gate and both reports: every
+    plot has seconds to draw, and the warm-up is marked in every file. Read-only for its users.
+    """
+    from tests.helpers import FEATURES, FRAUD, loadtest, scenario
+
+    tmp = tmp_path_factory.mktemp("reported_run")
+    path = scenario(
+        tmp,
+        'shape = { kind = "ramp", start = 50, end = 250 }\nduration = "4s"\nwarmup = "1s"',
+        f'url = "{server.url}"\n{FRAUD}',
+        FEATURES,
+    )
+    result = loadtest("run", str(path), "--out", str(tmp / "out"), "--threshold", "p99 < 5s")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return tmp / "out"
+
+
 @pytest.fixture
 def client(server):
     with httpx.Client(base_url=server.url, timeout=30) as c:

@@ -13,23 +13,14 @@ from pathlib import Path
 import pytest
 
 from loadtest.results.summary import Summary, read_summary
-from tests.helpers import FEATURES, FRAUD, REPO, chromium, loadtest, scenario
+from tests.helpers import REPO, chromium, loadtest
 
 PLOTS = ("latency-over-time", "distribution", "rates", "failures", "resources", "server-timing")
 
 
-@pytest.fixture(scope="module")
-def run_dir(server, tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("report")
-    path = scenario(
-        tmp,
-        'shape = { kind = "ramp", start = 50, end = 250 }\nduration = "4s"\nwarmup = "1s"',
-        f'url = "{server.url}"\n{FRAUD}',
-        FEATURES,
-    )
-    result = loadtest("run", str(path), "--out", str(tmp / "out"), "--threshold", "p99 < 5s")
-    assert result.returncode == 0, result.stdout + result.stderr
-    return tmp / "out"
+@pytest.fixture
+def run_dir(reported_run) -> Path:
+    return reported_run
 
 
 @pytest.mark.slow

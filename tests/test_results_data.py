@@ -18,25 +18,16 @@ from hdrh.log import HistogramLogReader
 from loadtest import Results, read_results
 from loadtest.errors import ConfigError, ExitCode
 from loadtest.results.per_second import resources_by_second
-from tests.helpers import FEATURES, FRAUD, REPO, loadtest, scenario
+from tests.helpers import REPO, loadtest
 
 WARMUP_S = 1.0
 HLOGS = ("response", "service", "lateness", "server_queue")
 
 
-@pytest.fixture(scope="module")
-def run_dir(server, tmp_path_factory) -> Path:
-    """One real run: 1 s of warm-up, then 1 s measured, against the fraud model, with a gate."""
-    tmp = tmp_path_factory.mktemp("results_data")
-    path = scenario(
-        tmp,
-        'shape = { kind = "constant", value = 60 }\nduration = "1s"\nwarmup = "1s"',
-        f'url = "{server.url}"\n{FRAUD}',
-        FEATURES,
-    )
-    result = loadtest("run", str(path), "--out", str(tmp / "out"), "--threshold", "p99 < 5s", "--no-report")
-    assert result.returncode == 0, result.stdout + result.stderr
-    return tmp / "out"
+@pytest.fixture
+def run_dir(reported_run) -> Path:
+    """The report tests' run (``conftest.reported_run``): 1 s of warm-up, a gate, every file written."""
+    return reported_run
 
 
 @pytest.mark.slow
