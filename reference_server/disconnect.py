@@ -31,10 +31,12 @@ async def unless_client_leaves(receive: Receive, work: Coroutine[Any, Any, T]) -
     """
     handler = asyncio.current_task()
     assert handler is not None
-    answered = False
+    answered = left = False
 
     def client_left(watcher: asyncio.Future) -> None:
+        nonlocal left
         if not answered and not watcher.cancelled() and watcher.exception() is None:
+            left = True
             handler.cancel()
 
     gone = asyncio.ensure_future(_disconnected(receive))
@@ -42,7 +44,7 @@ async def unless_client_leaves(receive: Receive, work: Coroutine[Any, Any, T]) -
     try:
         return await work  # cancelled, it leaves the batch queue before this answers
     except asyncio.CancelledError:
-        if gone.done() and not gone.cancelled() and gone.exception() is None:
+        if left:  # our own cancel, not the server's: answer as a client that has gone
             handler.uncancel()
             raise ClientGone("the client disconnected before its answer was ready") from None
         raise

@@ -61,26 +61,31 @@ class StreamReader:
         self._pending = b""  # bytes of an event not yet complete
         self._data: list[bytes] = []  # the data lines of the event being read
 
+    @property
+    def ended(self) -> bool:
+        """``[DONE]`` or an error has come: nothing more is read."""
+        return self.stream.done or self.stream.error is not None
+
     def feed(self, chunk: bytes, at: float) -> None:
-        if self.stream.error or self.stream.done:
-            return  # after [DONE] or an error nothing more is read
+        if self.ended:
+            return
         self._pending += chunk
         *lines, self._pending = self._pending.split(b"\n")
         for line in lines:
             self._line(line.removesuffix(b"\r"), at)
-            if self.stream.error or self.stream.done:
+            if self.ended:
                 return
         if len(self._pending) + sum(map(len, self._data)) > MAX_EVENT_BYTES:
             self._fail("too_large", f"an event of over {MAX_EVENT_BYTES:,} bytes without its end")
 
     def finish(self, at: float) -> Stream:
         """The body has ended (or the connection dropped): a last event without its blank line still counts."""
-        if self._pending and not (self.stream.error or self.stream.done):
+        if self._pending and not self.ended:
             self._line(self._pending.removesuffix(b"\r"), at)
             self._pending = b""
-        if self._data and not (self.stream.error or self.stream.done):
+        if self._data and not self.ended:
             self._dispatch(at)
-        if not (self.stream.done or self.stream.error):
+        if not self.ended:
             self._fail("broken", f"the stream ended without data: [DONE] after {len(self.stream.content_times)} chunks")
         return self.stream
 
