@@ -10,7 +10,7 @@ process growing until it is killed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,8 +21,9 @@ from loadtest.traffic import shapes
 from loadtest.traffic.arrivals import PROCESSES
 from loadtest.traffic.lines import MAX_LINE_BYTES
 from loadtest.traffic.payloads import PayloadClass
-from loadtest.traffic.protocols import GRPC, PROTOCOLS
+from loadtest.traffic.protocols import GENERATIVE, GRPC, PROTOCOLS, Generation
 from loadtest.traffic.shapes import Shape
+from loadtest.traffic.token_latency import parse_slo
 from loadtest.units import parse_share
 
 MESSY_GATE = "messy_defects == 0"
@@ -65,6 +66,7 @@ class PayloadSpec:
     pool_size: int = 256
     only_class: str | None = None  # send only this class (capacity when all traffic is one class)
     max_line_bytes: int = MAX_LINE_BYTES  # a JSONL payload (or messy kinds) file's longest line
+    shared_prefix_tokens: int = 0  # generative protocols: one prefix every prompt starts with
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,21 @@ class MessySpec:
 
 
 @dataclass(frozen=True)
+class GenerationSpec:
+    """``[generation]``: how generative requests ask for their answer, and goodput's per-request bounds."""
+
+    protocol: Generation = Generation()
+    goodput: tuple[str, ...] = ()  # e.g. ("ttft < 500ms", "tpot < 50ms"): DistServe's goodput
+
+    def slos_ms(self) -> dict[str, float]:
+        return dict(map(parse_slo, self.goodput))
+
+    def as_meta(self) -> dict:
+        """What the summary needs to say how the requests asked and what goodput judged."""
+        return {**asdict(self.protocol), "goodput": list(self.goodput)}
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     source: str
@@ -110,6 +127,11 @@ class Scenario:
     load: LoadSpec = LoadSpec()
     thresholds: tuple[str, ...] = ()
     messy: MessySpec = MessySpec()
+    generation: GenerationSpec = GenerationSpec()
+
+    @property
+    def generative(self) -> bool:
+        return self.target.protocol in GENERATIVE
 
     @property
     def total_seconds(self) -> float:
@@ -232,9 +254,16 @@ def _payload(t: Table, base: Path) -> PayloadSpec:
                 c.number("weight", 1.0),
                 int(c.number("min_tokens", 4, minimum=2, maximum=MAX_POOL)),
                 int(c.number("max_tokens", 16, minimum=2, maximum=MAX_POOL)),
+                int(c.number("min_output_tokens", 0, maximum=MAX_POOL)),
+                int(c.number("max_output_tokens", 0, maximum=MAX_POOL)),
             )
             if cls.max_tokens < cls.min_tokens:
                 raise c.error("max_tokens", f"is below min_tokens ({cls.max_tokens} < {cls.min_tokens})")
+            if cls.max_output_tokens < cls.min_output_tokens:
+                raise c.error(
+                    "max_output_tokens",
+                    f"is below min_output_tokens ({cls.max_output_tokens} < {cls.min_output_tokens})",
+                )
             c.done()
             parsed.append(cls)
         if not parsed or sum(c.weight for c in parsed) <= 0:
@@ -250,9 +279,29 @@ def _payload(t: Table, base: Path) -> PayloadSpec:
         width=int(t.number("width", 8, minimum=1, maximum=MAX_POOL)),
         pool_size=int(t.number("pool_size", 256, minimum=1, maximum=MAX_POOL)),
         max_line_bytes=int(t.number("max_line_bytes", MAX_LINE_BYTES, minimum=1, maximum=MAX_BODY_BYTES)),
+        shared_prefix_tokens=int(t.number("shared_prefix_tokens", 0, maximum=MAX_POOL)),
     )
     t.done()
     return spec
+
+
+def _generation(t: Table) -> GenerationSpec:
+    defaults = Generation()
+    protocol = Generation(
+        stream=t.get("stream", bool, defaults.stream),
+        include_usage=t.get("include_usage", bool, defaults.include_usage),
+        ignore_eos=t.get("ignore_eos", bool, defaults.ignore_eos),
+    )
+    goodput = t.get("goodput", list, [])
+    for i, text in enumerate(goodput):
+        if not isinstance(text, str):
+            raise t.error(f"goodput[{i}]", f"expected a string like 'ttft < 500ms', got {text!r}")
+        try:
+            parse_slo(text)
+        except ValueError as exc:
+            raise t.error(f"goodput[{i}]", str(exc)) from None
+    t.done()
+    return GenerationSpec(protocol, tuple(goodput))
 
 
 def _load(t: Table) -> LoadSpec:
@@ -308,8 +357,11 @@ def scenario_from_dict(data: dict, source: str, base: Path) -> Scenario:
         load=_load(top.table("load")),
         thresholds=tuple(_thresholds(top.table("slo"))),
         messy=_messy(top.table("messy"), base),
+        generation=_generation(top.table("generation")),
     )
     top.done()
+    if "generation" in data and not scenario.generative:
+        raise top.error("generation", f"applies to {' and '.join(GENERATIVE)} targets only")
     return scenario
 
 

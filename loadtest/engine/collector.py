@@ -31,6 +31,7 @@ class Collector:
         self.intervals: defaultdict[int, defaultdict[Key, list[bytes]]] = defaultdict(lambda: defaultdict(list))
         self.counts: defaultdict[str, Counter[str]] = defaultdict(Counter)  # class -> outcome -> count
         self.verdicts: defaultdict[str, Counter[str]] = defaultdict(Counter)  # messy class -> verdict key -> count
+        self.tokens: defaultdict[str, Counter[str]] = defaultdict(Counter)  # generative: class -> token count -> n
         self.clamped = 0
         self.timeline: defaultdict[int, Counter[str]] = defaultdict(Counter)
         self.in_flight: dict[str, int] = {}
@@ -60,6 +61,8 @@ class Collector:
             self.by_worker[worker][cls].update(counts)
         for cls, verdicts in delta.get("verdicts", {}).items():
             self.verdicts[cls].update(verdicts)
+        for cls, tokens in delta.get("tokens", {}).items():
+            self.tokens[cls].update(tokens)
         self.clamped += delta.get("clamped", 0)
         for second, counts in delta["timeline"].items():
             self.timeline[int(second)].update(counts)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from loadtest.engine.collector import Collector, latency_stats, quick_percentiles
-from loadtest.engine.recorder import INTERVAL_METRICS, METRICS, new_histogram
+from loadtest.engine.recorder import INTERVAL_METRICS, METRICS, TOKEN_METRICS, TOKEN_RATE, new_histogram
 from loadtest.messy.verdicts import summarise
 from loadtest.results.directory import HISTOGRAMS, TIMELINE_COLUMNS, histograms_document
 from loadtest.results.files import write_atomic, write_json
@@ -33,6 +33,7 @@ from loadtest.results.summary import (
     Throughput,
     write_summary,
 )
+from loadtest.results.tokens import generation_section
 
 
 def _per_second(count: int, seconds: float) -> float | None:
@@ -46,7 +47,7 @@ def build_summary(collector: Collector, meta: dict) -> Summary:
     total = collector.accounting()
     latency: dict[str, dict[str, Percentiles]] = {
         metric: {cls: latency_stats(collector.histogram(metric, cls)) for cls in (ALL, *classes)}
-        for metric in METRICS
+        for metric in (*METRICS, *TOKEN_METRICS)
         if collector.histogram(metric, ALL) is not None
     }
     by_class = {cls: collector.accounting(cls) for cls in classes}
@@ -58,6 +59,25 @@ def build_summary(collector: Collector, meta: dict) -> Summary:
         _add_merged(latency, by_class, collector, MESSY, messy_classes)
         messy = {**(messy or {}), **summarise(collector.verdicts, {cls: c.scheduled for cls, c in by_class.items()})}
     sent = total.scheduled - total.dropped
+    generation = None
+    throughput = Throughput(
+        _per_second(total.scheduled, measured), _per_second(sent, measured), _per_second(total.ok, measured)
+    )
+    if meta.get("generation") is not None:
+        rates = {cls: latency_stats(collector.histogram(TOKEN_RATE, cls)) for cls in (ALL, *classes)}
+        rates = {cls: p for cls, p in rates.items() if p.count}
+        spec = meta["generation"]
+        accounting = Accounting(total, by_class)
+        generation = generation_section(
+            collector.tokens, rates, accounting, measured, tuple(spec["goodput"]), spec["stream"]
+        )
+        throughput = Throughput(
+            throughput.scheduled_per_s,
+            throughput.sent_per_s,
+            throughput.ok_per_s,
+            _per_second(generation["output_tokens"], measured),
+            _per_second(generation["input_tokens"], measured) if generation["input_tokens"] is not None else None,
+        )
     return Summary(
         scenario=meta.get("scenario", {}),
         target=meta.get("target", {}),
@@ -66,10 +86,9 @@ def build_summary(collector: Collector, meta: dict) -> Summary:
         run=RunInfo(**meta.get("run", {})),
         messy=messy if messy_classes or messy else None,
         accounting=Accounting(total, by_class),
-        throughput=Throughput(
-            _per_second(total.scheduled, measured), _per_second(sent, measured), _per_second(total.ok, measured)
-        ),
+        throughput=throughput,
         latency_ms=latency,
+        generation=generation,
         clamped_values=collector.clamped,
         classes=tuple(classes),
     )

@@ -6,7 +6,12 @@ be tested without a network. What it records, per request class and for all clas
 - ``response``: from the intended send time to the last byte (what a user of an open system saw);
 - ``service``: from the actual send to the last byte (what a closed-loop tool would report);
 - ``server_queue``, ``server_compute`` and ``overhead`` (service minus both), from Server-Timing;
-- ``lateness``: actual send minus intended send, the load generator's own fidelity.
+- ``lateness``: actual send minus intended send, the load generator's own fidelity;
+- for generative answers (``streamed``): ``ttft``, ``itl`` (every gap between content chunks),
+  ``tpot`` and ``e2e`` (``traffic.token_latency``), and each request's output tokens per second
+  (``output_tokens_per_s``, recorded in thousandths so three significant digits survive), with the
+  tokens counted by class: output and input, how they were counted, goodput's met requests, and
+  what streams that failed half-way delivered before they did.
 
 Each value is recorded once, under its class; the collector adds the classes up into "all".
 Histograms are HdrHistogram's: 3 significant digits, 1 µs to one hour. A value out of range is
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from operator import itemgetter
 
 import numpy as np
@@ -38,11 +43,15 @@ from hdrh.histogram import HdrHistogram
 
 from loadtest.results.hdr_bulk import record_many, reset
 from loadtest.results.summary import transport_error
+from loadtest.traffic.sse import Stream
+from loadtest.traffic.token_latency import meets, token_latency
 
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
 DIGITS = 3
 METRICS = ("response", "service", "server_queue", "server_compute", "overhead", "lateness")
+TOKEN_METRICS = ("ttft", "itl", "tpot", "e2e")  # generative answers, in the summary's latency_ms beside METRICS
+TOKEN_RATE = "output_tokens_per_s"  # per request, recorded x1000: its "milliseconds" read as tokens a second
 # Per second as well (the timeline and the interval logs): what a user saw, what the server took, how late
 # the generator sent (the trust verdict's evidence) and how long requests queued in the server (saturation's).
 INTERVAL_METRICS = ("response", "service", "lateness", "server_queue")
@@ -122,9 +131,12 @@ class _Codes(dict):
 
 
 class Recorder:
-    def __init__(self, start: float, warmup: float = 0.0) -> None:
+    def __init__(self, start: float, warmup: float = 0.0, goodput_ms: Mapping[str, float] | None = None) -> None:
         self.start = start
         self.warmup = warmup
+        self.goodput_ms = dict(goodput_ms or {})  # goodput's per-request bounds: figure -> ms
+        self._streams: list[tuple[str, float, float, Stream, bool]] = []  # (class, intended, ended, stream, ok)
+        self._tokens: defaultdict[str, Counter[str]] = defaultdict(Counter)  # class -> token count -> n
         # Per request: one tuple appended to one of these (see the module's docstring).
         self._scheduled: list[tuple[str, float]] = []
         self._dropped: list[tuple[str, float]] = []
@@ -173,6 +185,10 @@ class Recorder:
         """``kind`` is OK, TIMEOUT or an error's kind; ``server_timing`` is the raw header of a success."""
         self.in_flight -= 1
         self._completed.append((cls, intended, actual, done, kind, server_timing))
+
+    def streamed(self, cls: str, intended: float, ended: float, stream: Stream, ok: bool) -> None:
+        """A generative answer's tokens and their times, beside its ``completed``; ``ok`` as its kind is OK."""
+        self._streams.append((cls, intended, ended, stream, ok))
 
     def judged(self, cls: str, intended: float, key: str) -> None:
         """A messy request's verdict, ``verdict:expect:answer`` (say ``correct:reject:http_400``), counted by class."""
@@ -326,6 +342,7 @@ class Recorder:
         """
         taken = self._take_rows()
         self._count_judged()
+        self._absorb_streams(pause)
         for kind, rows in taken.items():
             if rows:
                 self._absorb(kind, rows, pause)
@@ -344,6 +361,40 @@ class Recorder:
         self._scheduled, self._dropped, self._sent, self._closed = [], [], [], []
         self._unsent, self._completed = [], []
         return taken
+
+    def _absorb_streams(self, pause: Callable[[], None]) -> None:
+        """Token figures of the generative answers so far: tens to hundreds a second, taken one by one."""
+        streams, self._streams = self._streams, []
+        values: defaultdict[tuple[str, str], list[float]] = defaultdict(list)  # (metric, class) -> seconds
+        for at, (cls, intended, ended, stream, ok) in enumerate(streams):
+            if at % CHUNK == CHUNK - 1:
+                pause()
+            if intended - self.start < self.warmup:
+                continue
+            tokens = self._tokens[cls]
+            if not ok:  # failed half-way: what it delivered is counted apart, never as output served
+                tokens["failed_streams"] += 1
+                tokens["failed_output_tokens"] += stream.output_tokens
+                continue
+            latency = token_latency(stream, intended, ended)
+            tokens["output_tokens"] += latency.output_tokens
+            tokens["input_tokens"] += stream.prompt_tokens or 0
+            tokens["by_usage" if stream.completion_tokens is not None else "by_chunks"] += 1
+            tokens["no_input_count"] += stream.prompt_tokens is None
+            if self.goodput_ms:
+                tokens["goodput_met"] += meets(latency, self.goodput_ms)
+            values[("e2e", cls)].append(latency.e2e_ms / 1000)
+            if latency.ttft_ms is not None:
+                values[("ttft", cls)].append(latency.ttft_ms / 1000)
+            if latency.tpot_ms is not None:
+                values[("tpot", cls)].append(latency.tpot_ms / 1000)
+            if latency.tokens_per_s is not None:
+                values[(TOKEN_RATE, cls)].append(latency.tokens_per_s / 1000)  # x1000 once in microseconds
+            values[("itl", cls)].extend(ms / 1000 for ms in latency.itl_ms)
+        for key, seconds in values.items():
+            micros = _micros(np.asarray(seconds, dtype=np.float64))
+            self._clamped += int(np.count_nonzero(micros == HIGHEST_US))
+            self._delta[key].append(micros)
 
     def _count_judged(self) -> None:
         judged, self._judged = self._judged, []
@@ -379,8 +430,10 @@ class Recorder:
         verdicts, self._verdicts = self._verdicts, defaultdict(Counter)
         clamped, self._clamped = self._clamped, 0
         timeline, self._timeline = self._timeline, defaultdict(Counter)
+        tokens, self._tokens = self._tokens, defaultdict(Counter)
         in_flight = self.in_flight
         return {
+            "tokens": {cls: dict(c) for cls, c in tokens.items()},
             "histograms": self._encode(buffers, pause),
             "intervals": [(second, self._encode(interval, pause)) for second, interval in finished],
             "counts": {cls: dict(c) for cls, c in counts.items()},

@@ -104,6 +104,7 @@ class RunConfig:
             },
             "run": run,
             **({"messy": {"share": s.messy.share, "gate": s.messy.gate}} if s.messy.enabled else {}),
+            **({"generation": s.generation.as_meta()} if s.generative else {}),
         }
 
 
@@ -112,14 +113,23 @@ def build_payloads(config: RunConfig, protocol_name: str | None = None) -> tuple
     for another protocol (output agreement reads a gRPC scenario's answers over REST)."""
     s = config.scenario
     t = s.target
-    protocol = make_protocol(protocol_name or t.protocol, t.model, t.input_name, t.path, t.template, t.validate)
+    protocol = make_protocol(
+        protocol_name or t.protocol, t.model, t.input_name, t.path, t.template, t.validate, s.generation.protocol
+    )
     spec = s.payload
     if spec.source == "jsonl":
         pool = jsonl_pool(spec.file, s.seed, max_line=spec.max_line_bytes)
     elif spec.source == "features":
         pool = features_pool(spec.width, protocol.encode_features, s.seed, spec.pool_size)
     else:
-        pool = text_pool(list(spec.classes), protocol.encode_text, s.seed, spec.pool_size)
+        pool = text_pool(
+            list(spec.classes),
+            protocol.encode_text,
+            s.seed,
+            spec.pool_size,
+            protocol.encode_prompt,
+            spec.shared_prefix_tokens,
+        )
     if spec.only_class is not None:
         pool = pool.only(spec.only_class)
     return protocol, pool

@@ -13,12 +13,19 @@ the wire. Each has two steps, so the clock stops between them, before any body i
 HTTP goes through the user's ``FastHttpSession``, as it always has. gRPC goes through one channel per
 process, shared by its users: HTTP/2 carries every call on that one connection, and the open-load
 ``connections`` cap bounds the calls in flight instead. Both feed Locust's own statistics.
+
+A streamed generative answer (``openai-chat``, ``openai-completions``) is read line by line as it
+arrives, each line timed on the load generator's clock and fed to ``traffic.sse.StreamReader``;
+``send`` returns once the stream ends. Locust's own statistics time such a request to its headers
+(``stream=True``); the harness's figures come from the stream (``traffic.token_latency``). A stream
+cut short by the request's guard, a read timeout or a closed connection keeps what it delivered.
 """
 
 from __future__ import annotations
 
 import socket
 import time
+from dataclasses import dataclass
 from typing import Protocol as Interface
 
 import gevent
@@ -27,8 +34,12 @@ from locust.contrib.fasthttp import LocustBadStatusCode
 from loadtest.engine.recorder import OK, TIMEOUT
 from loadtest.traffic.payloads import Payload
 from loadtest.traffic.protocols import GRPC, Protocol, unchecked
+from loadtest.traffic.sse import Stream, StreamReader, read_completion
 
 HEADERS = {"Content-Type": "application/json"}
+# A stream is read as it comes: no compression (Locust asks for gzip unless told otherwise).
+STREAM_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream", "Accept-Encoding": "identity"}
+STREAM_ERRORS = {"broken": "broken_stream"}  # other stream errors are answers: stream_<error>
 Outcome = tuple[str, str | None, str]  # (kind, server timing, answer name)
 
 
@@ -36,6 +47,10 @@ class Transport(Interface):
     def send(self, payload: Payload) -> object: ...
 
     def outcome(self, payload: Payload, answer: object | None) -> Outcome: ...
+
+    def stream(self, answer: object | None, done: float) -> Stream | None:
+        """A generative answer's tokens and their times (None for other protocols, or no answer); ``done``: when
+        the answer ended."""
 
 
 def classify(response, valid) -> tuple[str, str | None]:
@@ -79,6 +94,78 @@ class HttpTransport:
         kind, timing = classify(answer, valid)
         return kind, timing, f"http_{answer.status_code}" if kind == OK else kind
 
+    def stream(self, answer, done: float) -> Stream | None:
+        """A generative answer that did not stream: its usage and text, timed at its end."""
+        if self.protocol.encode_prompt is None or answer is None or not 200 <= answer.status_code < 300:
+            return None
+        return read_completion(answer.content or b"", done)
+
+
+@dataclass
+class Streamed:
+    """A streamed answer: the HTTP response (headers, status), what the stream delivered, and when it ended."""
+
+    response: object
+    stream: Stream | None  # None: not a 2xx, so no stream was read (the body is an error document)
+    ended: float
+    timed_out: bool = False
+
+
+class StreamingTransport:
+    """Generative requests whose answers stream (Server-Sent Events), through the user's ``FastHttpSession``."""
+
+    def __init__(self, client, protocol: Protocol) -> None:
+        self.client, self.protocol = client, protocol
+
+    def send(self, payload: Payload) -> Streamed:
+        path = payload.path or self.protocol.path
+        headers = STREAM_HEADERS if payload.headers is None else payload.headers
+        response = self.client.request(
+            payload.method, path, data=payload.body, headers=headers, name=payload.cls, stream=True
+        )
+        raw = getattr(response, "_response", None)
+        if getattr(response, "error", None) is not None and not isinstance(response.error, LocustBadStatusCode):
+            return Streamed(response, None, time.perf_counter())
+        if raw is None or not 200 <= response.status_code < 300:
+            response.content  # noqa: B018 - reads the error body, so the connection can be used again
+            return Streamed(response, None, time.perf_counter())
+        reader = StreamReader()
+        try:
+            while not reader.ended and (line := raw.readline(b"\n")):
+                reader.feed(line, time.perf_counter())
+            if not reader.ended:  # the body ended: a last line without its newline is still in the buffer
+                reader.feed(raw.read(), time.perf_counter())
+            elif reader.stream.done:  # [DONE]: read the body's end, so the connection goes back to the pool
+                raw.read()
+        except (gevent.Timeout, TimeoutError):
+            # The request's guard or a read timeout: what arrived is kept; the connection is closed, not reused.
+            raw.release()
+            ended = time.perf_counter()
+            return Streamed(response, reader.finish(ended), ended, timed_out=not reader.stream.done)
+        except (OSError, ValueError):  # reset, closed, a malformed chunked body: a broken stream
+            pass
+        finally:
+            raw.release()  # back to the pool if the body was read to its end, else closed
+        ended = time.perf_counter()
+        return Streamed(response, reader.finish(ended), ended)
+
+    def outcome(self, payload: Payload, answer: Streamed | None) -> Outcome:
+        if answer is None:
+            return TIMEOUT, None, TIMEOUT
+        if answer.stream is None:
+            kind, timing = classify(answer.response, unchecked)
+            return kind, timing, kind if kind != OK else "http_200"
+        if answer.timed_out:
+            return TIMEOUT, None, TIMEOUT
+        error = answer.stream.error
+        if error is not None:
+            kind = STREAM_ERRORS.get(error, f"stream_{error}")
+            return kind, None, kind
+        return OK, answer.response.headers.get("server-timing"), f"http_{answer.response.status_code}"
+
+    def stream(self, answer: Streamed | None, done: float) -> Stream | None:
+        return None if answer is None else answer.stream
+
 
 class GrpcTransport:
     """ModelInfer calls on one channel, each with the scenario's timeout as its deadline (``engine.grpc_client``)."""
@@ -109,9 +196,14 @@ class GrpcTransport:
     def outcome(self, payload: Payload, answer) -> Outcome:
         return self._client.outcome(answer, self.protocol.valid)
 
+    def stream(self, answer, done: float) -> None:
+        return None
+
 
 def transport_for(protocol: Protocol, client, shared: dict, url: str, timeout: float, events) -> Transport:
     """A user's transport: HTTP on its own client; gRPC on the process's one channel, made once into ``shared``."""
+    if protocol.stream:
+        return StreamingTransport(client, protocol)
     if protocol.name != GRPC:
         return HttpTransport(client, protocol)
     if "grpc" not in shared:

@@ -261,6 +261,8 @@ class ScenarioUser(FastHttpUser):
         kind, timing, named = self.transport.outcome(payload, answer)
         if payload.expect is not None:
             kind = judge_answer(recorder, payload, intended, kind, named)
+        elif (stream := self.transport.stream(answer, done)) is not None:
+            recorder.streamed(payload.cls, intended, done, stream, kind == OK)
         recorder.completed(payload.cls, intended, actual, done, kind, timing)
 
     def run_schedule(self) -> None:
@@ -268,7 +270,7 @@ class ScenarioUser(FastHttpUser):
         arrivals = worker_arrivals(state, state.worker_index, self.payloads)
         first = next(arrivals, None)  # opens a capture and fills its reorder window before the clock starts
         start = time.perf_counter()
-        recorder = state.recorder = Recorder(start, load.warmup)
+        recorder = state.recorder = new_recorder(state, start)
         connections = BoundedSemaphore(load.pool)
         in_flight = Group()
         for offset, payload in itertools.chain([first] if first else [], arrivals):
@@ -290,7 +292,7 @@ class ScenarioUser(FastHttpUser):
     def closed_request(self) -> None:
         state = self.state
         if state.recorder is None:
-            state.recorder = Recorder(state.started, state.scenario.load.warmup)
+            state.recorder = new_recorder(state, state.started)
         index = state.worker_index + state.workers * state.closed_sent
         state.closed_sent += 1
         payload = pick(state, self.payloads, index)
@@ -309,7 +311,14 @@ class ScenarioUser(FastHttpUser):
         kind, timing, named = self.transport.outcome(payload, answer)
         if payload.expect is not None:
             kind = judge_answer(recorder, payload, actual, kind, named)
+        elif (stream := self.transport.stream(answer, done)) is not None:
+            recorder.streamed(payload.cls, actual, done, stream, kind == OK)
         recorder.completed(payload.cls, actual, actual, done, kind, timing)
+
+
+def new_recorder(state: RunState, start: float) -> Recorder:
+    """This process's recorder, with the scenario's warm-up and goodput bounds."""
+    return Recorder(start, state.scenario.load.warmup, state.scenario.generation.slos_ms())
 
 
 def worker_arrivals(state: RunState, worker_index: int, payloads):

@@ -13,6 +13,9 @@ Thresholds are k6-like strings, from the scenario's ``[slo] thresholds`` or ``--
     dropped == 0                counts: ok, errors, timeouts, dropped, scheduled
     messy_defects == 0          messy traffic: messy_defects, messy_wrong, messy_correct
     p99{class=clean} < 100ms    with messy traffic, every clean class together
+    ttft_p99 < 500ms            generative runs: ttft, itl, tpot, e2e (short for p99{metric=ttft})
+    goodput >= 95%              the share of requests that met every [generation] goodput bound
+    output_tokens_per_s >= 500  output tokens a second, all requests together
 
 Regression limits (``--max-regression p99=+10%``) compare the same figure with a baseline run's:
 latencies may grow by at most the given fraction, ``throughput=-5%`` may fall by at most 5%.
@@ -30,7 +33,9 @@ from loadtest.errors import ExitCode, LoadTestError
 from loadtest.results.summary import ALL, CLEAN, FAIL, PASS, UNTRUSTED, GateResult, Summary
 
 LATENCY_STATS = ("p50", "p90", "p95", "p99", "p99.9", "mean", "max", "min")
-LATENCY_METRICS = ("response", "service", "server_queue", "server_compute", "overhead", "lateness")
+TOKEN_METRICS = ("ttft", "itl", "tpot", "e2e")
+LATENCY_METRICS = ("response", "service", "server_queue", "server_compute", "overhead", "lateness", *TOKEN_METRICS)
+GENERATION = ("goodput", "output_tokens_per_s")
 RATES = ("error_rate", "drop_rate")
 COUNTS = ("ok", "errors", "timeouts", "dropped", "scheduled")
 MESSY_COUNTS = {"messy_defects": "defects", "messy_wrong": "wrong", "messy_correct": "correct"}
@@ -73,6 +78,11 @@ def parse_threshold(text: str) -> Threshold:
         raise GateError(f"threshold {text!r}: expected something like 'p99 < 250ms' or 'error_rate < 1%'")
     stat, op, number, unit = match["stat"], match["op"], float(match["number"]), match["unit"]
     selector = _selector(text, match["selector"] or "")
+    metric_of_stat, _, short = stat.partition("_")
+    if metric_of_stat in TOKEN_METRICS and short in LATENCY_STATS:  # ttft_p99: p99 of ttft
+        if "metric" in selector:
+            raise GateError(f"threshold {text!r}: {stat} names its metric; leave {{metric=...}} out")
+        stat, selector["metric"] = short, metric_of_stat
     cls, metric = selector.get("class", "all"), selector.get("metric", "response")
     if stat in LATENCY_STATS:
         if metric not in LATENCY_METRICS:
@@ -86,15 +96,19 @@ def parse_threshold(text: str) -> Threshold:
         if unit != "%":
             raise GateError(f"threshold {text!r}: a rate is a percentage, like 'error_rate < 1%'")
         return Threshold(text, stat, op, number / 100, cls)
-    if stat == "throughput":
+    if stat == "throughput" or stat == "output_tokens_per_s":
         if unit not in ("/s", ""):
-            raise GateError(f"threshold {text!r}: throughput is per second, like 'throughput >= 50/s'")
+            raise GateError(f"threshold {text!r}: {stat} is per second, like '{stat} >= 50/s'")
         return Threshold(text, stat, op, number, cls)
+    if stat == "goodput":
+        if unit != "%":
+            raise GateError(f"threshold {text!r}: goodput is a percentage of requests, like 'goodput >= 95%'")
+        return Threshold(text, stat, op, number / 100, cls)
     if stat in COUNTS or stat in MESSY_COUNTS:
         if unit:
             raise GateError(f"threshold {text!r}: a count takes no unit, like 'dropped == 0'")
         return Threshold(text, stat, op, number, cls)
-    known = ", ".join((*LATENCY_STATS, *RATES, "throughput", *COUNTS, *MESSY_COUNTS))
+    known = ", ".join((*LATENCY_STATS, *RATES, "throughput", *COUNTS, *MESSY_COUNTS, *GENERATION, "ttft_p99 ..."))
     raise GateError(f"threshold {text!r}: unknown figure {stat!r}; one of {known}")
 
 
@@ -133,6 +147,8 @@ def figure(summary: Summary, stat: str, cls: str = ALL, metric: str = "response"
         return None if value is None else float(value)
     if stat in MESSY_COUNTS:
         return None if summary.messy is None else float(summary.messy[MESSY_COUNTS[stat]])
+    if stat in GENERATION:
+        return generation_figure(summary, stat, cls)
     counts = summary.accounting.of(cls)
     if counts is None:
         return None
@@ -147,14 +163,31 @@ def figure(summary: Summary, stat: str, cls: str = ALL, metric: str = "response"
     return float(getattr(counts, stat))
 
 
+def generation_figure(summary: Summary, stat: str, cls: str = ALL) -> float | None:
+    """Goodput's share (of ``cls``, or all) or output tokens a second; None in a run that is not generative."""
+    generation = summary.generation
+    if generation is None:
+        return None
+    if stat == "output_tokens_per_s":
+        if cls == ALL:
+            return summary.throughput.output_tokens_per_s
+        tokens = generation.get("by_class", {}).get(cls, {}).get("output_tokens")
+        return tokens / summary.duration_s if tokens is not None and summary.duration_s else None
+    goodput = generation.get("goodput")
+    if goodput is None:
+        return None
+    share = goodput["share"] if cls == ALL else goodput.get("by_class", {}).get(cls, {}).get("share")
+    return None if share is None else float(share)
+
+
 def _shown(stat: str, value: float | None) -> str:
     if value is None:
         return "n/a"
     if stat in LATENCY_STATS:
         return f"{value:.3f}ms"
-    if stat in RATES:
+    if stat in RATES or stat == "goodput":
         return f"{value:.3%}"
-    if stat == "throughput":
+    if stat in ("throughput", "output_tokens_per_s"):
         return f"{value:.2f}/s"
     return f"{value:g}"
 
@@ -165,7 +198,8 @@ def check_thresholds(summary: Summary, thresholds: list[Threshold]) -> list[Gate
         actual = figure(summary, t.stat, t.cls, t.metric)
         limit = f"{t.op} {_shown(t.stat, t.limit)}"
         if actual is None or math.isnan(actual):
-            message = f"the run has no {t.stat} for class {t.cls!r}"
+            what = t.stat if t.metric == "response" else f"{t.metric} {t.stat}"
+            message = f"the run has no {what} for class {t.cls!r}"
             results.append(GateResult(t.text, False, None, limit, message, FAIL))
             continue
         passed = OPERATORS[t.op](actual, t.limit)
@@ -278,9 +312,9 @@ def _in_words(stat: str, value: float) -> str:
     """A figure as a person reads it: "615.4 ms", "250 ms", "0.8%", "48.5/s", "3"."""
     if stat in LATENCY_STATS:
         return f"{_short(value)} ms"
-    if stat in RATES:
+    if stat in RATES or stat == "goodput":
         return f"{_short(value * 100)}%"
-    if stat == "throughput":
+    if stat in ("throughput", "output_tokens_per_s"):
         return f"{_short(value)}/s"
     return f"{value:g}"
 

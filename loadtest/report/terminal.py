@@ -46,6 +46,56 @@ def summary_table(summary: Summary) -> Table:
     return table
 
 
+TOKEN_COLUMNS = (("ttft", "p50"), ("ttft", "p99"), ("itl", "p50"), ("itl", "p99"), ("tpot", "p50"), ("tpot", "p99"))
+TOKEN_COLUMNS += (("e2e", "p50"), ("e2e", "p99"))
+
+
+def token_table(summary: Summary) -> Table:
+    """A generative run's table: time to first token, inter-token latency, time per output token, end to end."""
+    title = f"{escape(summary.name)}: token latency in ms (HDR, 3 significant digits), output tokens/s a request"
+    table = Table(title=title, title_justify="left")
+    for name in ("class", "ok", "errors", "timeouts", "dropped"):
+        table.add_column(name, justify="left" if name == "class" else "right")
+    for metric, key in TOKEN_COLUMNS:
+        table.add_column(f"{metric} {key}", justify="right")
+    table.add_column("tok/s p50", justify="right")
+    rates = (summary.generation or {}).get("output_tokens_per_s_per_request", {})
+    for cls in (ALL, *(c for c in summary.classes if not c.startswith(MESSY_PREFIX))):
+        counts = summary.accounting.of(cls)
+        row = [Text(cls), str(counts.ok), str(counts.errors), str(counts.timeouts), str(counts.dropped)]
+        row += [_ms(summary.percentiles(metric, cls), key) for metric, key in TOKEN_COLUMNS]
+        rate = rates.get(cls, {}).get("p50")
+        row.append("-" if rate is None else f"{rate:.1f}")
+        table.add_row(*row, style="bold" if cls == ALL else None)
+    return table
+
+
+def token_lines(summary: Summary) -> list[str]:
+    """Tokens served and how they were counted, streams that failed half-way, goodput."""
+    g = summary.generation
+    if g is None:
+        return []
+    out = summary.throughput.output_tokens_per_s
+    inputs = g["input_tokens"]
+    line = f"tokens: {g['output_tokens']:,} out ({out or 0:,.1f}/s)"
+    line += f", {inputs:,} in ({summary.throughput.input_tokens_per_s or 0:,.1f}/s)" if inputs is not None else ""
+    line += f"; counted by {g['token_counts']}"
+    lines = [line if g["streamed"] else line + "; not streamed: time to first token is the whole answer's"]
+    failed = g["failed_streams"]
+    if failed["streams"]:
+        lines.append(
+            f"failed streams: {failed['streams']:,}, which delivered {failed['output_tokens']:,} tokens "
+            "before they failed (not counted as served)"
+        )
+    goodput = g.get("goodput")
+    if goodput is not None and goodput["share"] is not None:
+        lines.append(
+            f"goodput: {goodput['share']:.1%} of {goodput['judged']:,} requests met {' and '.join(goodput['slos'])} "
+            f"({goodput['per_s']:,.2f}/s)"
+        )
+    return lines
+
+
 def accounting_line(summary: Summary) -> str:
     a = summary.accounting.total
     line = f"scheduled {a.scheduled} = ok {a.ok} + errors {a.errors} + timeouts {a.timeouts} + dropped {a.dropped}"
@@ -114,8 +164,10 @@ def _is_redirect(kind: str) -> bool:
 
 def print_summary(summary: Summary, console: Console) -> None:
     """The end table, the accounting, the saturation verdict and, for a replay, its fidelity."""
-    console.print(summary_table(summary))
+    console.print(summary_table(summary) if summary.generation is None else token_table(summary))
     console.print(accounting_line(summary), markup=False)
+    for line in token_lines(summary):
+        console.print(line, markup=False, highlight=False)
     redirects = redirect_line(summary)
     if redirects is not None:
         console.print(f"[yellow]{escape(redirects)}[/]", highlight=False)

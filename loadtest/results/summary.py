@@ -145,6 +145,16 @@ class Throughput:
     scheduled_per_s: float | None = None
     sent_per_s: float | None = None
     ok_per_s: float | None = None
+    output_tokens_per_s: float | None = None  # generative runs only: tokens served a second, all requests together
+    input_tokens_per_s: float | None = None
+
+    def as_dict(self) -> dict:
+        """Request rates always; token rates only where the run counted tokens."""
+        d = asdict(self)
+        for key in ("output_tokens_per_s", "input_tokens_per_s"):
+            if d[key] is None:
+                del d[key]
+        return d
 
 
 @dataclass(frozen=True)
@@ -380,6 +390,7 @@ class Summary:
     server_split: ServerSplit | None = None  # the server's queue and compute split, and where it came from
     sample_sufficiency: tuple[SampleCheck, ...] | None = None
     replay: Mapping[str, Any] | None = None  # what the scan found in a capture, and the replay's fidelity
+    generation: Mapping[str, Any] | None = None  # generative runs: tokens, how counted, goodput (results.tokens)
     gates: GateResults | None = None
     schema: str = SCHEMA
 
@@ -429,6 +440,7 @@ class Summary:
             server_split=ServerSplit.from_dict(d["server_split"]) if d.get("server_split") is not None else None,
             sample_sufficiency=tuple(map(SampleCheck.from_dict, sufficiency)) if sufficiency is not None else None,
             replay=d.get("replay"),
+            generation=d.get("generation"),
             gates=GateResults.from_dict(d["gates"]) if d.get("gates") is not None else None,
         )
 
@@ -445,7 +457,7 @@ class Summary:
         if self.messy is not None:
             d["messy"] = dict(self.messy)
         d["accounting"] = self.accounting.as_dict()
-        d["throughput"] = asdict(self.throughput)
+        d["throughput"] = self.throughput.as_dict()
         d["latency_ms"] = {
             metric: {name: p.as_dict() for name, p in by_class.items()} for metric, by_class in self.latency_ms.items()
         }
@@ -461,6 +473,7 @@ class Summary:
             if self.sample_sufficiency is not None
             else None,
             "replay": dict(self.replay) if self.replay is not None else None,
+            "generation": dict(self.generation) if self.generation is not None else None,
             "gates": self.gates.as_dict() if self.gates is not None else None,
         }
         d.update({k: v for k, v in optional.items() if v is not None})

@@ -2,7 +2,9 @@
 
 Two sources:
 - ``text``: a built-in generator of English-like text in length classes (for example short
-  <= 16 tokens, medium, long >= 128), each class a token range and a weight;
+  <= 16 tokens, medium, long >= 128), each class a token range and a weight; for a generative
+  protocol each class also draws an output length (``min_output_tokens`` to ``max_output_tokens``),
+  sent as ``max_tokens``, and every prompt may start with one shared prefix (prefix caching shows);
 - ``features``: rows of numbers for tabular models (the fraud classifier);
 - ``jsonl``: a file of request bodies, one JSON object per line, each optionally with a class.
 
@@ -42,6 +44,8 @@ class PayloadClass:
     weight: float
     min_tokens: int = 0
     max_tokens: int = 0
+    min_output_tokens: int = 0  # generative protocols: the answer's length, drawn per body (0: the default)
+    max_output_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,13 +128,34 @@ class PayloadPool:
         return self._picked[at]
 
 
-def text_pool(classes: list[PayloadClass], encode, seed: int, per_class: int = 256) -> PayloadPool:
+def text_pool(
+    classes: list[PayloadClass],
+    encode,
+    seed: int,
+    per_class: int = 256,
+    encode_prompt=None,
+    shared_prefix_tokens: int = 0,
+    default_output: int = 64,
+) -> PayloadPool:
+    """Texts per class; with ``encode_prompt`` (a generative protocol), each with an output length too.
+
+    The prompts' lengths are drawn first and the output lengths after them, so a scenario that adds
+    output lengths keeps the same prompts.
+    """
     rng = np.random.default_rng(seed)
+    prefix = generate_text(shared_prefix_tokens, np.random.default_rng(seed + 1)) + " " if shared_prefix_tokens else ""
     payloads = {}
     for cls in classes:
         lengths = rng.integers(cls.min_tokens, cls.max_tokens + 1, size=per_class)
-        texts = [generate_text(int(n), rng) for n in lengths]
-        payloads[cls.name] = [Payload(cls.name, encode(text), text) for text in texts]
+        texts = [prefix + generate_text(int(n), rng) for n in lengths]
+        if encode_prompt is None:
+            payloads[cls.name] = [Payload(cls.name, encode(text), text) for text in texts]
+            continue
+        low, high = cls.min_output_tokens or default_output, cls.max_output_tokens or default_output
+        outputs = rng.integers(low, max(low, high) + 1, size=per_class)
+        payloads[cls.name] = [
+            Payload(cls.name, encode_prompt(text, int(n)), text) for text, n in zip(texts, outputs, strict=True)
+        ]
     return PayloadPool(payloads, {c.name: c.weight for c in classes}, seed)
 
 

@@ -4,7 +4,10 @@
 - ``openai-embeddings``: ``POST /v1/embeddings``;
 - ``http-json``: any JSON endpoint, with a body template whose ``"{{text}}"`` is replaced;
 - ``oip-v2-grpc``: the Open Inference Protocol over gRPC, ``inference.GRPCInferenceService/ModelInfer``
-  (its ``path`` is the method's); bodies are ModelInferRequest bytes (``grpc_messages``), sent as they are.
+  (its ``path`` is the method's); bodies are ModelInferRequest bytes (``grpc_messages``), sent as they are;
+- ``openai-chat`` and ``openai-completions``: ``POST /v1/chat/completions`` and ``/v1/completions``, a
+  prompt and an output length per request (``encode_prompt``), streamed as Server-Sent Events unless
+  the scenario's ``[generation] stream = false`` (``traffic.sse`` reads the stream).
 
 A 200 whose body is not what the protocol promises is an error of its own kind
 (``invalid_body``): a server that answers fast with garbage is not fast; over gRPC the body must be
@@ -21,7 +24,24 @@ from dataclasses import dataclass
 import orjson
 
 GRPC = "oip-v2-grpc"
-PROTOCOLS = ("oip-v2", "openai-embeddings", "http-json", GRPC)
+CHAT, COMPLETIONS = "openai-chat", "openai-completions"
+GENERATIVE = (CHAT, COMPLETIONS)
+PROTOCOLS = ("oip-v2", "openai-embeddings", "http-json", GRPC, *GENERATIVE)
+DEFAULT_OUTPUT_TOKENS = 64  # a generative request's max_tokens where its class gives no output length
+
+
+@dataclass(frozen=True)
+class Generation:
+    """How a generative request asks for its output (``[generation]`` in a scenario).
+
+    ``ignore_eos`` is vLLM's extension (also SGLang's and TGI's OpenAI route): the answer is exactly
+    ``max_tokens`` long, so the output lengths a scenario draws are the ones served. A server that
+    does not know it ignores it, and then the answer may stop early; the token counts say so.
+    """
+
+    stream: bool = True
+    include_usage: bool = True  # stream_options.include_usage: the server counts the tokens, where it honours it
+    ignore_eos: bool = True
 
 
 @dataclass(frozen=True)
@@ -31,6 +51,9 @@ class Protocol:
     encode_text: Callable[[str], bytes]
     encode_features: Callable[[list[float]], bytes]
     valid: Callable[[bytes], bool]
+    # Generative protocols: (prompt, max_tokens) -> body, and whether the answer streams.
+    encode_prompt: Callable[[str, int], bytes] | None = None
+    stream: bool = False
 
 
 def _json_with(key: str) -> Callable[[bytes], bool]:
@@ -58,11 +81,53 @@ def unchecked(body: bytes) -> bool:
 
 
 def make_protocol(
-    name: str, model: str, input_name: str = "text", path: str = "", template: str = "", validate: bool = True
+    name: str,
+    model: str,
+    input_name: str = "text",
+    path: str = "",
+    template: str = "",
+    validate: bool = True,
+    generation: Generation = Generation(),
 ) -> Protocol:
     """The protocol's request shapes and body check; ``validate=False`` trusts any 2xx body (cheaper)."""
-    protocol = _make_protocol(name, model, input_name, path, template)
+    if name in GENERATIVE:
+        protocol = _generative(name, model, path, generation)
+    else:
+        protocol = _make_protocol(name, model, input_name, path, template)
     return protocol if validate else dataclasses.replace(protocol, valid=unchecked)
+
+
+def generation_body(name: str, model: str, prompt: str, max_tokens: int, generation: Generation) -> dict:
+    """One chat or completions request as OpenAI's API (and vLLM's extensions) spell it."""
+    body: dict = {"model": model}
+    if name == CHAT:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    body["max_tokens"] = max_tokens
+    if generation.ignore_eos:
+        body["ignore_eos"] = True
+    if generation.stream:
+        body["stream"] = True
+        if generation.include_usage:
+            body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _generative(name: str, model: str, path: str, generation: Generation) -> Protocol:
+    def encode_prompt(prompt: str, max_tokens: int) -> bytes:
+        return orjson.dumps(generation_body(name, model, prompt, max_tokens, generation))
+
+    default = "/v1/chat/completions" if name == CHAT else "/v1/completions"
+    return Protocol(
+        name,
+        path or default,
+        lambda text: encode_prompt(text, DEFAULT_OUTPUT_TOKENS),
+        lambda row: encode_prompt(" ".join(map(str, row)), DEFAULT_OUTPUT_TOKENS),
+        unchecked if generation.stream else _json_with("choices"),  # a stream is judged by its reader
+        encode_prompt,
+        generation.stream,
+    )
 
 
 def _make_protocol(name: str, model: str, input_name: str, path: str, template: str) -> Protocol:

@@ -151,6 +151,29 @@ class StreamReader:
         self.stream.error, self.stream.detail = kind, detail
 
 
+def read_completion(body: bytes, at: float) -> Stream | None:
+    """A completion that did not stream (``"stream": false``): its text and usage as a Stream of one chunk.
+
+    Its one "chunk" arrives with the whole body, so its time to first token is its end-to-end time:
+    that is what a user of a non-streaming endpoint waits for. None if the body is not a completion.
+    """
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list):
+        return None
+    reader = StreamReader()
+    reader._read_event(doc, at)  # the same fields, but message.content for chat
+    for choice in doc["choices"]:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and isinstance(message.get("content"), str) and message["content"]:
+            reader.stream.content_times.append(at)
+            reader.stream.text.append(message["content"])
+    reader.stream.done = True
+    return reader.stream
+
+
 def read_stream(parts: list[tuple[bytes, float]], ended: float) -> Stream:
     """A whole stream from its reads and their times: what a transport that buffers hands over."""
     reader = StreamReader()

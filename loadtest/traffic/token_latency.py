@@ -17,6 +17,7 @@ Goodput is DistServe's: the share, and the rate, of requests that met every SLO 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -74,6 +75,20 @@ class Goodput:
         return self.met / self.seconds if self.seconds > 0 else 0.0
 
 
+_SLO = re.compile(r"^\s*(?P<figure>[a-z_]+)\s*<\s*(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>us|µs|ms|s)\s*$")
+_UNIT_MS = {"us": 0.001, "µs": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def parse_slo(text: str) -> tuple[str, float]:
+    """``"ttft < 500ms"`` -> ("ttft", 500.0): one per-request bound of goodput; ValueError says what is wrong."""
+    match = _SLO.match(text)
+    if match is None:
+        raise ValueError(f"{text!r}: expected a per-request bound like 'ttft < 500ms' or 'tpot < 50ms'")
+    if match["figure"] not in BOUNDED:
+        raise ValueError(f"{text!r}: unknown figure {match['figure']!r}; one of {', '.join(BOUNDED)}")
+    return match["figure"], float(match["number"]) * _UNIT_MS[match["unit"]]
+
+
 def meets(latency: TokenLatency | None, slos_ms: Mapping[str, float]) -> bool:
     """Whether one request met every bound in ``slos_ms`` (figure -> strict upper bound in ms).
 
@@ -102,4 +117,4 @@ def goodput(latencies: Iterable[TokenLatency | None], slos_ms: Mapping[str, floa
     return Goodput(met, total, seconds)
 
 
-__all__ = ["BOUNDED", "Goodput", "TokenLatency", "goodput", "meets", "token_latency"]
+__all__ = ["BOUNDED", "Goodput", "TokenLatency", "goodput", "meets", "parse_slo", "token_latency"]
