@@ -10,8 +10,11 @@ next one ``--itl-ms`` after the last; ``max_tokens`` (16 if absent) sets how man
 
 It generates nothing: each token is the word ``tok``. It exists to check that the harness reads
 this format, and to measure how many streams one load-generator process can follow.
+``--break-every K`` cuts every K-th stream half-way: the connection closes without ``[DONE]``, as a
+server that crashes or is killed mid-answer leaves it.
 
-Run: ``python benchmarks/fast_stream.py PORT [--ttft-ms 20] [--itl-ms 10] [--no-usage] [--cpu N]``.
+Run: ``python benchmarks/fast_stream.py PORT [--ttft-ms 20] [--itl-ms 10] [--no-usage] [--break-every K]
+[--cpu N]``.
 """
 
 from __future__ import annotations
@@ -28,10 +31,18 @@ class Pace:
     ttft_ms: float = 20.0
     itl_ms: float = 10.0
     usage: bool = True  # honour stream_options.include_usage
+    break_every: int = 0  # cut every k-th stream half-way (0: never)
+
+
+class Cut(Exception):
+    """Raised mid-stream: uvicorn closes the connection without ending the chunked body."""
 
 
 def make_app(pace: Pace = Pace()):
+    served = 0
+
     async def app(scope, receive, send) -> None:
+        nonlocal served
         if scope["type"] != "http":
             return
         body, more = b"", True
@@ -61,11 +72,15 @@ def make_app(pace: Pace = Pace()):
             return
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         wants_usage = pace.usage and bool((request.get("stream_options") or {}).get("include_usage"))
-        pause = pace.ttft_ms
+        served += 1
+        cut_at = tokens // 2 if pace.break_every and served % pace.break_every == 0 else None
+        pause, sent = pace.ttft_ms, 0
         for is_token, event in _events(chat, tokens, prompt_tokens, wants_usage):
             if is_token:  # the first token ttft_ms after the request, each next one itl_ms after the last
+                if sent == cut_at:
+                    raise Cut(f"stream cut after {sent} tokens")
                 await asyncio.sleep(pause / 1000)
-                pause = pace.itl_ms
+                pause, sent = pace.itl_ms, sent + 1
             await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
@@ -119,6 +134,7 @@ def main() -> None:
     parser.add_argument("--ttft-ms", type=float, default=20.0)
     parser.add_argument("--itl-ms", type=float, default=10.0)
     parser.add_argument("--no-usage", action="store_true", help="never send the usage chunk")
+    parser.add_argument("--break-every", type=int, default=0, help="cut every K-th stream half-way")
     parser.add_argument("--cpu", type=int, help="pin to this core")
     args = parser.parse_args()
     if args.cpu is not None:
@@ -127,7 +143,7 @@ def main() -> None:
         psutil.Process().cpu_affinity([args.cpu])
     import uvicorn
 
-    pace = Pace(args.ttft_ms, args.itl_ms, not args.no_usage)
+    pace = Pace(args.ttft_ms, args.itl_ms, not args.no_usage, args.break_every)
     uvicorn.run(make_app(pace), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

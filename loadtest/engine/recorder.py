@@ -135,7 +135,8 @@ class Recorder:
         self.start = start
         self.warmup = warmup
         self.goodput_ms = dict(goodput_ms or {})  # goodput's per-request bounds: figure -> ms
-        self._streams: list[tuple[str, float, float, Stream, bool]] = []  # (class, intended, ended, stream, ok)
+        # (class, intended, ended, stream, ok, output tokens asked for)
+        self._streams: list[tuple[str, float, float, Stream, bool, int]] = []
         self._tokens: defaultdict[str, Counter[str]] = defaultdict(Counter)  # class -> token count -> n
         # Per request: one tuple appended to one of these (see the module's docstring).
         self._scheduled: list[tuple[str, float]] = []
@@ -186,9 +187,10 @@ class Recorder:
         self.in_flight -= 1
         self._completed.append((cls, intended, actual, done, kind, server_timing))
 
-    def streamed(self, cls: str, intended: float, ended: float, stream: Stream, ok: bool) -> None:
-        """A generative answer's tokens and their times, beside its ``completed``; ``ok`` as its kind is OK."""
-        self._streams.append((cls, intended, ended, stream, ok))
+    def streamed(self, cls: str, intended: float, ended: float, stream: Stream, ok: bool, asked: int = 0) -> None:
+        """A generative answer's tokens and their times, beside its ``completed``; ``ok`` as its kind is OK;
+        ``asked``: the output tokens the request asked for (its ``max_tokens``; 0 if unknown)."""
+        self._streams.append((cls, intended, ended, stream, ok, asked))
 
     def judged(self, cls: str, intended: float, key: str) -> None:
         """A messy request's verdict, ``verdict:expect:answer`` (say ``correct:reject:http_400``), counted by class."""
@@ -366,7 +368,7 @@ class Recorder:
         """Token figures of the generative answers so far: tens to hundreds a second, taken one by one."""
         streams, self._streams = self._streams, []
         values: defaultdict[tuple[str, str], list[float]] = defaultdict(list)  # (metric, class) -> seconds
-        for at, (cls, intended, ended, stream, ok) in enumerate(streams):
+        for at, (cls, intended, ended, stream, ok, asked) in enumerate(streams):
             if at % CHUNK == CHUNK - 1:
                 pause()
             if intended - self.start < self.warmup:
@@ -375,7 +377,9 @@ class Recorder:
             if not ok:  # failed half-way: what it delivered is counted apart, never as output served
                 tokens["failed_streams"] += 1
                 tokens["failed_output_tokens"] += stream.output_tokens
+                tokens["failed_asked_tokens"] += asked
                 continue
+            tokens["asked_tokens"] += asked
             latency = token_latency(stream, intended, ended)
             tokens["output_tokens"] += latency.output_tokens
             tokens["input_tokens"] += stream.prompt_tokens or 0

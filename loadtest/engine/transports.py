@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from http.client import HTTPException
 from typing import Protocol as Interface
 
 import gevent
@@ -111,6 +113,30 @@ class Streamed:
     timed_out: bool = False
 
 
+def body_reads(raw) -> Iterator[bytes]:
+    """A response's decoded body as it arrives, one socket read at a time, until the body's end.
+
+    geventhttpclient's ``readline`` and ``read`` loop forever on a connection the server closed
+    mid-body (they feed the parser the empty read and read again), so the reading is done here, on
+    the response's parser and socket: ``feed`` decodes the chunked framing into ``_body_buffer``, and
+    the parser completing the message hands the socket back to the pool (``release``).
+    """
+    while True:
+        if raw._body_buffer:
+            chunk = bytes(raw._body_buffer)
+            del raw._body_buffer[:]
+            yield chunk
+        if raw.message_complete:
+            return
+        sock = raw._sock
+        if sock is None:
+            raise ConnectionError("the connection is gone")
+        data = sock.recv(raw.block_size)
+        if not data:
+            raise ConnectionError("the server closed the connection mid-body")
+        raw.feed(data)
+
+
 class StreamingTransport:
     """Generative requests whose answers stream (Server-Sent Events), through the user's ``FastHttpSession``."""
 
@@ -131,18 +157,15 @@ class StreamingTransport:
             return Streamed(response, None, time.perf_counter())
         reader = StreamReader()
         try:
-            while not reader.ended and (line := raw.readline(b"\n")):
-                reader.feed(line, time.perf_counter())
-            if not reader.ended:  # the body ended: a last line without its newline is still in the buffer
-                reader.feed(raw.read(), time.perf_counter())
-            elif reader.stream.done:  # [DONE]: read the body's end, so the connection goes back to the pool
-                raw.read()
+            for chunk in body_reads(raw):
+                reader.feed(chunk, time.perf_counter())
+                if reader.ended and not reader.stream.done:  # an error event: the rest is not read
+                    break
         except (gevent.Timeout, TimeoutError):
             # The request's guard or a read timeout: what arrived is kept; the connection is closed, not reused.
-            raw.release()
             ended = time.perf_counter()
             return Streamed(response, reader.finish(ended), ended, timed_out=not reader.stream.done)
-        except (OSError, ValueError):  # reset, closed, a malformed chunked body: a broken stream
+        except (OSError, ValueError, HTTPException):  # closed, reset, a malformed chunked body: a broken stream
             pass
         finally:
             raw.release()  # back to the pool if the body was read to its end, else closed

@@ -262,7 +262,7 @@ class ScenarioUser(FastHttpUser):
         if payload.expect is not None:
             kind = judge_answer(recorder, payload, intended, kind, named)
         elif (stream := self.transport.stream(answer, done)) is not None:
-            recorder.streamed(payload.cls, intended, done, stream, kind == OK)
+            recorder.streamed(payload.cls, intended, done, stream, kind == OK, payload.max_tokens)
         recorder.completed(payload.cls, intended, actual, done, kind, timing)
 
     def run_schedule(self) -> None:
@@ -312,7 +312,7 @@ class ScenarioUser(FastHttpUser):
         if payload.expect is not None:
             kind = judge_answer(recorder, payload, actual, kind, named)
         elif (stream := self.transport.stream(answer, done)) is not None:
-            recorder.streamed(payload.cls, actual, done, stream, kind == OK)
+            recorder.streamed(payload.cls, actual, done, stream, kind == OK, payload.max_tokens)
         recorder.completed(payload.cls, actual, actual, done, kind, timing)
 
 

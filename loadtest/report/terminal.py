@@ -80,12 +80,14 @@ def token_lines(summary: Summary) -> list[str]:
     line = f"tokens: {g['output_tokens']:,} out ({out or 0:,.1f}/s)"
     line += f", {inputs:,} in ({summary.throughput.input_tokens_per_s or 0:,.1f}/s)" if inputs is not None else ""
     line += f"; counted by {g['token_counts']}"
+    if g["asked_tokens"] and g["asked_tokens"] != g["output_tokens"]:
+        line += f"; the completed answers asked for {g['asked_tokens']:,} (they stopped early, or ignore_eos is off)"
     lines = [line if g["streamed"] else line + "; not streamed: time to first token is the whole answer's"]
     failed = g["failed_streams"]
     if failed["streams"]:
         lines.append(
-            f"failed streams: {failed['streams']:,}, which delivered {failed['output_tokens']:,} tokens "
-            "before they failed (not counted as served)"
+            f"failed streams: {failed['streams']:,}, which delivered {failed['output_tokens']:,} of the "
+            f"{failed['asked_tokens']:,} tokens they asked for before they failed (not counted as served)"
         )
     goodput = g.get("goodput")
     if goodput is not None and goodput["share"] is not None:

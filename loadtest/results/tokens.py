@@ -44,7 +44,14 @@ def generation_section(
         # Input tokens come from usage only: None when no answer carried a count.
         "input_tokens": total("input_tokens") if total("no_input_count") < answered else None,
         "output_tokens_per_s_per_request": {cls: p.as_dict() for cls, p in rates.items()},
-        "failed_streams": {"streams": total("failed_streams"), "output_tokens": total("failed_output_tokens")},
+        # Answers that completed: the output tokens they asked for (max_tokens), against output_tokens served.
+        "asked_tokens": total("asked_tokens"),
+        # Streams that failed half-way: what they delivered before they did, of what they asked for.
+        "failed_streams": {
+            "streams": total("failed_streams"),
+            "output_tokens": total("failed_output_tokens"),
+            "asked_tokens": total("failed_asked_tokens"),
+        },
         "by_class": {
             cls: {
                 "output_tokens": int(tokens[cls].get("output_tokens", 0)),

@@ -63,6 +63,7 @@ class Payload:
     headers: dict[str, str] | None = None
     expect: str | None = None  # a messy request: the outcome a sound endpoint gives (messy.REJECT, ...)
     twin: bool = False  # a messy duplicate: sent twice at once
+    max_tokens: int = 0  # a generative request: the output length it asks for
 
 
 def generate_text(tokens: int, rng: np.random.Generator) -> str:
@@ -154,7 +155,8 @@ def text_pool(
         low, high = cls.min_output_tokens or default_output, cls.max_output_tokens or default_output
         outputs = rng.integers(low, max(low, high) + 1, size=per_class)
         payloads[cls.name] = [
-            Payload(cls.name, encode_prompt(text, int(n)), text) for text, n in zip(texts, outputs, strict=True)
+            Payload(cls.name, encode_prompt(text, int(n)), text, max_tokens=int(n))
+            for text, n in zip(texts, outputs, strict=True)
         ]
     return PayloadPool(payloads, {c.name: c.weight for c in classes}, seed)
 

@@ -1,0 +1,147 @@
+"""Generative runs end to end against the vLLM-format stand-in (``benchmarks/fast_stream.py``), on 127.0.0.1.
+
+The stand-in streams at a known pace, so what the harness measures can be checked against it: time
+to first token, the gap between tokens, the tokens counted with and without the server's usage
+chunk, a stream cut half-way, and a completion that does not stream.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from loadtest.errors import ExitCode
+from tests.helpers import REPO, loadtest, run_ok, scenario
+
+TTFT_MS, ITL_MS = 30, 10
+CHAT = 'protocol = "openai-chat"\nmodel = "standin"'
+CLASSES = """classes = [
+  { name = "chat", weight = 3, min_tokens = 8, max_tokens = 32, min_output_tokens = 6, max_output_tokens = 16 },
+  { name = "long", weight = 1, min_tokens = 64, max_tokens = 96, min_output_tokens = 20, max_output_tokens = 30 },
+]"""
+LOAD = 'shape = { kind = "constant", value = 20 }\nduration = "1.5s"\ntimeout = "5s"'
+GOODPUT = '\n[generation]\ngoodput = ["ttft < 1s", "tpot < 200ms"]'
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def standin(*flags: str) -> Iterator[str]:
+    """The stand-in in a process of its own, at TTFT_MS and ITL_MS; its URL once it answers."""
+    import httpx
+
+    port = free_port()
+    cmd = [sys.executable, str(REPO / "benchmarks" / "fast_stream.py"), str(port), "--ttft-ms", str(TTFT_MS)]
+    process = subprocess.Popen([*cmd, "--itl-ms", str(ITL_MS), *flags], stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.post(url + "/v1/completions", json={"max_tokens": 1}, timeout=1)
+                break
+            except httpx.TransportError:
+                subprocess.run(["sleep", "0.1"])
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def usage_url() -> Iterator[str]:
+    with standin() as url:
+        yield url
+
+
+def chat_scenario(tmp_path, url: str, generation: str = GOODPUT, name: str = "chat"):
+    return scenario(tmp_path, LOAD, f'url = "{url}"\n{CHAT}', CLASSES + generation, name=name)
+
+
+@pytest.mark.slow
+def test_a_streamed_chat_run_measures_the_pace_the_server_keeps(tmp_path, usage_url):
+    summary = run_ok(chat_scenario(tmp_path, usage_url), tmp_path / "out", "--threshold", "ttft_p99 < 1s")
+    latency, generation = summary["latency_ms"], summary["generation"]
+    assert summary["accounting"]["ok"] == summary["accounting"]["scheduled"] > 20
+    # TTFT from the intended send: the server's pace plus the loopback and a late send (a few ms).
+    assert TTFT_MS <= latency["ttft"]["all"]["p50"] < TTFT_MS + 15
+    assert ITL_MS - 1 <= latency["itl"]["all"]["p50"] < ITL_MS + 3
+    assert ITL_MS - 1 <= latency["tpot"]["all"]["p50"] < ITL_MS + 3
+    assert latency["e2e"]["all"]["p50"] > latency["ttft"]["all"]["p50"] + 5 * ITL_MS
+    # itl: one a gap, so the count is output tokens less one a request.
+    assert latency["itl"]["all"]["count"] == generation["output_tokens"] - latency["ttft"]["all"]["count"]
+    assert latency["ttft"]["long"]["count"] and latency["ttft"]["chat"]["count"]
+    assert generation["token_counts"] == "usage" and generation["input_tokens"] > 0
+    assert generation["output_tokens"] == generation["asked_tokens"]  # ignore_eos: as long as asked
+    assert summary["throughput"]["output_tokens_per_s"] == pytest.approx(generation["output_tokens"] / 1.5, rel=1e-3)
+    assert (
+        generation["goodput"]["share"] == 1.0 and generation["goodput"]["judged"] == summary["accounting"]["scheduled"]
+    )
+    rate = generation["output_tokens_per_s_per_request"]["all"]["p50"]
+    assert 1000 / (ITL_MS + 3) < rate < 1000 / (ITL_MS - 1)
+    assert summary["gates"]["passed"] is True
+
+
+@pytest.mark.slow
+def test_without_usage_the_tokens_are_counted_a_chunk_each_and_agree(tmp_path, usage_url):
+    with standin("--no-usage") as plain_url:
+        plain = run_ok(chat_scenario(tmp_path, plain_url, name="plain"), tmp_path / "plain")
+    counted = run_ok(chat_scenario(tmp_path, usage_url, name="counted"), tmp_path / "counted")
+    assert plain["generation"]["token_counts"] == "chunks" and plain["generation"]["input_tokens"] is None
+    assert "input_tokens_per_s" not in plain["throughput"]
+    # The same seed sends the same requests: the same tokens, counted either way.
+    assert plain["generation"]["output_tokens"] == counted["generation"]["output_tokens"] > 0
+
+
+@pytest.mark.slow
+def test_streams_cut_half_way_are_errors_of_their_own_and_the_tokens_balance(tmp_path):
+    with standin("--break-every", "3") as url:
+        result = loadtest("run", str(chat_scenario(tmp_path, url)), "--out", str(tmp_path / "out"), "--no-report")
+    import json
+
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    accounting, generation = summary["accounting"], summary["generation"]
+    broken = accounting["errors_by_kind"]["broken_stream"]
+    assert broken > 3 and accounting["scheduled"] == accounting["ok"] + broken
+    failed = generation["failed_streams"]
+    assert failed["streams"] == broken
+    # Each cut stream delivered half of what it asked for, and none of it counts as served.
+    asked, delivered = failed["asked_tokens"], failed["output_tokens"]
+    assert (asked - failed["streams"]) / 2 <= delivered <= asked / 2  # each: its max_tokens // 2
+    assert generation["output_tokens"] == generation["asked_tokens"]
+    assert generation["goodput"]["met"] == accounting["ok"]
+    # A third of the streams broken is a target failing: the run says so, and fails.
+    assert result.returncode == ExitCode.RUN_FAILED and "failed streams:" in result.stderr
+    assert "failed at the transport level" in result.stderr and "broken_stream" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_completion_that_does_not_stream_is_counted_from_its_usage(tmp_path, usage_url):
+    target = f'url = "{usage_url}"\nprotocol = "openai-completions"\nmodel = "standin"'
+    path = scenario(tmp_path, LOAD, target, CLASSES + "\n[generation]\nstream = false", name="whole")
+    summary = run_ok(path, tmp_path / "out")
+    generation, latency = summary["generation"], summary["latency_ms"]
+    assert generation["streamed"] is False and generation["token_counts"] == "usage"
+    assert generation["output_tokens"] == generation["asked_tokens"] > 0
+    # One chunk, the whole answer: its first token is its last, and there is no gap between tokens.
+    assert latency["ttft"]["all"]["p50"] == pytest.approx(latency["e2e"]["all"]["p50"], rel=0.02)
+    assert "itl" not in latency
+
+
+def test_generation_keys_are_checked_against_the_protocol(tmp_path):
+    path = scenario(tmp_path, LOAD, 'url = "http://127.0.0.1:9"\nprotocol = "oip-v2"', "", name="wrong")
+    path.write_text(path.read_text() + '[generation]\ngoodput = ["ttft < 1s"]\n')
+    result = loadtest("run", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "generation" in result.stderr and "openai-chat" in result.stderr
+    bad = chat_scenario(tmp_path, "http://127.0.0.1:9", '\n[generation]\ngoodput = ["ttft < fast"]', name="bad")
+    result = loadtest("run", str(bad), "--out", str(tmp_path / "out2"))
+    assert result.returncode == 2 and "generation.goodput[0]" in result.stderr
