@@ -57,7 +57,7 @@ PURE_MATHS = (
     "loadtest.replay.describe",
     "loadtest.results.server_split",
     "loadtest.traffic.sse",
-    "loadtest.analysis.token_latency",
+    "loadtest.traffic.token_latency",
 )
 # Free of the engine and the server, though they may draw (matplotlib is imported only to draw).
 PURE = (

@@ -8,8 +8,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from loadtest.analysis.token_latency import goodput, meets, token_latency
 from loadtest.traffic.sse import MAX_EVENT_BYTES, StreamReader, read_stream
+from loadtest.traffic.token_latency import goodput, meets, token_latency
 from tests.helpers import REPO
 
 
