@@ -320,3 +320,17 @@ def test_repeated_searches_in_capacity_json_give_the_median_searchs_interval_and
     assert "interval: 100.0 req/s held in 2 of 2 runs; 104.0 req/s failed 2 of 2" in lines
     assert "3 searches: 100.0, 96.0, 100.0 req/s; median 100.0 req/s, spread ±4.0%" in lines
     assert lines[-1] == "rule: the rule"
+
+
+def test_a_generative_slo_bounds_several_token_percentiles_and_a_step_must_hold_them_all():
+    slo = parse_slo(["ttft_p99 < 500ms", "tpot_p95 < 50ms"])
+    assert (slo.stat, slo.metric, slo.budget_ms) == ("p99", "ttft", 500.0)
+    assert slo.text == "ttft_p99 < 500ms and tpot_p95 < 50ms" and slo.percentile == 99.0
+    step = Step(10.0, 1000, 1000, 0, latency_ms=300.0, p50_ms=100.0, p99_ms=300.0, duration_s=100.0)
+    assert judge_step(replace(step, also_ms=(40.0,)), slo).passed
+    failed = judge_step(replace(step, also_ms=(60.0,)), slo)
+    assert not failed.passed and failed.reasons == ("tpot_p95 60.0 ms over the 50 ms budget",)
+    missing = judge_step(step, slo)  # a run without the figure (no stream answered) holds nothing
+    assert missing.reasons == ("tpot_p95 none over the 50 ms budget",)
+    with pytest.raises(GateError, match="--slo: give at least one"):
+        parse_slo([])

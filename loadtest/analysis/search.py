@@ -8,7 +8,9 @@ by default) while steps pass; divide it while they fail) finds a passing rate an
 narrows the gap until it is within ``resolution`` of the passing rate. A step passes when all of
 these hold:
 
-- the SLO percentile of ``response`` latency (from the intended send time) is within the budget;
+- the SLO percentile of ``response`` latency (from the intended send time) is within the budget,
+  and so is every further bound the SLO has (a generative endpoint's ``ttft_p99 < 500ms`` and
+  ``tpot_p99 < 50ms`` together);
 - the error rate (errors and timeouts over finished requests) is within the error budget;
 - the achieved rate, successful responses over the requests the schedule called for, is at least
   ``min_achieved`` of it: a server that sheds or falls behind does not carry the rate;
@@ -60,6 +62,23 @@ SEARCH, CONFIRM = "search", "confirm"  # a step's role: finding the boundary, or
 
 
 @dataclass(frozen=True)
+class Bound:
+    """One more latency percentile the SLO bounds, beside its first (``tpot_p99 < 50ms``)."""
+
+    stat: str
+    budget_ms: float
+    metric: str = "response"
+
+    @property
+    def text(self) -> str:
+        return _bound_text(self.stat, self.budget_ms, self.metric)
+
+
+def _bound_text(stat: str, budget_ms: float, metric: str) -> str:
+    return f"{stat if metric == 'response' else f'{metric}_{stat}'} < {budget_ms:g}ms"
+
+
+@dataclass(frozen=True)
 class Slo:
     """What a deployment must hold at its capacity."""
 
@@ -68,29 +87,42 @@ class Slo:
     max_error_rate: float = 0.01
     min_achieved: float = 0.95
     metric: str = "response"
+    also: tuple[Bound, ...] = ()  # further percentiles that must hold too
 
     @property
     def percentile(self) -> float:
-        return PERCENTILE_STATS[self.stat]
+        """The highest percentile bounded: what decides how many samples a step needs."""
+        return max(PERCENTILE_STATS[s] for s in (self.stat, *(b.stat for b in self.also)))
 
     @property
     def text(self) -> str:
-        return f"{self.stat} < {self.budget_ms:g}ms"
+        return " and ".join([_bound_text(self.stat, self.budget_ms, self.metric), *(b.text for b in self.also)])
 
 
-def parse_slo(text: str, max_error_rate: float = 0.01, min_achieved: float = 0.95) -> Slo:
-    """``p99<100ms``, ``p99.9 < 0.5s``: a latency percentile of all traffic under a budget."""
-    try:
-        threshold = parse_threshold(text)
-    except GateError as exc:
-        raise GateError(f"--slo: {exc}") from None
-    if threshold.stat not in PERCENTILE_STATS or threshold.op not in ("<", "<="):
-        raise GateError(f"--slo {text!r}: expected a latency percentile under a budget, like 'p99<100ms'")
-    if threshold.cls != "all":
-        raise GateError(f"--slo {text!r}: capacity holds for all traffic; per-class capacity is searched by itself")
+def parse_slo(text: str | Sequence[str], max_error_rate: float = 0.01, min_achieved: float = 0.95) -> Slo:
+    """``p99<100ms``, ``p99.9 < 0.5s``, ``ttft_p99 < 500ms``: latency percentiles of all traffic under budgets.
+
+    Several (a sequence, as ``--slo`` given more than once) must all hold; the first is the one the
+    search's steps are plotted and compared by.
+    """
+    texts = [text] if isinstance(text, str) else list(text)
+    if not texts:
+        raise GateError("--slo: give at least one, like 'p99<100ms'")
+    bounds = []
+    for one in texts:
+        try:
+            threshold = parse_threshold(one)
+        except GateError as exc:
+            raise GateError(f"--slo: {exc}") from None
+        if threshold.stat not in PERCENTILE_STATS or threshold.op not in ("<", "<="):
+            raise GateError(f"--slo {one!r}: expected a latency percentile under a budget, like 'p99<100ms'")
+        if threshold.cls != "all":
+            raise GateError(f"--slo {one!r}: capacity holds for all traffic; per-class capacity is searched by itself")
+        bounds.append(Bound(threshold.stat, threshold.limit, threshold.metric))
     if not 0 <= max_error_rate < 1:
         raise GateError(f"--max-error {max_error_rate:g}: must be a fraction in [0, 1)")
-    return Slo(threshold.stat, threshold.limit, max_error_rate, min_achieved, threshold.metric)
+    first = bounds[0]
+    return Slo(first.stat, first.budget_ms, max_error_rate, min_achieved, first.metric, tuple(bounds[1:]))
 
 
 @dataclass(frozen=True)
@@ -114,6 +146,7 @@ class Step:
     distrust: tuple[str, ...] = ()  # why not, each rule's message
     other_work: float | None = None  # the share of the server's cores other processes kept busy during it
     counted: bool = True  # False: a failure on a disturbed run, run once more and left out of the verdicts
+    also_ms: tuple[float | None, ...] = ()  # the SLO's further bounds' percentiles, in its order
 
     @property
     def achieved_rps(self) -> float:
@@ -129,6 +162,7 @@ class Step:
             **asdict(self),
             "reasons": list(self.reasons),
             "distrust": list(self.distrust),
+            "also_ms": list(self.also_ms),
             "achieved_rps": round(self.achieved_rps, 3),
             "error_rate": round(self.error_rate, 6),
         }
@@ -140,9 +174,13 @@ def judge_step(step: Step, slo: Slo) -> Step:
     needed = samples_needed(slo.percentile)
     if step.ok < needed:
         reasons.append(f"{slo.stat} rests on {step.ok} samples; it needs {needed}")
-    if step.latency_ms is None or step.latency_ms > slo.budget_ms:
-        shown = "none" if step.latency_ms is None else f"{step.latency_ms:.1f} ms"
-        reasons.append(f"{slo.stat} {shown} over the {slo.budget_ms:g} ms budget")
+    first = Bound(slo.stat, slo.budget_ms, slo.metric)
+    values = [step.latency_ms, *step.also_ms, *([None] * (len(slo.also) - len(step.also_ms)))]
+    for bound, value in zip((first, *slo.also), values, strict=True):
+        if value is None or value > bound.budget_ms:
+            shown = "none" if value is None else f"{value:.1f} ms"
+            name = bound.stat if bound.metric == "response" else f"{bound.metric}_{bound.stat}"
+            reasons.append(f"{name} {shown} over the {bound.budget_ms:g} ms budget")
     if step.error_rate > slo.max_error_rate:
         reasons.append(f"error rate {step.error_rate:.2%} over {slo.max_error_rate:.2%}")
     if step.scheduled and step.ok < slo.min_achieved * step.scheduled:

@@ -201,7 +201,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("scenario", type=Path, help="scenario TOML: its payloads and seed (its shape is replaced)")
     parser.add_argument("--profile", help="deployment profile for the embedded server (default: the scenario's)")
     parser.add_argument("--target", help="search an endpoint that is already running instead (loopback only)")
-    parser.add_argument("--slo", default="p99<100ms", help="latency percentile under a budget (default p99<100ms)")
+    parser.add_argument(
+        "--slo",
+        action="append",
+        help="latency percentile under a budget (default p99<100ms); give it again for more that must all hold, "
+        "e.g. --slo 'ttft_p99<500ms' --slo 'tpot_p99<50ms'",
+    )
     parser.add_argument("--max-error", type=fraction, default=0.01, help="error budget, e.g. 1%% (default 1%%)")
     parser.add_argument(
         "--start", type=rate, help="first rate to try, e.g. 40 or 40/s (default: half of a closed-loop probe)"
@@ -235,7 +240,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
 
     options = CapacityOptions(
         scenario=args.scenario,
-        slo=parse_slo(args.slo, args.max_error),
+        slo=parse_slo(args.slo or ["p99<100ms"], args.max_error),
         profile=args.profile,
         target=args.target,
         start_rps=args.start,

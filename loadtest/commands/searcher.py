@@ -127,6 +127,7 @@ class Searcher:
                 ok=accounting.ok,
                 errors=accounting.errors + accounting.timeouts,
                 latency_ms=figure(summary, slo.stat, metric=slo.metric),
+                also_ms=tuple(figure(summary, bound.stat, metric=bound.metric) for bound in slo.also),
                 p50_ms=figure(summary, "p50"),
                 p99_ms=figure(summary, "p99"),
                 duration_s=summary.duration_s,
