@@ -385,3 +385,35 @@ def test_the_terminal_table_shows_every_option_at_every_growth_and_where_the_che
     assert re.search(r"×10\s+│ hand-300 .* 10 │", text)
     assert "from 27.8 req/s mean (×0.278): hand-100 (before: managed)" in text
     assert "from 105 req/s mean (×1.05): hand-300 (before: hand-100)" in text
+
+
+def test_a_generative_workload_is_priced_per_1m_output_tokens_and_a_per_token_api_at_its_tokens(tmp_path):
+    capacity = json.loads((HAND_100 / "capacity.json").read_text())
+    capacity["tokens_per_request"] = {"output": 200.0, "input": 50.0}
+    (tmp_path / "llm").mkdir()
+    (tmp_path / "llm" / "capacity.json").write_text(json.dumps(capacity))
+    api = tmp_path / "api.toml"
+    api.write_text(
+        'name = "api"\n[price]\nper_1m_output_tokens = 0.60\nper_1m_input_tokens = 0.15\n'
+        'output_tokens_per_request = 1000\ninput_tokens_per_request = 1000\nsource = "hand-written"\ndate = "2026-01-01"\n'
+    )
+    data = project([tmp_path / "llm"], FORECAST, [str(api)])
+    assert data["tokens_per_request"] == {"output": 200.0, "input": 50.0}
+    hand, managed = option(data, "hand-100"), option(data, "api")
+    # The instance: $0.8333 per 1M requests of 200 output tokens each is $0.004167 per 1M output tokens.
+    assert hand["plans"][0]["per_million_output_tokens"] == pytest.approx(219.0 / 262.8 / 200)
+    # The API at the workload's tokens, not its profile's 1,000 and 1,000: 200 x $0.60 + 50 x $0.15 per 1M requests.
+    assert managed["price"]["per_request"] * 1e6 == pytest.approx(200 * 0.60 + 50 * 0.15)
+    assert managed["plans"][0]["per_million_output_tokens"] == pytest.approx((200 * 0.60 + 50 * 0.15) / 200)
+    assert "$0.60 per 1M output tokens + $0.15 per 1M input tokens" in cost_markdown(data)
+    assert "200.0 output tokens and 50.0 input (measured)" in cost_markdown(data)
+
+
+def test_a_per_token_api_price_needs_its_tokens_a_request(tmp_path):
+    api = tmp_path / "api.toml"
+    api.write_text('name = "api"\n[price]\nper_1m_output_tokens = 0.60\nsource = "x"\ndate = "2026-01-01"\n')
+    with pytest.raises(ConfigError, match="price.output_tokens_per_request: is required"):
+        project([], FORECAST, [str(api)])
+    api.write_text(api.read_text().replace("per_1m_output", "per_1m_input"))
+    with pytest.raises(ConfigError, match="per_1m_input_tokens: goes with per_1m_output_tokens"):
+        project([], FORECAST, [str(api)])

@@ -94,7 +94,18 @@ def measured_capacity(path: Path) -> Measured:
         knee_rps=_positive(top, "knee_rps", nullable=True),
         worst_class=worst,
         worst_class_capacity_rps=None if worst is None else _class_capacity(top.table("classes"), worst),
+        tokens_per_request=_tokens(top) if top.data.get("tokens_per_request") is not None else None,
     )
+
+
+def _tokens(top: Table) -> dict:
+    """A generative workload's tokens a request: output (above 0), and input where counted."""
+    t = top.table("tokens_per_request")
+    output = _positive(t, "output")
+    input_tokens = t.get("input", (int, float), None)
+    if input_tokens is not None and not (input_tokens >= 0 and math.isfinite(input_tokens)):
+        raise t.error("input", f"must be a finite number of 0 or more, got {input_tokens!r}")
+    return {"output": output, "input": None if input_tokens is None else float(input_tokens)}
 
 
 def _recorded_price(t: Table) -> Price:

@@ -12,6 +12,11 @@ every traffic level where the cheapest option changes, found exactly on the cost
 Options come from two places: capacity searches (an instance price needs a measured capacity per
 instance; a deployment profile given again, ``--profile``, replaces the price it was measured with)
 and profiles with a per-request price (managed endpoints, ``--managed``, which need no capacity).
+
+A generative workload's capacity search records its tokens a request (``tokens_per_request``):
+then every plan also says what 1M output tokens cost, and a managed API priced per token is
+priced at that workload's tokens, not at the ones its profile assumed, so the options compare on
+the same traffic.
 Every input error is a ``ConfigError`` naming the file (or the option) and the key.
 """
 
@@ -43,6 +48,7 @@ class Measured:
     knee_rps: float | None
     worst_class: str | None
     worst_class_capacity_rps: float | None
+    tokens_per_request: dict | None = None  # a generative workload: {"output": mean, "input": mean or None}
 
 
 def check_provisioning(utilisation: float, min_instances: int) -> None:
@@ -65,11 +71,15 @@ def price_options(
 ) -> dict:
     """Price every option at every growth multiple of the forecast; JSON-able (``cost.json`` holds it)."""
     check_provisioning(utilisation, min_instances)
-    options = _options(measured, _managed(measured, managed), _repriced(measured, repriced))
+    tokens = workload_tokens(measured)
+    options = _options(measured, _managed(measured, managed), _repriced(measured, repriced), tokens)
     if not options:
         raise ConfigError("loadtest cost", None, "nothing to price: give a capacity directory or a --managed endpoint")
     for option, record in options:
         _add_plans(record, option, forecast, utilisation, min_instances)
+        if tokens is not None:
+            for one in [*record["plans"], *(record["class_plans"] or [])]:
+                one["per_million_output_tokens"] = one["per_million"] / tokens["output"]
     means = [forecast.mean_rps * g for g in forecast.growth]
     low, high = min(1.0, min(means) / 2), max(means) * 2
     segments = cheapest_segments(
@@ -90,6 +100,7 @@ def price_options(
             "hours_per_month": HOURS_PER_MONTH,
         },
         "range_rps": [low, high],
+        **({"tokens_per_request": tokens} if tokens is not None else {}),
         "options": records,
         "cheapest_by_rate": [
             {"from_rps": start, "to_rps": end, "options": list(names)} for start, end, names in segments
@@ -97,6 +108,23 @@ def price_options(
         "crossovers": _crossovers(segments, forecast),
         "cheapest": _cheapest(records, forecast),
     }
+
+
+def workload_tokens(measured: Sequence[Measured]) -> dict | None:
+    """The generative workload's tokens a request, which every measured option must share; None if not generative."""
+    counted = [m for m in measured if m.tokens_per_request]
+    if not counted:
+        return None
+    first = counted[0].tokens_per_request
+    for m in counted[1:]:
+        if not math.isclose(m.tokens_per_request["output"], first["output"], rel_tol=0.05):
+            raise ConfigError(
+                m.source,
+                "tokens_per_request.output",
+                f"{m.tokens_per_request['output']:.1f} output tokens a request, but {counted[0].source} has "
+                f"{first['output']:.1f}: options are compared on the same workload",
+            )
+    return dict(first)
 
 
 def _add_plans(record: dict, option: Option, forecast: Forecast, utilisation: float, min_instances: int) -> None:
@@ -121,7 +149,7 @@ def _crossovers(segments: list[tuple[float, float, tuple[str, ...]]], forecast: 
 
 
 def _options(
-    measured: Sequence[Measured], managed: Sequence[Profile], overrides: dict[str, Profile]
+    measured: Sequence[Measured], managed: Sequence[Profile], overrides: dict[str, Profile], tokens: dict | None = None
 ) -> list[tuple[Option, dict]]:
     """Every option and its record: measured ones in the order given, then the managed endpoints."""
     names = [m.profile for m in measured]
@@ -133,7 +161,7 @@ def _options(
         seen[name] = m.source
         override = overrides.get(m.profile)
         options.append(_measured_option(m, name, override.price if override else m.price, override))
-    options += [_managed_option(profile) for profile in managed]
+    options += [_managed_option(profile, tokens) for profile in managed]
     return options
 
 
@@ -216,7 +244,12 @@ def _measured_option(m: Measured, name: str, price: Price | None, override: Prof
     return Option(name, price, m.capacity_rps if price.per_request is None else None), record
 
 
-def _managed_option(profile: Profile) -> tuple[Option, dict]:
+def _managed_option(profile: Profile, tokens: dict | None = None) -> tuple[Option, dict]:
+    price = profile.price
+    priced_for = None
+    if tokens is not None and price.per_1m_output_tokens is not None:
+        price = price.for_tokens(tokens["output"], tokens.get("input") or 0.0)
+        priced_for = "the measured workload's tokens a request"
     record = {
         "name": profile.name,
         "kind": "per_request",
@@ -225,12 +258,12 @@ def _managed_option(profile: Profile) -> tuple[Option, dict]:
         "scenario": None,
         "slo": None,
         "hardware": None if profile.hardware is None else asdict(profile.hardware),
-        "price": {**asdict(profile.price), "from": profile.source},
+        "price": {**asdict(price), "from": profile.source, **({"priced_for": priced_for} if priced_for else {})},
         "capacity_rps": None,
         "knee_rps": None,
         "most_expensive_class": None,
     }
-    return Option(profile.name, profile.price), record
+    return Option(profile.name, price), record
 
 
 def _cheapest(options: list[dict], forecast: Forecast) -> list[dict]:

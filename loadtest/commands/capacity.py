@@ -59,6 +59,30 @@ def most_expensive_class(steps_dir: Path, steps: list[dict]) -> tuple[str | None
     return max(medians, key=medians.get), medians
 
 
+def tokens_per_request(steps_dir: Path, steps: list[dict]) -> dict | None:
+    """A generative workload's mean output (and input) tokens a completed request, over every step's answers.
+
+    The cost projection prices 1M output tokens with it. With ``ignore_eos`` the answers are as
+    long as the scenario asks, so every step agrees; without it, an answer may stop early.
+    """
+    from loadtest.results.summary import read_summary
+
+    output = inputs = answered = 0
+    counted_inputs = True
+    for step in steps:
+        summary = read_summary(steps_dir / step["out_dir"])
+        g = summary.generation
+        if g is None:
+            return None
+        output += g["output_tokens"]
+        answered += summary.accounting.total.ok
+        counted_inputs = counted_inputs and g["input_tokens"] is not None
+        inputs += g["input_tokens"] or 0
+    if not answered or not output:
+        return None
+    return {"output": round(output / answered, 3), "input": round(inputs / answered, 3) if counted_inputs else None}
+
+
 def raw_ort_rps(profile: Profile, texts: list[str], seconds: float = 1.0, batch: int = 32) -> float | None:
     """Rows per second of ONNX Runtime alone on the scenario's texts, on the server's cores: the ceiling.
 
@@ -179,6 +203,8 @@ def _search(options: CapacityOptions, scenario: Scenario, profile: Profile | Non
         )
         data.update(repeated(searcher, None, options.resolution))
         write_capacity(out, data)
+        if scenario.generative:
+            data["tokens_per_request"] = tokens_per_request(out, data["steps"])
         cls, medians = most_expensive_class(out, data["steps"])
         data["most_expensive_class"] = cls
         data["class_medians_ms"] = medians

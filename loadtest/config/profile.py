@@ -26,6 +26,15 @@ class Price:
     per_request: float | None = None
     source: str = ""
     date: str = ""
+    # A generative API priced per token: per_request is these at the profile's tokens a request, and the cost
+    # projection prices them again at a measured workload's tokens a request (``analysis.projection``).
+    per_1m_output_tokens: float | None = None
+    per_1m_input_tokens: float | None = None
+
+    def for_tokens(self, output: float, input: float) -> Price:
+        """This per-token price as a per-request one for requests of ``output`` and ``input`` tokens."""
+        per_request = ((self.per_1m_output_tokens or 0.0) * output + (self.per_1m_input_tokens or 0.0) * input) / 1e6
+        return Price(None, per_request, self.source, self.date, self.per_1m_output_tokens, self.per_1m_input_tokens)
 
     def __post_init__(self) -> None:
         if (self.per_hour is None) == (self.per_request is None):
@@ -183,6 +192,21 @@ def _price(t: Table) -> Price:
         per_request = per_million_tokens * tokens / 1e6
     elif "tokens_per_request" in t.data:
         raise t.error("tokens_per_request", "goes with per_1m_tokens")
+    per_output, per_input = t.number("per_1m_output_tokens"), t.number("per_1m_input_tokens")
+    if per_input is not None and per_output is None:
+        raise t.error("per_1m_input_tokens", "goes with per_1m_output_tokens (a generative API's two prices)")
+    if per_output is not None:
+        if per_request is not None:
+            raise t.error("per_1m_output_tokens", "give one price: per_request, per_1m_requests, per_1m_tokens or this")
+        output = t.number("output_tokens_per_request", required=True, minimum=0)
+        input_tokens = t.number("input_tokens_per_request", 0.0 if per_input is None else None, minimum=0)
+        if input_tokens is None:
+            raise t.error("input_tokens_per_request", "is required with per_1m_input_tokens")
+        per_request = ((per_output * output) + (per_input or 0.0) * input_tokens) / 1e6
+    else:
+        for key in ("output_tokens_per_request", "input_tokens_per_request"):
+            if key in t.data:
+                raise t.error(key, "goes with per_1m_output_tokens")
     if (per_hour is None) == (per_request is None):
         raise t.error(None, "needs exactly one of per_hour (an instance) or per_request / per_1m_requests (managed)")
     source = t.get("source", str, required=True)
@@ -190,4 +214,4 @@ def _price(t: Table) -> Price:
     if not _DATE.match(date):
         raise t.error("date", f"expected YYYY-MM-DD, the day the price was read; got {date!r}")
     t.done()
-    return Price(per_hour=per_hour, per_request=per_request, source=source, date=date)
+    return Price(per_hour, per_request, source, date, per_output, per_input)

@@ -38,9 +38,19 @@ def _price_text(price: dict) -> str:
     """A price as given, to the cent at least: $0.10, $0.085, $1.006."""
     per_request = price["per_request"] is not None
     value = price["per_request"] * 1e6 if per_request else price["per_hour"]
+    text = f"{_dollars(value)} " + ("per 1M requests" if per_request else "per instance-hour")
+    if price.get("per_1m_output_tokens") is not None:
+        tokens = f"{_dollars(price['per_1m_output_tokens'])} per 1M output tokens"
+        if price.get("per_1m_input_tokens") is not None:
+            tokens += f" + {_dollars(price['per_1m_input_tokens'])} per 1M input tokens"
+        text = f"{tokens} ({text}{' at the measured tokens' if price.get('priced_for') else ''})"
+    return text
+
+
+def _dollars(value: float) -> str:
     digits = f"{value:,.6f}".rstrip("0")
     digits += "0" * (2 - len(digits.split(".")[1]))
-    return f"${digits} " + ("per 1M requests" if per_request else "per instance-hour")
+    return f"${digits}"
 
 
 def _slo_text(slo: dict | None) -> str:
@@ -54,7 +64,7 @@ def _names(names: list[str]) -> str:
 
 
 def _plan_cells(p: dict) -> list[str]:
-    return [
+    cells = [
         _rate(p["mean_rps"]),
         _rate(p["peak_rps"]),
         "-" if p["instances"] is None else str(p["instances"]),
@@ -62,6 +72,13 @@ def _plan_cells(p: dict) -> list[str]:
         _money(p["monthly_cost"]),
         _money(p["per_million"]),
     ]
+    if "per_million_output_tokens" in p:  # a generative workload
+        cells.append(_money(p["per_million_output_tokens"]))
+    return cells
+
+
+def _token_columns(data: dict) -> list[str]:
+    return ["$ per 1M output tokens"] if "tokens_per_request" in data else []
 
 
 # -- the headline and the tables -----------------------------------------------------------------
@@ -76,10 +93,20 @@ def _headline(data: dict) -> list[str]:
         f"provisioned for the peak at {p['target_utilisation']:.0%} of the capacity per instance measured at the "
         f"SLO, in whole instances, at least {p['min_instances']}; a month is {p['hours_per_month']:g} hours",
     ]
+    tokens = data.get("tokens_per_request")
+    if tokens is not None:
+        inputs = "" if tokens.get("input") is None else f" and {tokens['input']:,.1f} input"
+        lines.append(
+            f"a request of this workload: {tokens['output']:,.1f} output tokens{inputs} (measured); "
+            "per-token API prices are taken at these"
+        )
     for row in data["cheapest"]:
+        per_token = ""
+        if tokens is not None:
+            per_token = f" ({_money(row['per_million'] / tokens['output'])} per 1M output tokens)"
         lines.append(
             f"cheapest at ×{row['growth']:g} ({_rate(row['mean_rps'])} req/s mean): {_names(row['options'])}, "
-            f"{_money(row['per_million'])} per 1M predictions, {_money(row['monthly_cost'])}/month"
+            f"{_money(row['per_million'])} per 1M predictions{per_token}, {_money(row['monthly_cost'])}/month"
         )
     lines.append("prices are as read on their date; a capacity holds only on the hardware it was measured on")
     return lines
@@ -114,13 +141,13 @@ def _options_table(data: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def _growth_table(data: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["growth", "option", *PLAN_COLUMNS]
+    header = ["growth", "option", *PLAN_COLUMNS, *_token_columns(data)]
     options, growth = data["options"], data["forecast"]["growth"]
     return header, [[f"×{g:g}", o["name"], *_plan_cells(o["plans"][i])] for i, g in enumerate(growth) for o in options]
 
 
 def _class_table(data: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["growth", "option", "class", "capacity (req/s)", *PLAN_COLUMNS[2:]]
+    header = ["growth", "option", "class", "capacity (req/s)", *PLAN_COLUMNS[2:], *_token_columns(data)]
     worst = [o for o in data["options"] if o["class_plans"]]
     rows = [
         [
@@ -225,7 +252,8 @@ def print_projection(data: dict, console: Console) -> None:
 
 def _terminal_table(data: dict) -> RichTable:
     table = RichTable(title="Cost projection (cheapest in bold)", title_justify="left")
-    for column in ("growth", "option", "mean req/s", "peak req/s", "instances", "util", "$/month", "$ per 1M"):
+    columns = ["growth", "option", "mean req/s", "peak req/s", "instances", "util", "$/month", "$ per 1M"]
+    for column in columns + (["$ per 1M out tok"] if "tokens_per_request" in data else []):
         table.add_column(column, justify="left" if column in ("growth", "option") else "right")
     table.add_column("worst class: inst", justify="right")
     table.add_column("$ per 1M", justify="right")
