@@ -395,7 +395,8 @@ def test_a_generative_workload_is_priced_per_1m_output_tokens_and_a_per_token_ap
     api = tmp_path / "api.toml"
     api.write_text(
         'name = "api"\n[price]\nper_1m_output_tokens = 0.60\nper_1m_input_tokens = 0.15\n'
-        'output_tokens_per_request = 1000\ninput_tokens_per_request = 1000\nsource = "hand-written"\ndate = "2026-01-01"\n'
+        "output_tokens_per_request = 1000\ninput_tokens_per_request = 1000\n"
+        'source = "hand-written"\ndate = "2026-01-01"\n'
     )
     data = project([tmp_path / "llm"], FORECAST, [str(api)])
     assert data["tokens_per_request"] == {"output": 200.0, "input": 50.0}
