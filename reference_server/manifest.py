@@ -12,9 +12,9 @@ from pathlib import Path
 from .errors import ModelsMissing
 
 # Bump when a model's graph or build changes, so old builds are rebuilt rather than trusted.
-BUILDER_VERSION = 2  # 2: MiniLM padding-free (packed tokens), fused query/key/value
+BUILDER_VERSION = 3  # 2: MiniLM padding-free (packed tokens), fused query/key/value; 3: SmolLM2 added
 MANIFEST = "manifest.json"
-MODELS = ("minilm", "fraud")
+MODELS = ("minilm", "fraud", "smollm2")
 VARIANTS = ("fp32", "int8")
 
 

