@@ -102,11 +102,33 @@ def test_kinds_fit_the_protocol_and_payload():
     assert "nan_infinity" in kinds_for(FORMS["oip features"]) and "nan_infinity" not in kinds_for(FORMS["oip text"])
     assert "empty_string" not in kinds_for(FORMS["oip features"])
     only_grpc = {"not_protobuf", "unknown_model"}  # the model is in a gRPC message, in an HTTP request's path
+    generative = {"broken_messages", "wrong_role", "max_tokens_zero", "max_tokens_huge", "past_context", "hang_up"}
     assert set(kinds_for(FORMS["oip text"])) | set(kinds_for(FORMS["oip features"])) == set(KINDS) - {
         "unknown_field",
         *only_grpc,
+        *generative,
     }
     assert {KINDS[k].expect for k in KINDS} == {REJECT, ACCEPT, EITHER}
+    chat, completions = RequestForm(protocol="openai-chat"), RequestForm(protocol="openai-completions")
+    assert generative <= set(kinds_for(chat)) and "null_value" not in kinds_for(chat)
+    assert generative - {"broken_messages", "wrong_role"} <= set(kinds_for(completions))
+    assert "shape_mismatch" not in kinds_for(chat) and "large_batch" not in kinds_for(completions)
+
+
+def test_chat_kinds_are_requests_a_generative_server_reads_and_judges():
+    form = RequestForm(protocol="openai-chat", model="smollm2")
+    hang_up = build("hang_up", form, 1)
+    assert hang_up.hang_up and hang_up.expect == ACCEPT and orjson.loads(hang_up.body)["stream"] is True
+    assert orjson.loads(build("max_tokens_zero", form, 1).body)["max_tokens"] == 0
+    assert orjson.loads(build("max_tokens_huge", form, 1).body)["max_tokens"] == 10**9
+    assert len(orjson.loads(build("past_context", form, 1).body)["messages"][0]["content"].split()) == 40_000
+    role = orjson.loads(build("wrong_role", form, 1).body)["messages"][0]["role"]
+    assert role not in ("system", "user", "assistant", "tool")
+    clean = orjson.loads(build("emoji", form, 1).body)
+    assert clean["model"] == "smollm2" and clean["stream"] is True and clean["messages"][0]["role"] == "user"
+    assert build("beyond_token_limit", form, 1).expect == EITHER  # within a large model's context
+    prompt = orjson.loads(build("one_character", RequestForm(protocol="openai-completions", stream=False), 1).body)
+    assert set(prompt) == {"model", "prompt", "max_tokens"} and len(prompt["prompt"]) == 1
 
 
 @pytest.mark.parametrize(

@@ -151,7 +151,16 @@ def build_replay(config: RunConfig, pool: PayloadPool):
 def request_form(scenario: Scenario) -> RequestForm:
     """What the scenario's clean requests look like, for building its messy kinds."""
     t, p = scenario.target, scenario.payload
-    return RequestForm(t.protocol, t.model, t.input_name, t.template, p.source, p.width, scenario.messy.oversized_bytes)
+    return RequestForm(
+        t.protocol,
+        t.model,
+        t.input_name,
+        t.template,
+        p.source,
+        p.width,
+        scenario.messy.oversized_bytes,
+        scenario.generation.protocol.stream,
+    )
 
 
 def messy_bodies(

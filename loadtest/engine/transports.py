@@ -111,6 +111,7 @@ class Streamed:
     stream: Stream | None  # None: not a 2xx, so no stream was read (the body is an error document)
     ended: float
     timed_out: bool = False
+    hung_up: bool = False  # a messy request's client closed the connection after the first token, on purpose
 
 
 def body_reads(raw) -> Iterator[bytes]:
@@ -155,12 +156,27 @@ class StreamingTransport:
         if raw is None or not 200 <= response.status_code < 300:
             response.content  # noqa: B018 - reads the error body, so the connection can be used again
             return Streamed(response, None, time.perf_counter())
+        if "text/event-stream" not in (response.headers.get("content-type") or ""):
+            # Asked to stream, answered whole (a server that ignores "stream"): read as one completion.
+            body = response.content or b""
+            ended = time.perf_counter()
+            stream = read_completion(body, ended)
+            if stream is None:
+                stream = StreamReader().finish(ended)
+                stream.error, stream.detail = (
+                    "invalid_event",
+                    f"a 200 that is neither a stream nor a completion: {body[:80]!r}",
+                )
+            return Streamed(response, stream, ended)
         reader = StreamReader()
         try:
             for chunk in body_reads(raw):
                 reader.feed(chunk, time.perf_counter())
                 if reader.ended and not reader.stream.done:  # an error event: the rest is not read
                     break
+                if payload.hang_up and reader.stream.content_times:  # close the connection mid-stream
+                    raw.release()
+                    return Streamed(response, reader.stream, time.perf_counter(), hung_up=True)
         except (gevent.Timeout, TimeoutError):
             # The request's guard or a read timeout: what arrived is kept; the connection is closed, not reused.
             ended = time.perf_counter()
@@ -180,6 +196,8 @@ class StreamingTransport:
             return kind, timing, kind if kind != OK else "http_200"
         if answer.timed_out:
             return TIMEOUT, None, TIMEOUT
+        if answer.hung_up:
+            return OK, None, f"http_{answer.response.status_code}"
         error = answer.stream.error
         if error is not None:
             kind = STREAM_ERRORS.get(error, f"stream_{error}")

@@ -177,6 +177,7 @@ def messy_payload(request: MessyRequest) -> Payload:
         headers={"Content-Type": request.content_type},
         expect=request.expect,
         twin=request.twin,
+        hang_up=request.hang_up,
     )
 
 

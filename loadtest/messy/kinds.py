@@ -9,6 +9,12 @@ features), with what a sound endpoint should answer:
 - ``accept``: a 200 with a valid answer (edge-case text a text model must handle);
 - ``either``: both are sound (a huge batch, text past the token limit); the answer is recorded.
 
+Generative endpoints (``openai-chat``, ``openai-completions``) get the kinds that mean something for
+a prompt, and their own: a broken message array, a role that does not exist, ``max_tokens`` of 0 and
+of 10^9, a prompt past any small model's context, and a client that hangs up after the first
+token (``hang_up``: the transport closes the connection; a sound server frees the sequence and
+goes on serving the others).
+
 Over gRPC (``oip-v2-grpc``) a refusal is a gRPC status of the client-error class (INVALID_ARGUMENT,
 NOT_FOUND, RESOURCE_EXHAUSTED...: ``verdicts``) instead of a 4xx. Kinds about JSON or HTTP headers
 have no meaning there and are skipped, each with its reason (``NOT_OVER_GRPC``); two kinds exist for
@@ -61,6 +67,7 @@ class MessyRequest:
     body: bytes
     content_type: str = "application/json"
     twin: bool = False  # a duplicate: the same request sent twice at once
+    hang_up: bool = False  # a streamed request whose client closes the connection after the first token
 
 
 @dataclass(frozen=True)
@@ -74,11 +81,14 @@ class RequestForm:
     source: str = "text"  # text | features | jsonl (a file of bodies: messy kinds built as for text)
     width: int = 8
     oversized_bytes: int = DEFAULT_OVERSIZED
+    stream: bool = True  # generative protocols: whether the scenario's requests stream
 
 
 OIP, OPENAI, JSON, GRPC = "oip-v2", "openai-embeddings", "http-json", "oip-v2-grpc"
-_ALL_P = frozenset({OIP, OPENAI, JSON})
-_ANY = frozenset({OIP, OPENAI, JSON, GRPC})
+CHAT, COMPLETIONS = "openai-chat", "openai-completions"
+_GEN = frozenset({CHAT, COMPLETIONS})
+_ALL_P = frozenset({OIP, OPENAI, JSON}) | _GEN
+_ANY = frozenset({OIP, OPENAI, JSON, GRPC}) | _GEN
 _OIP_BOTH = frozenset({OIP, GRPC})
 _TEXT, _FEATURES = frozenset({"text"}), frozenset({"features"})
 
@@ -90,10 +100,10 @@ KINDS: dict[str, Kind] = {
         Kind("wrong_content_type", "structure", REJECT, "a valid body sent as text/plain", frozenset({OIP, OPENAI})),
         Kind("missing_input", "schema", REJECT, "no input at all", _ANY),
         Kind("extra_input", "schema", REJECT, "an input tensor the model does not have", _OIP_BOTH),
-        Kind("unknown_field", "schema", EITHER, "an extra top-level field", frozenset({OPENAI, JSON, GRPC})),
+        Kind("unknown_field", "schema", EITHER, "an extra top-level field", frozenset({OPENAI, JSON, GRPC}) | _GEN),
         Kind("wrong_datatype", "schema", REJECT, "numbers where text goes, or text where numbers go", _ANY),
         Kind("shape_mismatch", "schema", REJECT, "a shape that does not match the data", _OIP_BOTH),
-        Kind("null_value", "schema", REJECT, "null where the input goes", _ALL_P),
+        Kind("null_value", "schema", REJECT, "null where the input goes", _ALL_P - {CHAT}),
         Kind("nested_value", "schema", REJECT, "a nested list or object where a value goes", _ALL_P),
         Kind("negative_values", "range", EITHER, "large negative features", _ANY, _FEATURES),
         Kind("huge_values", "range", EITHER, "features of 1e300, past float32", _ALL_P, _FEATURES),
@@ -109,11 +119,21 @@ KINDS: dict[str, Kind] = {
         Kind("invalid_utf8", "text", REJECT, "bytes that are not UTF-8 inside a JSON string", _ANY, _TEXT),
         Kind("duplicate", "duplicate", ACCEPT, "a clean request sent twice at once", _ANY),
         Kind("oversized", "size", REJECT, "a body past the size limit (oversized_bytes)", _ANY),
-        # gRPC's alone, and last: a kind's bodies are seeded by its place in this table
+        # gRPC's alone, then generation's, and last: a kind's bodies are seeded by its place in this table
         Kind("not_protobuf", "structure", REJECT, "bytes that are not a protobuf message", frozenset({GRPC})),
         Kind("unknown_model", "schema", REJECT, "a model the server does not serve", frozenset({GRPC})),
+        Kind(
+            "broken_messages", "schema", REJECT, "messages that are not a list of role and content", frozenset({CHAT})
+        ),
+        Kind("wrong_role", "schema", REJECT, "a message whose role does not exist", frozenset({CHAT})),
+        Kind("max_tokens_zero", "range", REJECT, "max_tokens of 0", _GEN, _TEXT),
+        Kind("max_tokens_huge", "range", EITHER, "max_tokens of 10^9: refuse, or cap at the context", _GEN, _TEXT),
+        Kind("past_context", "size", REJECT, "a prompt of about 40,000 tokens, past the context", _GEN, _TEXT),
+        Kind("hang_up", "structure", ACCEPT, "a client that hangs up after the first token", _GEN, _TEXT),
     )
 }
+# 5,000 tokens are within some models' context and past others'; an empty prompt is an empty answer or a 400.
+GENERATIVE_EXPECT = {"beyond_token_limit": EITHER, "empty_string": EITHER}
 # Kinds that mean nothing over gRPC, and why: what ``loadtest probe`` says it skipped.
 NOT_OVER_GRPC = {
     "invalid_json": "gRPC carries protobuf, not JSON; not_protobuf sends bytes that are not a message",
@@ -146,7 +166,11 @@ def skipped_for(form: RequestForm) -> dict[str, str]:
 
 def expectation(kind: str, protocol: str) -> str:
     """What a sound endpoint answers to ``kind`` over ``protocol``."""
-    return GRPC_EXPECT.get(kind, KINDS[kind].expect) if protocol == GRPC else KINDS[kind].expect
+    if protocol == GRPC:
+        return GRPC_EXPECT.get(kind, KINDS[kind].expect)
+    if protocol in _GEN:
+        return GENERATIVE_EXPECT.get(kind, KINDS[kind].expect)
+    return KINDS[kind].expect
 
 
 # -- building bodies ------------------------------------------------------------------------------
@@ -162,6 +186,19 @@ def _row(rng: np.random.Generator, width: int) -> list[float]:
 
 def _oip(name: str, datatype: str, shape: list[int], data: object) -> dict:
     return {"inputs": [{"name": name, "datatype": datatype, "shape": shape, "data": data}]}
+
+
+def _generation(form: RequestForm, value: object, max_tokens: object = 16, **more: object) -> bytes:
+    """A chat or completions request with ``value`` where the prompt goes (any JSON value)."""
+    doc: dict = {"model": form.model}
+    if form.protocol == CHAT:
+        doc["messages"] = [{"role": "user", "content": value}]
+    else:
+        doc["prompt"] = value
+    doc["max_tokens"] = max_tokens
+    if form.stream:
+        doc["stream"] = True
+    return orjson.dumps({**doc, **more})
 
 
 def _value_body(form: RequestForm, value: object, datatype: str | None = None, dims: list[int] | None = None) -> bytes:
@@ -180,6 +217,8 @@ def _value_body(form: RequestForm, value: object, datatype: str | None = None, d
         return orjson.dumps(_oip(form.input_name, datatype, dims or [len(flat)], flat))
     if form.protocol == OPENAI:
         return orjson.dumps({"model": form.model, "input": value})
+    if form.protocol in _GEN:
+        return _generation(form, value)
     template = form.template or '{"text": "{{text}}"}'
     return template.replace('"{{text}}"', orjson.dumps(value).decode()).encode()
 
@@ -207,6 +246,8 @@ def _missing(form: RequestForm, rng) -> bytes:
         return orjson.dumps({"inputs": []})
     if form.protocol == OPENAI:
         return orjson.dumps({"model": form.model})
+    if form.protocol in _GEN:
+        return orjson.dumps({"model": form.model, "max_tokens": 16})
     return b"{}"
 
 
@@ -257,6 +298,8 @@ def _null(form: RequestForm, rng) -> bytes:
 
 
 def _nested(form: RequestForm, rng) -> bytes:
+    if form.protocol in _GEN:
+        return _value_body(form, {"nested": {"text": _text(rng, 3)}})
     if form.protocol == OIP:
         return _value_body(form, [[_text(rng, 2), [_text(rng, 2)]]], dims=[1])
     if form.protocol == OPENAI:
@@ -323,6 +366,21 @@ def _unknown_model(form: RequestForm, rng) -> bytes:
     return wire.infer_request(f"no-such-model-{int(rng.integers(1000, 9999))}", [_clean_tensor(form, rng)])
 
 
+def _broken_messages(form: RequestForm, rng) -> bytes:
+    broken = [
+        {"role": "user", "content": _text(rng, 4)},  # not a list
+        [{"role": "user"}],  # no content
+        [{"content": _text(rng, 4)}],  # no role
+        [_text(rng, 4)],  # a string where a message goes
+    ]
+    return orjson.dumps({"model": form.model, "messages": broken[int(rng.integers(0, len(broken)))], "max_tokens": 16})
+
+
+def _wrong_role(form: RequestForm, rng) -> bytes:
+    role = str(rng.choice(["wizard", "USER", "", "function_call"]))
+    return orjson.dumps({"model": form.model, "messages": [{"role": role, "content": _text(rng, 5)}], "max_tokens": 16})
+
+
 BUILDERS: dict[str, Callable[[RequestForm, np.random.Generator], bytes]] = {
     "invalid_json": _invalid_json,
     "truncated_body": _truncated,
@@ -350,6 +408,12 @@ BUILDERS: dict[str, Callable[[RequestForm, np.random.Generator], bytes]] = {
     "oversized": _oversized,
     "not_protobuf": _not_protobuf,
     "unknown_model": _unknown_model,
+    "broken_messages": _broken_messages,
+    "wrong_role": _wrong_role,
+    "max_tokens_zero": lambda form, rng: _generation(form, _text(rng, 6), 0),
+    "max_tokens_huge": lambda form, rng: _generation(form, _text(rng, 6), 10**9),
+    "past_context": lambda form, rng: _generation(form, _text(rng, 40_000)),
+    "hang_up": lambda form, rng: _generation(form, _text(rng, 8), 64, stream=True),
 }
 
 
@@ -358,7 +422,8 @@ def build(kind: str, form: RequestForm, seed: int, variant: int = 0) -> MessyReq
     rng = np.random.default_rng([seed, list(KINDS).index(kind), variant])
     body = BUILDERS[kind](form, rng)
     content_type = "text/plain" if kind == "wrong_content_type" else "application/json"
-    return MessyRequest(kind, expectation(kind, form.protocol), body, content_type, twin=kind == "duplicate")
+    expect = expectation(kind, form.protocol)
+    return MessyRequest(kind, expect, body, content_type, twin=kind == "duplicate", hang_up=kind == "hang_up")
 
 
 def build_all(

@@ -63,6 +63,7 @@ class Payload:
     headers: dict[str, str] | None = None
     expect: str | None = None  # a messy request: the outcome a sound endpoint gives (messy.REJECT, ...)
     twin: bool = False  # a messy duplicate: sent twice at once
+    hang_up: bool = False  # a messy streamed request: the connection is closed after the first token
     max_tokens: int = 0  # a generative request: the output length it asks for
 
 
