@@ -51,6 +51,9 @@ class ServerSettings:
     cpus: tuple[int, ...] = ()
     inject_delay_ms: float = 0.0  # a deliberately slowed server: for checking that comparisons and gates catch it
     grpc_port: int | None = None  # serve OIP v2 over gRPC too; the embedded server takes a free port whatever it says
+    # A text-generation model: sequences decoded together (KV cache slots), and tokens a sequence may hold.
+    max_streams: int | None = None  # None: the server's default
+    max_context: int | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,10 @@ class Profile:
             args += ["--inject-delay-ms", str(s.inject_delay_ms)]
         if s.grpc_port is not None:
             args += ["--grpc-port", str(s.grpc_port)]
+        if s.max_streams is not None:
+            args += ["--max-streams", str(s.max_streams)]
+        if s.max_context is not None:
+            args += ["--max-context", str(s.max_context)]
         return args
 
 
@@ -151,6 +158,8 @@ def load_profile(name_or_path: str) -> Profile:
             cpus=tuple(cpus),
             inject_delay_ms=server.number("inject_delay_ms", 0.0, minimum=0),
             grpc_port=grpc_port,
+            max_streams=_optional_count(server, "max_streams"),
+            max_context=_optional_count(server, "max_context"),
         ),
         hardware=_hardware(top.table("hardware")) if "hardware" in top.data else None,
         price=_price(top.table("price")) if "price" in top.data else None,
@@ -163,6 +172,11 @@ def load_profile(name_or_path: str) -> Profile:
     server.done()
     top.done()
     return profile
+
+
+def _optional_count(t: Table, key: str) -> int | None:
+    value = t.number(key, None, minimum=1)
+    return None if value is None else int(value)
 
 
 def _hardware(t: Table) -> Hardware:
