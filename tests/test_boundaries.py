@@ -58,6 +58,7 @@ PURE_MATHS = (
     "loadtest.results.server_split",
     "loadtest.traffic.sse",
     "loadtest.traffic.token_latency",
+    "loadtest.results.tokens",
 )
 # Free of the engine and the server, though they may draw (matplotlib is imported only to draw).
 PURE = (
