@@ -205,3 +205,18 @@ def test_a_classifier_agrees_with_itself_on_every_label(models_dir, tmp_path):
     for outcome in (result["batch1"], result["under_load"], result["a"]["batch_effect"]):
         assert outcome["top1_agreement"] == 1.0
         assert outcome["max_abs_diff"] < 1e-5
+
+
+def test_greedy_answers_agree_token_by_token_and_say_where_they_diverge():
+    from loadtest.analysis.agreement import first_divergence, token_agreement
+
+    same = ["The", " capital", " is", " Paris", "."]
+    assert first_divergence(same, same) is None
+    assert first_divergence(same, [*same[:3], " Lyon", "."]) == 3
+    assert first_divergence(same, same[:4]) == 4  # one answer ending early diverges where it ends
+    found = token_agreement([same, same, same], [same, [*same[:3], " Lyon"], ["A", *same[1:]]], first_n=3)
+    assert found["identical"] == pytest.approx(1 / 3) and found["diverged"] == 2
+    assert found["first_n_match"] == pytest.approx(2 / 3)  # diverging at token 3 keeps the first 3
+    assert (found["divergence_min"], found["divergence_median"]) == (0, 1.5)
+    with pytest.raises(ValueError, match="2 against 1"):
+        token_agreement([same, same], [same])

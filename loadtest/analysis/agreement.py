@@ -8,16 +8,20 @@ the same order, under variant A and variant B:
   and nearest-neighbour agreement: the share of inputs whose most similar other input is the same
   under A as under B (what a search or deduplication built on the embeddings would notice);
 - classifiers: top-1 agreement (the argmax class, or a single score thresholded at 0.5) and the
-  largest absolute score difference.
+  largest absolute score difference;
+- text generation (greedy decoding): the share of answers that are token for token the same, the
+  share whose first N tokens are, and where the answers that differ first diverge (a token is a
+  streamed chunk, as OpenAI-style servers send one a token).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 
-Metric = Literal["embedding", "label"]
+Metric = Literal["embedding", "label", "tokens"]
 
 
 def _rows(name: str, x: np.ndarray) -> np.ndarray:
@@ -120,3 +124,30 @@ def agreement(a: np.ndarray, b: np.ndarray, kind: str | None = None) -> dict:
     if metric_for(kind, a) == "label":
         return label_agreement(a, b)
     return embedding_agreement(a, b)
+
+
+def first_divergence(a: Sequence[str], b: Sequence[str]) -> int | None:
+    """The index of the first token where two answers differ (one ending early counts), or None if identical."""
+    for index, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return index
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def token_agreement(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]], first_n: int = 16) -> dict:
+    """Greedy answers to the same prompts, A's against B's: identical, the same first ``first_n`` tokens, divergence."""
+    if len(a) != len(b):
+        raise ValueError(f"answers to compare: {len(a)} against {len(b)}")
+    divergences = [first_divergence(x, y) for x, y in zip(a, b, strict=True)]
+    diverged = sorted(d for d in divergences if d is not None)
+    n = len(divergences)
+    return {
+        "identical": (n - len(diverged)) / n if n else None,
+        "first_n": first_n,
+        "first_n_match": sum(d is None or d >= first_n for d in divergences) / n if n else None,
+        "diverged": len(diverged),
+        "divergence_min": diverged[0] if diverged else None,
+        "divergence_median": float(np.median(diverged)) if diverged else None,
+        "tokens_a": int(sum(map(len, a))),
+        "tokens_b": int(sum(map(len, b))),
+    }

@@ -19,14 +19,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.analysis.agreement import agreement, metric_for
+from loadtest.analysis.agreement import agreement, metric_for, token_agreement
 from loadtest.config.profile import Profile, load_profile
 from loadtest.config.scenario import Scenario, load_scenario
 from loadtest.engine.model_outputs import (
     READABLE,
     Collected,
+    Generated,
     collect_concurrent,
     collect_sequential,
+    collect_tokens,
     distinct_payloads,
     model_kind,
 )
@@ -34,7 +36,7 @@ from loadtest.engine.runconfig import RunConfig, build_payloads
 from loadtest.engine.target import embedded_server
 from loadtest.errors import ConfigError, RunError
 from loadtest.traffic.payloads import Payload
-from loadtest.traffic.protocols import GRPC, Protocol
+from loadtest.traffic.protocols import GENERATIVE, GRPC, Protocol
 
 # Protocols whose outputs are read over another that the same servers serve (see the module's docstring).
 READ_OVER = {GRPC: "oip-v2"}
@@ -50,13 +52,17 @@ UNDER_LOAD_CLIENTS = 64
 class Variant:
     profile: Profile
     kind: str | None
-    batch1: Collected
-    under_load: Collected
+    batch1: Collected | Generated
+    under_load: Collected | Generated
 
 
 def _measure(profile: Profile, url: str, inputs: Inputs) -> Variant:
     protocol, payloads, timeout = inputs.protocol, inputs.payloads, inputs.timeout
     kind = model_kind(url, protocol, inputs.scenario.target.model, timeout)
+    if protocol.name in GENERATIVE:  # greedy tokens, each prompt alone, then all of them decoded together
+        alone = collect_tokens(url, protocol, payloads, 1, max(timeout, 120.0))
+        together = collect_tokens(url, protocol, payloads, inputs.concurrency, max(timeout, 120.0))
+        return Variant(profile, kind, alone, together)
     batch1 = collect_sequential(url, protocol, payloads, timeout)
     under_load = collect_concurrent(url, protocol, payloads, inputs.concurrency, timeout)
     return Variant(profile, kind, batch1, under_load)
@@ -97,26 +103,44 @@ def measure_variants(
     return variants
 
 
+def _compared(x: Collected | Generated, y: Collected | Generated, kind: str | None) -> dict:
+    if isinstance(x, Generated):
+        return token_agreement(x.tokens, y.tokens)
+    return agreement(x.outputs, y.outputs, kind)
+
+
 def agreement_between(a: Variant, b: Variant, inputs: Inputs) -> dict:
     """A's answers against B's, and each against itself under load: the dict ``measure_agreement`` describes."""
+    if isinstance(a.batch1, Generated):
+        return {**_header(a, b, inputs, "tokens"), **_pairs(a, b, a.kind or b.kind)}
     if a.batch1.outputs.shape != b.batch1.outputs.shape:
         raise RunError(
             f"{a.profile.name} and {b.profile.name} answer in different shapes "
             f"({list(a.batch1.outputs.shape)} vs {list(b.batch1.outputs.shape)}); their outputs cannot be compared"
         )
-    scenario, kind = inputs.scenario, a.kind or b.kind
+    kind = a.kind or b.kind
+    return {**_header(a, b, inputs, metric_for(kind, a.batch1.outputs)), **_pairs(a, b, kind)}
+
+
+def _header(a: Variant, b: Variant, inputs: Inputs, metric: str) -> dict:
+    scenario = inputs.scenario
     return {
         "scenario": scenario.name,
         "seed": scenario.seed,
         "protocol": scenario.target.protocol,
         "read_over": inputs.protocol.name,  # the protocol the outputs were read over (READ_OVER)
         "model": scenario.target.model,
-        "kind": kind,
-        "metric": metric_for(kind, a.batch1.outputs),
+        "kind": a.kind or b.kind,
+        "metric": metric,
         "n": len(inputs.payloads),
         "concurrency": inputs.concurrency,
-        "batch1": agreement(a.batch1.outputs, b.batch1.outputs, kind),
-        "under_load": agreement(a.under_load.outputs, b.under_load.outputs, kind),
+    }
+
+
+def _pairs(a: Variant, b: Variant, kind: str | None) -> dict:
+    return {
+        "batch1": _compared(a.batch1, b.batch1, kind),
+        "under_load": _compared(a.under_load, b.under_load, kind),
         "a": _describe(a, kind),
         "b": _describe(b, kind),
     }
@@ -169,7 +193,7 @@ def checked_inputs(
         raise ConfigError(
             scenario.source,
             "target.protocol",
-            f"output agreement needs {' or '.join([*READABLE, *READ_OVER])}, whose answers hold output tensors; "
+            f"output agreement needs {' or '.join([*READABLE, *READ_OVER])}, whose answers can be compared; "
             f"got {scenario.target.protocol} (compare --agreement 0 skips it)",
         )
     for profile in profiles:
@@ -188,5 +212,5 @@ def _describe(variant: Variant, kind: str | None) -> dict:
         "variant": variant.profile.variant,
         "batch1": variant.batch1.describe(),
         "under_load": variant.under_load.describe(),
-        "batch_effect": agreement(variant.batch1.outputs, variant.under_load.outputs, kind),
+        "batch_effect": _compared(variant.batch1, variant.under_load, kind),
     }

@@ -11,6 +11,10 @@ Dynamic quantisation (int8) scales activations per batch, padding included, so a
 answer for an input depends on which inputs it was batched with; an fp32 model's hardly does.
 Comparing a variant's batch-1 outputs with its own under-load outputs measures that effect.
 
+A generative model's answers are its greedy tokens (``temperature`` 0, the stream read chunk by
+chunk: ``collect_tokens``), at most ``AGREEMENT_TOKENS`` of them, each prompt alone and then all at
+once, so continuous batching decodes it beside the others.
+
 The batch each request ran in is read from the ``Server-Timing`` header the reference server
 sends (``batch;desc=ROWS``). A server that does not report it gets ``None`` for the batch sizes;
 the mean concurrency (requests in flight on average: summed latency over wall time) is always
@@ -31,9 +35,11 @@ import orjson
 
 from loadtest.errors import ConfigError, RunError
 from loadtest.traffic.payloads import Payload, PayloadPool
-from loadtest.traffic.protocols import Protocol
+from loadtest.traffic.protocols import GENERATIVE, Protocol
+from loadtest.traffic.sse import StreamReader
 
-READABLE = ("oip-v2", "openai-embeddings")  # protocols whose answers hold output tensors
+READABLE = ("oip-v2", "openai-embeddings", *GENERATIVE)  # protocols whose answers can be compared
+AGREEMENT_TOKENS = 32  # a generative answer's tokens compared, at most
 _BATCH = re.compile(r"(?:^|,)\s*batch;desc=\"?(\d+)")
 _HEADERS = {"content-type": "application/json"}
 _RETRIES = 5  # refusals with Retry-After waited out before a comparison gives up
@@ -172,10 +178,86 @@ def collect_concurrent(
         return _collected(answers, time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class Generated:
+    """Greedy answers to N prompts, in input order, each a list of tokens (streamed chunks)."""
+
+    tokens: list[list[str]]
+    mean_concurrency: float
+    seconds: float
+
+    def describe(self) -> dict:
+        return {
+            "requests": len(self.tokens),
+            "mean_batch_size": None,
+            "max_batch_size": None,
+            "mean_concurrency": self.mean_concurrency,
+            "seconds": self.seconds,
+            "tokens": sum(map(len, self.tokens)),
+        }
+
+
+def greedy_body(payload: Payload, max_tokens: int = AGREEMENT_TOKENS) -> bytes:
+    """The payload's prompt asked for greedily (temperature 0), streamed, to its natural end or ``max_tokens``."""
+    doc = orjson.loads(payload.body)
+    doc.update(temperature=0, stream=True, max_tokens=min(int(doc.get("max_tokens") or max_tokens), max_tokens))
+    doc.pop("ignore_eos", None)
+    doc.pop("stream_options", None)
+    return orjson.dumps(doc)
+
+
+def _generate(client: httpx.Client, protocol: Protocol, payload: Payload) -> tuple[list[str], float]:
+    """One prompt's greedy tokens, read from its stream; a refusal with Retry-After is waited out, as in ``_send``."""
+    body = greedy_body(payload)
+    for attempt in range(_RETRIES + 1):
+        started = time.perf_counter()
+        reader = StreamReader()
+        try:
+            with client.stream("POST", protocol.path, content=body, headers=_HEADERS) as answer:
+                if answer.status_code == 200:
+                    for chunk in answer.iter_raw():
+                        reader.feed(chunk, time.perf_counter())
+                    stream = reader.finish(time.perf_counter())
+                    if stream.error is not None:
+                        raise RunError(f"{client.base_url}{protocol.path}: a stream failed: {stream.detail}")
+                    return stream.text, time.perf_counter() - started
+                answer.read()
+        except httpx.HTTPError as exc:
+            raise RunError(
+                f"a request to {client.base_url}{protocol.path} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        if answer.status_code not in (429, 503) or attempt == _RETRIES:
+            break
+        time.sleep(_retry_after(answer.headers.get("retry-after")))
+    raise RunError(
+        f"{client.base_url}{protocol.path} answered {answer.status_code}: {answer.text[:200]}; "
+        "outputs can only be compared when every request succeeds"
+    )
+
+
+def collect_tokens(
+    url: str, protocol: Protocol, payloads: list[Payload], concurrency: int = 1, timeout: float = 120.0
+) -> Generated:
+    """Greedy answers: one prompt at a time (``concurrency`` 1), or all at once from that many clients."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with (
+        httpx.Client(base_url=url, timeout=timeout, limits=limits) as client,
+        ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="agreement") as pool,
+    ):
+        started = time.perf_counter()
+        answers = list(pool.map(lambda payload: _generate(client, protocol, payload), payloads))
+        seconds = time.perf_counter() - started
+    return Generated(
+        [tokens for tokens, _ in answers], sum(latency for _, latency in answers) / seconds if seconds else 1.0, seconds
+    )
+
+
 def model_kind(url: str, protocol: Protocol, model: str, timeout: float = 10.0) -> str | None:
     """The model's kind as the server describes it (OIP model metadata ``parameters.kind``), if it does."""
     if protocol.name == "openai-embeddings":
         return "text-embedding"
+    if protocol.name in GENERATIVE:
+        return "text-generation"
     if protocol.name != "oip-v2":
         return None
     try:

@@ -87,15 +87,23 @@ HEADER = ["figure", "A", "B", "B - A", "95% interval", "change", "verdict"]
 
 def agreement_rows(agreement: dict) -> tuple[list[str], list[list[str]]]:
     """A against B at batch 1 and under load, and each variant's own batch-composition effect."""
-    embedding = agreement["metric"] == "embedding"
-    header = (
-        ["outputs compared", "cosine mean", "cosine min", "cosine p1", "NN agreement", "mean batch"]
-        if embedding
-        else ["outputs compared", "top-1 agreement", "disagreements", "max score diff", "mean batch"]
-    )
+    embedding, tokens = agreement["metric"] == "embedding", agreement["metric"] == "tokens"
+    if tokens:
+        first_n = agreement["batch1"]["first_n"]
+        header = ["greedy answers compared", "identical", f"first {first_n} tokens", "diverged at (median, min)"]
+        header.append("mean concurrency")
+    elif embedding:
+        header = ["outputs compared", "cosine mean", "cosine min", "cosine p1", "NN agreement", "mean batch"]
+    else:
+        header = ["outputs compared", "top-1 agreement", "disagreements", "max score diff", "mean batch"]
     a, b = agreement["a"], agreement["b"]
 
     def cells(found: dict) -> list[str]:
+        if tokens:
+            where = "-"
+            if found["diverged"]:
+                where = f"token {found['divergence_median']:g}, {found['divergence_min']}"
+            return [f"{found['identical']:.1%}", f"{found['first_n_match']:.1%}", where]
         if embedding:
             nn = found.get("nn_agreement")
             return [
@@ -107,7 +115,7 @@ def agreement_rows(agreement: dict) -> tuple[list[str], list[list[str]]]:
         return [f"{found['top1_agreement']:.1%}", str(found["disagreements"]), f"{found['max_abs_diff']:.3g}"]
 
     def batch(*passes: dict) -> str:
-        sizes = [p.get("mean_batch_size") for p in passes]
+        sizes = [p.get("mean_concurrency" if tokens else "mean_batch_size") for p in passes]
         return " / ".join("-" if s is None else f"{s:.1f}" for s in sizes)
 
     rows = [
