@@ -176,7 +176,7 @@ def _search(options: CapacityOptions, scenario: Scenario, profile: Profile | Non
         "slo": {**asdict(options.slo), "percentile": options.slo.percentile, "text": options.slo.text},
         "resolution": options.resolution,
     }
-    if profile is not None:
+    if profile is not None and not scenario.generative:  # a decoder's ceiling is not rows a second
         data["raw_ort_rps"] = raw_ort_rps(profile, scenario_texts(scenario))
         if data["raw_ort_rps"]:
             console.print(
@@ -212,7 +212,7 @@ def _search(options: CapacityOptions, scenario: Scenario, profile: Profile | Non
         if cls and options.per_class:
             console.print(f"capacity with all traffic of the most expensive class, {cls!r}:", markup=False)
             data["classes"][cls] = repeated(searcher, cls, options.class_resolution or options.resolution)
-            if profile is not None:
+            if profile is not None and not scenario.generative:
                 server.stop()  # the ceiling is measured on the server's cores, with nothing else on them
                 data["classes"][cls]["raw_ort_rps"] = raw_ort_rps(profile, scenario_texts(scenario, cls))
     write_capacity(out, data)

@@ -273,4 +273,13 @@ def probe_request(scenario: Scenario) -> ProbeRequest:
 
     config = RunConfig(Path(scenario.source).read_text(), str(scenario.source), "", Path("."))
     protocol, pool = build_payloads(config)
-    return ProbeRequest(protocol.path, pool.pick(0).body)
+    first = pool.pick(0)
+    if scenario.generative and first.text is not None:  # one token, not streamed: the probe times the server
+        from loadtest.traffic.protocols import Generation, make_protocol
+
+        target = scenario.target
+        whole = make_protocol(
+            target.protocol, target.model, path=target.path, generation=Generation(False, False, False)
+        )
+        return ProbeRequest(protocol.path, whole.encode_prompt(first.text, 1))
+    return ProbeRequest(protocol.path, first.body)
