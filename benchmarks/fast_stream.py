@@ -13,6 +13,14 @@ this format, and to measure how many streams one load-generator process can foll
 ``--break-every K`` cuts every K-th stream half-way: the connection closes without ``[DONE]``, as a
 server that crashes or is killed mid-answer leaves it.
 
+It keeps its own record of the pace it kept: each content token's emit time
+(``time.perf_counter_ns`` just before the send), and the gap from the stream's previous token in
+an HdrHistogram (bounded memory however long it runs). ``GET /debug/itl`` answers those gaps since
+the last ``POST /debug/reset`` (or the start) as JSON, in milliseconds: ``count``, ``p50``,
+``p90``, ``p99``, ``p99.9``, ``max``, ``mean``. At high concurrency the event loop wakes late and
+the gaps grow past ``--itl-ms``; these are what the server actually sent, for a client's figures to
+be compared against (``stream_followers.py``).
+
 Run: ``python benchmarks/fast_stream.py PORT [--ttft-ms 20] [--itl-ms 10] [--no-usage] [--break-every K]
 [--cpu N]``.
 """
@@ -24,6 +32,8 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
+
+from hdrh.histogram import HdrHistogram
 
 
 @dataclass(frozen=True)
@@ -38,8 +48,34 @@ class Cut(Exception):
     """Raised mid-stream: uvicorn closes the connection without ending the chunked body."""
 
 
+class EmitGaps:
+    """The server's own inter-token gaps: each content token's emit time less its stream's previous one's."""
+
+    PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
+
+    def __init__(self) -> None:
+        self._histogram = HdrHistogram(1, 3_600_000_000, 3)  # microseconds, 1 µs to an hour, 3 digits
+
+    def record(self, gap_ns: int) -> None:
+        self._histogram.record_value(max(1, gap_ns // 1000))
+
+    def reset(self) -> None:
+        self._histogram.reset()
+
+    def summary(self) -> dict[str, float | int]:
+        """Count, percentiles, max and mean in milliseconds (0.0 where nothing was recorded)."""
+        h = self._histogram
+        doc: dict[str, float | int] = {"count": h.get_total_count()}
+        for name, percentile in self.PERCENTILES.items():
+            doc[name] = h.get_value_at_percentile(percentile) / 1000
+        doc["max"] = h.get_max_value() / 1000
+        doc["mean"] = round(h.get_mean_value() / 1000, 4)
+        return doc
+
+
 def make_app(pace: Pace = Pace()):
     served = 0
+    gaps = EmitGaps()
 
     async def app(scope, receive, send) -> None:
         nonlocal served
@@ -50,6 +86,13 @@ def make_app(pace: Pace = Pace()):
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
+        if scope["path"] == "/debug/itl" and scope["method"] == "GET":
+            await _json(send, 200, gaps.summary())
+            return
+        if scope["path"] == "/debug/reset" and scope["method"] == "POST":
+            gaps.reset()
+            await _json(send, 200, {"reset": True})
+            return
         chat = scope["path"] == "/v1/chat/completions"
         if scope["method"] != "POST" or scope["path"] not in ("/v1/chat/completions", "/v1/completions"):
             await _json(send, 404, {"error": {"message": f"no route {scope['path']}", "type": "not_found"}})
@@ -74,13 +117,17 @@ def make_app(pace: Pace = Pace()):
         wants_usage = pace.usage and bool((request.get("stream_options") or {}).get("include_usage"))
         served += 1
         cut_at = tokens // 2 if pace.break_every and served % pace.break_every == 0 else None
-        pause, sent = pace.ttft_ms, 0
+        pause, sent, last_ns = pace.ttft_ms, 0, 0
         for is_token, event in _events(chat, tokens, prompt_tokens, wants_usage):
             if is_token:  # the first token ttft_ms after the request, each next one itl_ms after the last
                 if sent == cut_at:
                     raise Cut(f"stream cut after {sent} tokens")
                 await asyncio.sleep(pause / 1000)
                 pause, sent = pace.itl_ms, sent + 1
+                emitted_ns = time.perf_counter_ns()
+                if last_ns:
+                    gaps.record(emitted_ns - last_ns)
+                last_ns = emitted_ns
             await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
