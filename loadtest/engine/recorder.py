@@ -58,6 +58,9 @@ INTERVAL_METRICS = ("response", "service", "lateness", "server_queue")
 OK = ""  # the ``kind`` of a request that succeeded
 TIMEOUT = "timeout"  # the ``kind`` of a request that timed out; any other kind is an error
 CHUNK = 128  # requests absorbed between two pauses: a fraction of a millisecond of the event loop
+# Streamed answers absorbed between two pauses: each is about 20 us of Python (its ~100 gaps), so 128 held the
+# event loop 2.5 to 3 ms, long enough to delay the reads of the streams still arriving (benchmarks/stream_followers.py).
+STREAM_CHUNK = 16
 
 
 def new_histogram() -> HdrHistogram:
@@ -367,9 +370,9 @@ class Recorder:
     def _absorb_streams(self, pause: Callable[[], None]) -> None:
         """Token figures of the generative answers so far: tens to hundreds a second, taken one by one."""
         streams, self._streams = self._streams, []
-        values: defaultdict[tuple[str, str], list[float]] = defaultdict(list)  # (metric, class) -> seconds
+        values: defaultdict[tuple[str, str], list] = defaultdict(list)  # (metric, class) -> seconds
         for at, (cls, intended, ended, stream, ok, asked) in enumerate(streams):
-            if at % CHUNK == CHUNK - 1:
+            if at % STREAM_CHUNK == STREAM_CHUNK - 1:
                 pause()
             if intended - self.start < self.warmup:
                 continue
@@ -394,9 +397,11 @@ class Recorder:
                 values[("tpot", cls)].append(latency.tpot_ms / 1000)
             if latency.tokens_per_s is not None:
                 values[(TOKEN_RATE, cls)].append(latency.tokens_per_s / 1000)  # x1000 once in microseconds
-            values[("itl", cls)].extend(ms / 1000 for ms in latency.itl_ms)
+            if len(stream.content_times) > 1:
+                values[("itl", cls)].append(np.diff(stream.content_times))
         for key, seconds in values.items():
-            micros = _micros(np.asarray(seconds, dtype=np.float64))
+            # itl holds one array of gaps a stream; the other figures one float a stream
+            micros = _micros(np.concatenate(seconds) if key[0] == "itl" else np.asarray(seconds, dtype=np.float64))
             self._clamped += int(np.count_nonzero(micros == HIGHEST_US))
             self._delta[key].append(micros)
 
