@@ -1,4 +1,5 @@
-"""The ASGI app: Open Inference Protocol (KServe V2) REST routes, OpenAI embeddings, /metrics and stats.
+"""The ASGI app: Open Inference Protocol (KServe V2) REST routes, OpenAI embeddings and text generation
+(``openai_generation.py``), /metrics and stats.
 
 An app is a list of routes over one ``ServerState``: the loaded models, their batchers and the
 metrics. Every refusal is a 4xx with ``{"error": "..."}`` (OpenAI's error shape under ``/v1``);
@@ -28,7 +29,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -38,54 +39,24 @@ from .batcher import Batcher
 from .capture import Capture, CaptureMiddleware
 from .config import ServerConfig
 from .disconnect import unless_client_leaves
-from .errors import BadRequest, ClientGone, NotFound, PayloadTooLarge, RequestError, UnsupportedMediaType
+from .errors import BadRequest, NotFound, RequestError
+from .generation_metrics import GenerationMetrics
+from .generative_model import is_generative, load_generative_model
 from .inference import Guard, check_row_limit, max_values, prepare, run, server_timing
 from .inference import infer as infer_tensors
 from .json_body import parse_json
 from .memory import MemoryReleaser, ReleaseMemoryMiddleware
 from .metrics import Metrics
 from .models import ServedModel, load_model
+from .openai_generation import routes as generation_routes
 from .protocol import HEADER_LENGTH, encode_infer_response, json_type, parse_infer_request
+from .request_body import check_content_type, read_body
 from .state import ServerState
 
 if TYPE_CHECKING:  # grpc is imported only by a server that serves it
     from .grpc_server import GrpcEndpoint
 
-_ACCEPTED_MEDIA = ("application/json", "application/octet-stream")
 GRACEFUL_SHUTDOWN_S = 30  # how long requests in flight may take to finish once SIGTERM came, REST's and gRPC's
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not (declared.isascii() and declared.isdigit()):
-            raise BadRequest(f"Content-Length must be a number, got {declared[:40]!r}")
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"request body is {declared} bytes; this server accepts at most {limit}")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body exceeds {limit} bytes, the most this server accepts")
-            chunks.append(chunk)
-    except ClientDisconnect:  # not a server error (no traceback in the log): a 499 that goes nowhere
-        raise ClientGone(f"the client disconnected after {size} bytes of the body") from None
-    return b"".join(chunks)
-
-
-def check_content_type(request: Request) -> None:
-    content_type = request.headers.get("content-type")
-    if content_type is None:
-        return  # tritonclient and many scripts send none
-    media = content_type.split(";")[0].strip().lower()
-    if media in _ACCEPTED_MEDIA or media.endswith("+json"):
-        return
-    raise UnsupportedMediaType(
-        f"content-type '{media}' is not accepted; send application/json "
-        f"(or application/octet-stream with {HEADER_LENGTH} for binary tensors)"
-    )
 
 
 async def infer(request: Request) -> Response:
@@ -263,6 +234,7 @@ def _routes() -> list[Route]:
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
+        *generation_routes(),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/v2/models/stats", model_statistics, methods=["GET"]),  # before /v2/models/{name} takes "stats"
     ]
@@ -279,12 +251,26 @@ def create_app(config: ServerConfig) -> Starlette:
     """Open the capture file, load the configured models (errors surface here, before any port is
     bound), bind gRPC's port if the config has one, and build the app."""
     capture = Capture(config.capture, config.capture_sample, config.max_body_bytes) if config.capture else None
+    generative_names = [name for name in config.models if is_generative(config.models_dir, name)]
     models = {
         name: load_model(config.models_dir, name, config.variant, config.session, config.long_text)
         for name in config.models
+        if name not in generative_names
     }
-    metrics_ = Metrics({name: model.version for name, model in models.items()})
-    state = ServerState(config, models, {}, metrics_)
+    metrics_ = Metrics({name: config.variant for name in config.models})
+    generation_metrics = GenerationMetrics(metrics_.registry, {name: config.variant for name in generative_names})
+    generative = {
+        name: load_generative_model(
+            config.models_dir,
+            name,
+            config.variant,
+            config.session,
+            config.generation,
+            generation_metrics.observer(name),
+        )
+        for name in generative_names
+    }
+    state = ServerState(config, models, {}, metrics_, generative=generative, generation_metrics=generation_metrics)
     memory = MemoryReleaser()
     grpc = _grpc_endpoint(state)
 
@@ -295,6 +281,11 @@ def create_app(config: ServerConfig) -> Starlette:
             metrics_.track_queue(name, lambda b=batcher: b.queued_rows)
             batcher.start()
             state.batchers[name] = batcher
+        for name, model in generative.items():
+            generator = model.generator
+            generation_metrics.track(name, lambda g=generator: g.running, lambda g=generator: g.waiting)
+            metrics_.track_queue(name, lambda g=generator: g.waiting)  # what the harness's sampler reads as the queue
+            generator.start()
         if capture:
             capture.start()
         memory.start()
@@ -309,6 +300,8 @@ def create_app(config: ServerConfig) -> Starlette:
         try:
             for batcher in state.batchers.values():
                 await batcher.stop()
+            for model in generative.values():
+                await model.generator.stop()
         finally:
             if capture:  # uvicorn has let in-flight requests finish: their lines are all pending now
                 await capture.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 from .batcher import BatchingConfig
 from .config import ServerConfig, default_models_dir
 from .errors import ReferenceServerError
+from .generation import GenerationConfig
 from .manifest import VARIANTS
 from .models import SessionSettings
 
@@ -95,7 +96,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction, common: argparse.Argument
         action="append",
         dest="models",
         metavar="NAME",
-        help="model to serve: minilm (default) or fraud; repeat for several",
+        help="model to serve: minilm (default), fraud, or smollm2 (text generation); repeat for several",
     )
     serve.add_argument("--variant", choices=VARIANTS, default="fp32")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
@@ -111,6 +112,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction, common: argparse.Argument
     serve.add_argument("--spin", action="store_true", help="let ORT threads spin while idle (lower latency, more CPU)")
     _add_batching_options(serve)
     _add_limit_options(serve)
+    _add_generation_options(serve)
     serve.add_argument("--cpus", type=_cpus, default=None, help="pin the server to these cores, e.g. 0 or 0,1")
     _add_capture_options(serve)
     serve.add_argument(
@@ -181,6 +183,37 @@ def _add_limit_options(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_generation_options(serve: argparse.ArgumentParser) -> None:
+    """How a text-generation model is scheduled: ``GenerationConfig``."""
+    defaults = GenerationConfig()
+    serve.add_argument(
+        "--max-streams",
+        type=_positive,
+        default=defaults.max_streams,
+        help=f"sequences generated together, each with its KV cache slot (default {defaults.max_streams})",
+    )
+    serve.add_argument(
+        "--max-context",
+        type=_positive,
+        default=defaults.max_context,
+        help="tokens a sequence may hold, prompt and completion together; a request asking for more is refused "
+        f"with 400 (default {defaults.max_context})",
+    )
+    serve.add_argument(
+        "--max-waiting",
+        type=_positive,
+        default=defaults.max_waiting,
+        help=f"requests queued for a stream slot; beyond it: 503 (default {defaults.max_waiting})",
+    )
+    serve.add_argument(
+        "--max-prefill-tokens",
+        type=_positive,
+        default=defaults.max_prefill_tokens,
+        help="prompt tokens (padded) prefilled per scheduler iteration, so running streams wait for at most one "
+        f"such prefill; longer prompts are prefilled in chunks (default {defaults.max_prefill_tokens})",
+    )
+
+
 def _add_capture_options(serve: argparse.ArgumentParser) -> None:
     """Recording the traffic for ``loadtest replay``."""
     serve.add_argument(
@@ -237,6 +270,12 @@ def _server_config(args: argparse.Namespace, models_dir: Path) -> ServerConfig:
         inject_delay_ms=args.inject_delay_ms,
         capture=args.capture,
         capture_sample=args.capture_sample,
+        generation=GenerationConfig(
+            max_streams=args.max_streams,
+            max_context=args.max_context,
+            max_waiting=args.max_waiting,
+            max_prefill_tokens=args.max_prefill_tokens,
+        ),
     )
 
 

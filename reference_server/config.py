@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .batcher import BatchingConfig
+from .generation import GenerationConfig
 from .models import LongText, SessionSettings
 
 
@@ -30,6 +31,7 @@ class ServerConfig:
     grpc_port: int | None = None  # OIP v2 over gRPC on this port too (0: a free one); None: REST only
     session: SessionSettings = SessionSettings()
     batching: BatchingConfig = BatchingConfig()
+    generation: GenerationConfig = GenerationConfig()  # text generation: streams, context, queue, prefill budget
     max_body_bytes: int = 8 * 1024 * 1024
     max_rows: int = 128
     header_timeout_s: float = 5.0  # a request's line and headers must arrive within it (header_limits.py)

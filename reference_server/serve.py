@@ -92,6 +92,14 @@ async def _serve(config: ServerConfig, ready_file: Path | None, log_level: str, 
         f"{batch}",
         flush=True,
     )
+    for name, model in app.state.server.generative.items():
+        g, cache = config.generation, model.generator.scheduler.cache
+        print(
+            f"generating with {name}: /v1/chat/completions and /v1/completions; {g.max_streams} streams of up to "
+            f"{g.max_context} tokens (KV cache {cache.nbytes / 2**20:.0f} MiB), "
+            f"{g.max_waiting} waiting at most, prefill {g.max_prefill_tokens} tokens an iteration",
+            flush=True,
+        )
     if config.capture:
         share = "all requests" if config.capture_sample >= 1.0 else f"a deterministic {config.capture_sample:g} sample"
         print(f"capturing {share} to {config.capture} (JSONL; health checks and /metrics are not recorded)", flush=True)

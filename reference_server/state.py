@@ -1,12 +1,16 @@
-"""What every route of the server shares, whatever protocol it speaks: the models, their batchers, the metrics."""
+"""What every route of the server shares, whatever protocol it speaks: the models, their batchers, the metrics,
+the generative models and their completions' records."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .batcher import Batcher
+from .completion_records import CompletionRecords
 from .config import ServerConfig
 from .errors import NotFound
+from .generation_metrics import GenerationMetrics
+from .generative_model import GenerativeModel
 from .metrics import Metrics
 from .models import ServedModel
 
@@ -18,6 +22,9 @@ class ServerState:
     batchers: dict[str, Batcher]
     metrics: Metrics
     ready: bool = False
+    generative: dict[str, GenerativeModel] = field(default_factory=dict)  # text generation (/v1/chat/completions)
+    generation_metrics: GenerationMetrics | None = None
+    completions: CompletionRecords = field(default_factory=CompletionRecords)  # /debug/streams/{id}
 
     def model(self, name: str, version: str | None = None) -> ServedModel:
         model = self.models.get(name)
