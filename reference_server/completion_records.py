@@ -1,4 +1,5 @@
-"""The server's own record of each completion it served, by the ``id`` its answer carried (``GET /debug/streams/{id}``).
+"""The server's own record of each completion it served, by the ``id`` its answer carried (``GET /debug/streams/{id}``;
+``GET /debug/streams`` lists them all, oldest first).
 
 A load test measures a stream from the client's side; this is the other side, to set beside it:
 when the request arrived, when each token was chosen (``time.perf_counter_ns()``: CLOCK_MONOTONIC,
@@ -26,6 +27,9 @@ class CompletionRecord:
     received_ns: int  # when the request reached the handler
     prompt_tokens: int = 0
     token_times_ns: list[int] = field(default_factory=list)  # when each completion token was chosen
+    # When each content chunk of a stream was handed to the connection: a token's text may wait for the next
+    # token (a UTF-8 character split across tokens, a possible stop string), so this is what a client can see.
+    emit_times_ns: list[int] = field(default_factory=list)
     text: str = ""  # what the client was sent
     finish_reason: str | None = None  # None while generating; "cancelled" when the client left
     finished_ns: int | None = None
@@ -45,6 +49,7 @@ class CompletionRecord:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "token_times_ns": self.token_times_ns,
+            "emit_times_ns": self.emit_times_ns,
             "text": self.text,
             "finish_reason": self.finish_reason,
             "finished_ns": self.finished_ns,
@@ -63,6 +68,10 @@ class CompletionRecords:
 
     def get(self, id_: str) -> CompletionRecord | None:
         return self._records.get(id_)
+
+    def all(self) -> list[CompletionRecord]:
+        """Every record kept, oldest first."""
+        return list(self._records.values())
 
     def __len__(self) -> int:
         return len(self._records)

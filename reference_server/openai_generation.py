@@ -330,8 +330,11 @@ class _EventStream:
         completion = self.completion
         if self._chat:
             yield self._chunk({"role": "assistant", "content": ""}, None)
+        emits = completion.record.emit_times_ns
         async for delta in completion.deltas():
-            yield self._chunk({"content": delta} if self._chat else delta, None)
+            chunk = self._chunk({"content": delta} if self._chat else delta, None)
+            emits.append(time.perf_counter_ns())  # the chunk goes to the connection as this generator yields it
+            yield chunk
         if completion.finish in ("error", "abort"):
             failure = _failure(completion.finish)
             kind = "server_error" if failure.status == 500 else "unavailable"
@@ -388,11 +391,18 @@ async def debug_stream(request: Request) -> Response:
     return JSONResponse(record.as_json())
 
 
+async def debug_streams(request: Request) -> Response:
+    """``GET /debug/streams``: every record kept (the last 1,024 completions), oldest first."""
+    state: ServerState = request.app.state.server
+    return JSONResponse({"object": "list", "data": [record.as_json() for record in state.completions.all()]})
+
+
 def routes() -> list[Route]:
     return [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/debug/streams", debug_streams, methods=["GET"]),
         Route("/debug/streams/{id}", debug_stream, methods=["GET"]),
     ]
 

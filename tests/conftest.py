@@ -12,6 +12,7 @@ import pytest
 from reference_server.build import build_models
 from reference_server.config import default_models_dir
 from reference_server.launch import running_server
+from tests.helpers import GENERATIVE_STREAMS, GENERATIVE_WAITING
 from tests.targets import TargetUnavailable, running_kserve, running_mlserver
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -42,6 +43,20 @@ def server(models_dir):
     args += ["--grpc-port", "0"]
     with running_server(args) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def generative_target(models_dir):
+    """(url, model name, context): SmolLM2 int8 on the generative target, small limits so tests reach them.
+
+    Shared by the server's own tests (tests/test_generation_server.py) and the harness's measurement
+    against it (tests/test_generation_run.py): one server start (about 3 s, its KV cache touched) for both.
+    """
+    name, context = "smollm2", 512
+    args = ["--models-dir", str(models_dir), "--model", name, "--variant", "int8", "--max-context", str(context)]
+    args += ["--max-streams", str(GENERATIVE_STREAMS), "--max-waiting", str(GENERATIVE_WAITING)]
+    with running_server(args) as running:
+        yield running.url, name, context
 
 
 @pytest.fixture(scope="session")

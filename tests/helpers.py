@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 FRAUD = 'protocol = "oip-v2"\nmodel = "fraud"\ninput_name = "features"'
 FEATURES = 'source = "features"\nwidth = 8'
 JSON_ENDPOINT = 'protocol = "http-json"\npath = "/"'
+# The shared generative server (conftest.generative_target): stream slots and queue places, small so tests reach them.
+GENERATIVE_STREAMS, GENERATIVE_WAITING = 2, 3
 
 
 def loadtest(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -1,9 +1,8 @@
-"""The generative target over HTTP: a real server on a free loopback port, started once for the module.
+"""The generative target over HTTP: a real server on a free loopback port, started once for the session.
 
-It serves the built SmolLM2 (int8, the faster variant) when models/manifest.json lists it, else the
-tiny seeded random model from a directory of its own: streamed and whole chat and text completions
-in OpenAI's format, usage, a 4xx JSON error for every malformed request, the server's own record of
-each stream, and a client that leaves mid-stream giving its slot back.
+It serves the built SmolLM2 (int8, the faster variant; conftest.generative_target): streamed and
+whole chat and text completions in OpenAI's format, usage, a 4xx JSON error for every malformed
+request, the server's own record of each stream, and a client that leaves mid-stream giving its slot back.
 """
 
 from __future__ import annotations
@@ -15,35 +14,16 @@ import time
 import httpx
 import pytest
 
-from reference_server.config import default_models_dir
-from reference_server.decoder_graph import write_tiny_model
-from reference_server.generative_model import KIND
-from reference_server.launch import running_server
-from reference_server.manifest import is_current, load_manifest, write_manifest
+from tests.helpers import GENERATIVE_STREAMS as STREAMS
+from tests.helpers import GENERATIVE_WAITING as WAITING
 
-STREAMS, WAITING = 2, 3
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def _smollm2_built() -> bool:
-    directory = default_models_dir()
-    return is_current(directory) and "smollm2" in load_manifest(directory)["models"]
-
-
 @pytest.fixture(scope="module")
-def target(tmp_path_factory):
-    """(url, model name, context): SmolLM2 int8 if built, else the tiny model."""
-    if _smollm2_built():
-        models, name, variant, context = default_models_dir(), "smollm2", "int8", 512
-    else:
-        models, name, variant, context = tmp_path_factory.mktemp("models"), "tiny", "fp32", 2048
-        directory = write_tiny_model(models / name)
-        files = {f.name: {"path": f"{name}/{f.name}", "bytes": f.stat().st_size} for f in directory.iterdir()}
-        write_manifest(models, {name: {"kind": KIND, "files": files}})
-    args = ["--models-dir", str(models), "--model", name, "--variant", variant, "--max-context", str(context)]
-    args += ["--max-streams", str(STREAMS), "--max-waiting", str(WAITING)]
-    with running_server(args) as server:
-        yield server.url, name, context
+def target(generative_target):
+    """(url, model name, context): conftest's generative server, shared with tests/test_generation_run.py."""
+    return generative_target
 
 
 @pytest.fixture(scope="module")
