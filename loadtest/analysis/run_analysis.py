@@ -119,6 +119,8 @@ def server_split(out_dir: Path, summary: Summary, resources_meta: dict) -> Serve
     """The server's queue and compute: per request from Server-Timing when it sent the header, the scrape beside it
     as a cross-check; else the scrape's alone; None when the target gave neither."""
     scraped = scraped_split(out_dir, summary, resources_meta)
+    if scraped is not None and not scraped.requests and summary.generation is not None:
+        scraped = None  # a generative server's page (the reference one's) times its infer requests, not streams
     queue, compute = summary.percentiles("server_queue"), summary.percentiles("server_compute")
     if compute is None or not compute.count:
         return scraped
