@@ -397,12 +397,20 @@ def spread(capacities: Sequence[float | None]) -> Spread:
     return Spread(tuple(capacities), median, low, high, max(median - low, high - median) / median)
 
 
+def _held(slo: Slo) -> str:
+    """``p95 stayed under 100 ms``; with further bounds, each named with its metric."""
+    bounds = [Bound(slo.stat, slo.budget_ms, slo.metric), *slo.also]
+    names = [b.stat if b.metric == "response" else f"{b.metric}_{b.stat}" for b in bounds]
+    parts = [f"{name} under {b.budget_ms:g} ms" for name, b in zip(names, bounds, strict=True)]
+    return parts[0].replace(" under", " stayed under", 1) + "".join(f" and {part}" for part in parts[1:])
+
+
 def rule_text(slo: Slo, settings: SearchSettings, step_s: tuple[float, float], idle: str, searches: int = 1) -> str:
     """The rule a capacity was found by, in words a reader can check against the steps in capacity.json."""
     runs = f"{settings.confirm} of {settings.confirm} runs" if settings.confirm > 1 else "one run"
     ramp, near = samples_needed(slo.percentile), precise_samples(slo.percentile, settings.precision)
     text = (
-        f"capacity = the highest constant rate at which {slo.stat} stayed under {slo.budget_ms:g} ms, errors "
+        f"capacity = the highest constant rate at which {_held(slo)}, errors "
         f"within {slo.max_error_rate:.1%} and {slo.min_achieved:.0%} or more of the schedule succeeded, in {runs}, "
         f"each started from an idle server ({idle}); a rate that failed any run counts as failing, but a failure "
         f"on a disturbed run (untrustworthy, or the server's cores {settings.other_work_limit:.0%} or more busy "

@@ -158,7 +158,8 @@ class Searcher:
             untrusted += f"; [yellow]other work took {step.other_work:.0%} of the server's cores[/]"
         if self.settings(1.0, RAMP_FACTOR, 0.05).disturbed(step) and not step.passed:
             untrusted += " (a failure on a disturbed run is run once more)"
-        stat = escape(self.options.slo.stat)
+        slo = self.options.slo
+        stat = escape(slo.stat if slo.metric == "response" else f"{slo.metric}_{slo.stat}")
         self.console.print(
             f"  {step.target_rps:8.1f} req/s{again} for {duration:g}s ({idle}): {stat} {shown}, "
             f"achieved {step.achieved_rps:.1f}/s, errors {step.error_rate:.2%} -> {verdict}{untrusted}",
