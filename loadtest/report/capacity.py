@@ -162,7 +162,7 @@ def plot_capacity(found: list[dict]) -> str:
         ax.axhline(budget, color="black", linestyle=":", linewidth=1.2, label=f"{found[0]['slo']['stat']} budget")
     ax.set(
         xlabel="target rate (requests/s); filled: step held the SLO, open: it failed",
-        ylabel=f"{found[0]['slo']['stat']} response latency (ms)",
+        ylabel=f"{found[0]['slo']['stat']} {found[0]['slo'].get('metric', 'response')} latency (ms)",
         yscale="log",
     )
     ax.legend(fontsize=7)
