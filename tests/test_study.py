@@ -49,7 +49,7 @@ def queries(study) -> str:
 def capacity_dir(study, queries) -> Path:
     out = study / "capacity-int8"
     result = loadtest(
-        "capacity", queries, "--profile", "minilm-int8", "--slo", "p95<300ms", "--start", "65",
+        "capacity", queries, "--profile", "minilm-int8", "--slo", "p95<300ms", "--start", "80",
         "--min-step", "2s", "--max-steps", "2", "--out", str(out), timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
@@ -62,7 +62,7 @@ def test_capacity_steps_are_judged_runs_and_never_pass_the_onnx_runtime_ceiling(
     data = json.loads((capacity_dir / "capacity.json").read_text())
     assert data["schema"] == "loadtest.capacity/1" and data["profile"]["name"] == "minilm-int8"
     steps = data["steps"]
-    assert [s["target_rps"] for s in steps][:1] == [65.0] and len(steps) == 2
+    assert [s["target_rps"] for s in steps][:1] == [80.0] and len(steps) == 2
     for step in steps:
         summary = json.loads((capacity_dir / step["out_dir"] / "summary.json").read_text())
         assert summary["load"]["shape"] == {"kind": "constant", "value": step["target_rps"]}
@@ -86,11 +86,11 @@ def test_a_capacity_is_confirmed_from_an_idle_server_and_says_the_rule_it_was_fo
     data = json.loads((capacity_dir / "capacity.json").read_text())
     # the last of the two steps the fixture allows is kept for running the passing rate again
     assert [(s["target_rps"], s["role"], s["passed"]) for s in data["steps"]] == [
-        (65.0, "search", True),
-        (65.0, "confirm", True),
+        (80.0, "search", True),
+        (80.0, "confirm", True),
     ]
-    assert data["capacity_rps"] == data["interval"]["passing_rps"] == 65.0
-    assert data["repeat"] == {**data["repeat"], "searches": 1, "capacities": [65.0], "spread": 0.0}
+    assert data["capacity_rps"] == data["interval"]["passing_rps"] == 80.0
+    assert data["repeat"] == {**data["repeat"], "searches": 1, "capacities": [80.0], "spread": 0.0}
     assert data["idle"]["signal"] == "metrics"  # the reference server's in-flight and queue gauges
     for step in data["steps"] + data["classes"]["sentence"]["steps"]:
         drain = step["drain"]
@@ -100,9 +100,9 @@ def test_a_capacity_is_confirmed_from_an_idle_server_and_says_the_rule_it_was_fo
     for part in ("2 of 2 runs", "130 samples", "1,825", "idle server (in flight 0 and queued 0 on its /metrics"):
         assert part in data["rule"], data["rule"]
     terminal = (study / "capacity-int8.txt").read_text()
-    assert "65.0 req/s again" in terminal and "idle after" in terminal and "rule: capacity = " in terminal
+    assert "80.0 req/s again" in terminal and "idle after" in terminal and "rule: capacity = " in terminal
     assert "[/]" not in terminal and "holds" in terminal  # our markup is rendered, never shown as text
-    assert "interval: 65.0 req/s held in 2 of 2 runs" in terminal
+    assert "interval: 80.0 req/s held in 2 of 2 runs" in terminal
 
 
 @pytest.fixture(scope="module")
