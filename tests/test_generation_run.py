@@ -152,6 +152,9 @@ def test_generation_keys_are_checked_against_the_protocol(tmp_path):
     bad = chat_scenario(tmp_path, "http://127.0.0.1:9", '\n[generation]\ngoodput = ["ttft < fast"]', name="bad")
     result = loadtest("run", str(bad), "--out", str(tmp_path / "out2"))
     assert result.returncode == 2 and "generation.goodput[0]" in result.stderr
+    missing = chat_scenario(tmp_path, "http://127.0.0.1:9", '\n[generation]\ntokenizer = "nope.json"', name="tok")
+    result = loadtest("run", str(missing), "--out", str(tmp_path / "out3"))
+    assert result.returncode == 2 and "generation.tokenizer" in result.stderr and "nope.json" in result.stderr
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -208,3 +211,23 @@ def test_ttft_and_itl_agree_with_the_reference_servers_own_token_times(tmp_path,
         for q in (50, 90):
             harness, server = latency[figure]["all"][f"p{q}"], _percentile(values, q)
             assert _close(harness, server), (figure, q, harness, server)
+
+
+@pytest.mark.slow
+def test_every_messy_chat_kind_gets_a_sound_answer_from_the_generative_server(tmp_path, generative_target):
+    """`loadtest probe` with a chat scenario: each kind once against the reference server's generative target."""
+    import json
+
+    from loadtest.messy.kinds import RequestForm, kinds_for
+
+    url, model, _ = generative_target
+    path = scenario(tmp_path, LOAD, f'url = "{url}"\nprotocol = "openai-chat"\nmodel = "{model}"', CLASSES, "probe")
+    result = loadtest("probe", "--scenario", str(path), "--out", str(tmp_path / "out"), timeout=120)
+    data = json.loads((tmp_path / "out" / "probe.json").read_text())
+    kinds = {k["kind"]: k for k in data["kinds"]}
+    assert list(kinds) == kinds_for(RequestForm(protocol="openai-chat", model=model))
+    assert data["counts"]["wrong"] == data["counts"]["defect"] == 0, result.stdout + result.stderr
+    for kind in ("broken_messages", "wrong_role", "max_tokens_zero", "past_context", "invalid_json"):
+        assert 400 <= kinds[kind]["status"] < 500, kinds[kind]
+    assert kinds["hang_up"]["status"] == kinds["emoji"]["status"] == 200
+    assert result.returncode == 0 and data["passed"]

@@ -142,3 +142,31 @@ def test_the_vllm_format_stand_in_reads_the_same_with_or_without_usage(path, usa
     assert stream.done and stream.error is None and stream.finish_reason == "length"
     assert stream.content == " tok" * 7 and len(stream.content_times) == 7 and stream.output_tokens == 7
     assert stream.completion_tokens == (7 if usage else None)
+
+
+def test_the_recorder_counts_answers_without_usage_with_the_scenarios_tokenizer_and_merges_across_processes():
+    """Two load-generator processes' deltas: token counts add up, and a tokenizer counts where usage is missing."""
+    from loadtest.engine.collector import Collector
+    from loadtest.engine.recorder import Recorder
+    from loadtest.results.summary import Accounting, Counts
+    from loadtest.results.tokens import generation_section
+    from loadtest.traffic.token_counts import load_counter
+
+    count = load_counter(REPO / "models" / "smollm2" / "tokenizer.json")
+    assert count(["The capital of France is Paris."]) == [7]
+    with_usage = read_stream(events_at(VLLM), 10.2)
+    plain = read_stream(events_at(sse(chunk("The capital"), chunk(" of France"), "[DONE]")), 10.2)
+    collector = Collector()
+    for stream, prompt in ((with_usage, None), (plain, 12)):
+        recorder = Recorder(start=9.0, count_tokens=count, goodput_ms={"ttft": 500.0})
+        recorder.streamed("chat", 10.0, 10.2, stream, ok=True, asked=4, prompt_tokens=prompt)
+        collector.absorb(recorder.take_delta(now=11.0, final=True))
+    tokens = collector.tokens["chat"]
+    # usage's 4 and the tokenizer's 4 ("The", " capital", " of", " France"), not the 2 chunks it came in
+    assert tokens["output_tokens"] == 8 and tokens["by_usage"] == 1 and tokens["by_tokenizer"] == 1
+    assert tokens["input_tokens"] == 5 + 12 and tokens["goodput_met"] == 2
+    accounting = Accounting(Counts(scheduled=2, ok=2), {"chat": Counts(scheduled=2, ok=2)})
+    section = generation_section(collector.tokens, {}, accounting, 1.0, ("ttft < 500ms",), True, "tokenizer.json")
+    assert section["token_counts"] == "usage (1 requests), tokenizer tokenizer.json (1 requests)"
+    assert section["goodput"]["share"] == 1.0 and section["input_tokens"] == 17
+    assert collector.histogram("ttft", "chat").get_total_count() == 2  # one a process, merged

@@ -107,13 +107,18 @@ class GenerationSpec:
 
     protocol: Generation = Generation()
     goodput: tuple[str, ...] = ()  # e.g. ("ttft < 500ms", "tpot < 50ms"): DistServe's goodput
+    tokenizer: Path | None = None  # a Hugging Face tokenizer.json: counts the tokens where the server gives no usage
 
     def slos_ms(self) -> dict[str, float]:
         return dict(map(parse_slo, self.goodput))
 
     def as_meta(self) -> dict:
         """What the summary needs to say how the requests asked and what goodput judged."""
-        return {**asdict(self.protocol), "goodput": list(self.goodput)}
+        return {
+            **asdict(self.protocol),
+            "goodput": list(self.goodput),
+            "tokenizer": str(self.tokenizer) if self.tokenizer else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -285,7 +290,7 @@ def _payload(t: Table, base: Path) -> PayloadSpec:
     return spec
 
 
-def _generation(t: Table) -> GenerationSpec:
+def _generation(t: Table, base: Path) -> GenerationSpec:
     defaults = Generation()
     protocol = Generation(
         stream=t.get("stream", bool, defaults.stream),
@@ -300,8 +305,11 @@ def _generation(t: Table) -> GenerationSpec:
             parse_slo(text)
         except ValueError as exc:
             raise t.error(f"goodput[{i}]", str(exc)) from None
+    tokenizer = t.get("tokenizer", str)
+    if tokenizer is not None and not (base / tokenizer).is_file():
+        raise t.error("tokenizer", f"{base / tokenizer}: no such file (a Hugging Face tokenizer.json)")
     t.done()
-    return GenerationSpec(protocol, tuple(goodput))
+    return GenerationSpec(protocol, tuple(goodput), (base / tokenizer) if tokenizer else None)
 
 
 def _load(t: Table) -> LoadSpec:
@@ -357,7 +365,7 @@ def scenario_from_dict(data: dict, source: str, base: Path) -> Scenario:
         load=_load(top.table("load")),
         thresholds=tuple(_thresholds(top.table("slo"))),
         messy=_messy(top.table("messy"), base),
-        generation=_generation(top.table("generation")),
+        generation=_generation(top.table("generation"), base),
     )
     top.done()
     if "generation" in data and not scenario.generative:

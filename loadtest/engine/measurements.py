@@ -69,7 +69,7 @@ def build_summary(collector: Collector, meta: dict) -> Summary:
         spec = meta["generation"]
         accounting = Accounting(total, by_class)
         generation = generation_section(
-            collector.tokens, rates, accounting, measured, tuple(spec["goodput"]), spec["stream"]
+            collector.tokens, rates, accounting, measured, tuple(spec["goodput"]), spec["stream"], spec.get("tokenizer")
         )
         throughput = Throughput(
             throughput.scheduled_per_s,

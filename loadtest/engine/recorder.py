@@ -134,12 +134,19 @@ class _Codes(dict):
 
 
 class Recorder:
-    def __init__(self, start: float, warmup: float = 0.0, goodput_ms: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        start: float,
+        warmup: float = 0.0,
+        goodput_ms: Mapping[str, float] | None = None,
+        count_tokens: Callable[[list[str]], list[int]] | None = None,
+    ) -> None:
         self.start = start
         self.warmup = warmup
         self.goodput_ms = dict(goodput_ms or {})  # goodput's per-request bounds: figure -> ms
-        # (class, intended, ended, stream, ok, output tokens asked for)
-        self._streams: list[tuple[str, float, float, Stream, bool, int]] = []
+        self.count_tokens = count_tokens  # the scenario's tokenizer, for answers without the server's usage
+        # (class, intended, ended, stream, ok, output tokens asked for, prompt tokens by the tokenizer)
+        self._streams: list[tuple[str, float, float, Stream, bool, int, int | None]] = []
         self._tokens: defaultdict[str, Counter[str]] = defaultdict(Counter)  # class -> token count -> n
         # Per request: one tuple appended to one of these (see the module's docstring).
         self._scheduled: list[tuple[str, float]] = []
@@ -190,10 +197,20 @@ class Recorder:
         self.in_flight -= 1
         self._completed.append((cls, intended, actual, done, kind, server_timing))
 
-    def streamed(self, cls: str, intended: float, ended: float, stream: Stream, ok: bool, asked: int = 0) -> None:
+    def streamed(
+        self,
+        cls: str,
+        intended: float,
+        ended: float,
+        stream: Stream,
+        ok: bool,
+        asked: int = 0,
+        prompt_tokens: int | None = None,
+    ) -> None:
         """A generative answer's tokens and their times, beside its ``completed``; ``ok`` as its kind is OK;
-        ``asked``: the output tokens the request asked for (its ``max_tokens``; 0 if unknown)."""
-        self._streams.append((cls, intended, ended, stream, ok, asked))
+        ``asked``: the output tokens the request asked for (its ``max_tokens``; 0 if unknown); ``prompt_tokens``:
+        its prompt as the scenario's tokenizer counted it, for a server that sends no usage."""
+        self._streams.append((cls, intended, ended, stream, ok, asked, prompt_tokens))
 
     def judged(self, cls: str, intended: float, key: str) -> None:
         """A messy request's verdict, ``verdict:expect:answer`` (say ``correct:reject:http_400``), counted by class."""
@@ -370,8 +387,9 @@ class Recorder:
     def _absorb_streams(self, pause: Callable[[], None]) -> None:
         """Token figures of the generative answers so far: tens to hundreds a second, taken one by one."""
         streams, self._streams = self._streams, []
+        counted = self._count_without_usage(streams)
         values: defaultdict[tuple[str, str], list] = defaultdict(list)  # (metric, class) -> seconds
-        for at, (cls, intended, ended, stream, ok, asked) in enumerate(streams):
+        for at, (cls, intended, ended, stream, ok, asked, prompt_tokens) in enumerate(streams):
             if at % STREAM_CHUNK == STREAM_CHUNK - 1:
                 pause()
             if intended - self.start < self.warmup:
@@ -385,9 +403,13 @@ class Recorder:
             tokens["asked_tokens"] += asked
             latency = token_latency(stream, intended, ended)
             tokens["output_tokens"] += latency.output_tokens
-            tokens["input_tokens"] += stream.prompt_tokens or 0
-            tokens["by_usage" if stream.completion_tokens is not None else "by_chunks"] += 1
-            tokens["no_input_count"] += stream.prompt_tokens is None
+            inputs = stream.prompt_tokens if stream.prompt_tokens is not None else prompt_tokens
+            tokens["input_tokens"] += inputs or 0
+            if id(stream) in counted:
+                tokens["by_tokenizer"] += 1
+            else:
+                tokens["by_usage" if stream.completion_tokens is not None else "by_chunks"] += 1
+            tokens["no_input_count"] += inputs is None
             if self.goodput_ms:
                 tokens["goodput_met"] += meets(latency, self.goodput_ms)
             values[("e2e", cls)].append(latency.e2e_ms / 1000)
@@ -404,6 +426,22 @@ class Recorder:
             micros = _micros(np.concatenate(seconds) if key[0] == "itl" else np.asarray(seconds, dtype=np.float64))
             self._clamped += int(np.count_nonzero(micros == HIGHEST_US))
             self._delta[key].append(micros)
+
+    def _count_without_usage(self, streams: list[tuple]) -> set[int]:
+        """Completed answers without the server's usage, counted by the scenario's tokenizer in one batch.
+
+        Their ``completion_tokens`` is set from the count; returns the ids of the streams counted so.
+        """
+        if self.count_tokens is None:
+            return set()
+        lacking = [
+            s[3] for s in streams if s[4] and s[3].completion_tokens is None and s[1] - self.start >= self.warmup
+        ]
+        if not lacking:
+            return set()
+        for stream, count in zip(lacking, self.count_tokens([s.content for s in lacking]), strict=True):
+            stream.completion_tokens = count
+        return {id(s) for s in lacking}
 
     def _count_judged(self) -> None:
         judged, self._judged = self._judged, []

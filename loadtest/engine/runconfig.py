@@ -129,10 +129,20 @@ def build_payloads(config: RunConfig, protocol_name: str | None = None) -> tuple
             spec.pool_size,
             protocol.encode_prompt,
             spec.shared_prefix_tokens,
+            count_tokens=token_counter(s),
         )
     if spec.only_class is not None:
         pool = pool.only(spec.only_class)
     return protocol, pool
+
+
+def token_counter(scenario: Scenario):
+    """The scenario's tokenizer as a counter (``traffic.token_counts``), or None when it names none."""
+    if scenario.generation.tokenizer is None or not scenario.generative:
+        return None
+    from loadtest.traffic.token_counts import load_counter
+
+    return load_counter(scenario.generation.tokenizer, f"{scenario.source}: generation.tokenizer")
 
 
 def build_replay(config: RunConfig, pool: PayloadPool):

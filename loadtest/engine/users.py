@@ -60,7 +60,14 @@ from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING, LocalRu
 from loadtest.engine.collector import Collector, quick_percentiles
 from loadtest.engine.measurements import write_results
 from loadtest.engine.recorder import OK, Recorder
-from loadtest.engine.runconfig import TARGET_URL_ENV, RunConfig, build_messy, build_payloads, build_replay
+from loadtest.engine.runconfig import (
+    TARGET_URL_ENV,
+    RunConfig,
+    build_messy,
+    build_payloads,
+    build_replay,
+    token_counter,
+)
 from loadtest.engine.transports import Transport, transport_for
 from loadtest.messy.kinds import CLASS_PREFIX, CORRECT, WRONG, MessyRequest
 from loadtest.messy.picks import MessyPool
@@ -263,7 +270,9 @@ class ScenarioUser(FastHttpUser):
         if payload.expect is not None:
             kind = judge_answer(recorder, payload, intended, kind, named)
         elif (stream := self.transport.stream(answer, done)) is not None:
-            recorder.streamed(payload.cls, intended, done, stream, kind == OK, payload.max_tokens)
+            recorder.streamed(
+                payload.cls, intended, done, stream, kind == OK, payload.max_tokens, payload.prompt_tokens
+            )
         recorder.completed(payload.cls, intended, actual, done, kind, timing)
 
     def run_schedule(self) -> None:
@@ -313,13 +322,19 @@ class ScenarioUser(FastHttpUser):
         if payload.expect is not None:
             kind = judge_answer(recorder, payload, actual, kind, named)
         elif (stream := self.transport.stream(answer, done)) is not None:
-            recorder.streamed(payload.cls, actual, done, stream, kind == OK, payload.max_tokens)
+            recorder.streamed(payload.cls, actual, done, stream, kind == OK, *_token_counts(payload))
         recorder.completed(payload.cls, actual, actual, done, kind, timing)
+
+
+def _token_counts(payload: Payload) -> tuple[int, int | None]:
+    """(output tokens asked for, prompt tokens by the scenario's tokenizer) of a generative request."""
+    return payload.max_tokens, payload.prompt_tokens
 
 
 def new_recorder(state: RunState, start: float) -> Recorder:
     """This process's recorder, with the scenario's warm-up and goodput bounds."""
-    return Recorder(start, state.scenario.load.warmup, state.scenario.generation.slos_ms())
+    scenario = state.scenario
+    return Recorder(start, scenario.load.warmup, scenario.generation.slos_ms(), token_counter(scenario))
 
 
 def worker_arrivals(state: RunState, worker_index: int, payloads):

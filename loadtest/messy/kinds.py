@@ -413,7 +413,7 @@ BUILDERS: dict[str, Callable[[RequestForm, np.random.Generator], bytes]] = {
     "max_tokens_zero": lambda form, rng: _generation(form, _text(rng, 6), 0),
     "max_tokens_huge": lambda form, rng: _generation(form, _text(rng, 6), 10**9),
     "past_context": lambda form, rng: _generation(form, _text(rng, 40_000)),
-    "hang_up": lambda form, rng: _generation(form, _text(rng, 8), 64, stream=True),
+    "hang_up": lambda form, rng: _generation(form, _text(rng, 8), 32, stream=True),
 }
 
 

@@ -13,13 +13,14 @@ from collections.abc import Mapping
 from loadtest.results.summary import MESSY_PREFIX, Accounting, Percentiles
 
 
-def counted_by(by_usage: int, by_chunks: int) -> str:
-    """How output tokens were counted: the server's usage, one a content chunk, or both (which requests)."""
-    if by_chunks == 0:
-        return "usage"
-    if by_usage == 0:
-        return "chunks"
-    return f"usage ({by_usage:,} requests), chunks ({by_chunks:,} requests without usage)"
+def counted_by(by_usage: int, by_chunks: int, by_tokenizer: int = 0, tokenizer: str | None = None) -> str:
+    """How output tokens were counted: the server's usage, the scenario's tokenizer, one a content chunk, or several
+    (which requests each)."""
+    ways = [(by_usage, "usage"), (by_tokenizer, f"tokenizer {tokenizer}"), (by_chunks, "chunks")]
+    used = [(n, name) for n, name in ways if n]
+    if len(used) <= 1:
+        return used[0][1] if used else "usage"
+    return ", ".join(f"{name} ({n:,} requests)" for n, name in used)
 
 
 def generation_section(
@@ -29,6 +30,7 @@ def generation_section(
     seconds: float,
     slos: tuple[str, ...],
     streamed: bool,
+    tokenizer: str | None = None,
 ) -> dict:
     """The summary's ``generation``: ``tokens`` is class -> count (``output_tokens``, ``goodput_met``...)."""
     classes = sorted(cls for cls in tokens if not cls.startswith(MESSY_PREFIX))
@@ -36,12 +38,12 @@ def generation_section(
     def total(name: str) -> int:
         return sum(int(tokens[cls].get(name, 0)) for cls in classes)
 
-    answered = total("by_usage") + total("by_chunks")
+    answered = total("by_usage") + total("by_chunks") + total("by_tokenizer")
     section: dict = {
         "streamed": streamed,
-        "token_counts": counted_by(total("by_usage"), total("by_chunks")),
+        "token_counts": counted_by(total("by_usage"), total("by_chunks"), total("by_tokenizer"), tokenizer),
         "output_tokens": total("output_tokens"),
-        # Input tokens come from usage only: None when no answer carried a count.
+        # Input tokens come from usage, else the scenario's tokenizer: None when neither counted them.
         "input_tokens": total("input_tokens") if total("no_input_count") < answered else None,
         "output_tokens_per_s_per_request": {cls: p.as_dict() for cls, p in rates.items()},
         # Answers that completed: the output tokens they asked for (max_tokens), against output_tokens served.

@@ -65,6 +65,7 @@ class Payload:
     twin: bool = False  # a messy duplicate: sent twice at once
     hang_up: bool = False  # a messy streamed request: the connection is closed after the first token
     max_tokens: int = 0  # a generative request: the output length it asks for
+    prompt_tokens: int | None = None  # a generative request's prompt, counted by the scenario's tokenizer
 
 
 def generate_text(tokens: int, rng: np.random.Generator) -> str:
@@ -138,6 +139,7 @@ def text_pool(
     encode_prompt=None,
     shared_prefix_tokens: int = 0,
     default_output: int = 64,
+    count_tokens=None,
 ) -> PayloadPool:
     """Texts per class; with ``encode_prompt`` (a generative protocol), each with an output length too.
 
@@ -155,9 +157,10 @@ def text_pool(
             continue
         low, high = cls.min_output_tokens or default_output, cls.max_output_tokens or default_output
         outputs = rng.integers(low, max(low, high) + 1, size=per_class)
+        counts = count_tokens(texts) if count_tokens is not None else [None] * len(texts)
         payloads[cls.name] = [
-            Payload(cls.name, encode_prompt(text, int(n)), text, max_tokens=int(n))
-            for text, n in zip(texts, outputs, strict=True)
+            Payload(cls.name, encode_prompt(text, int(n)), text, max_tokens=int(n), prompt_tokens=count)
+            for text, n, count in zip(texts, outputs, counts, strict=True)
         ]
     return PayloadPool(payloads, {c.name: c.weight for c in classes}, seed)
 
