@@ -170,3 +170,20 @@ def test_the_recorder_counts_answers_without_usage_with_the_scenarios_tokenizer_
     assert section["token_counts"] == "usage (1 requests), tokenizer tokenizer.json (1 requests)"
     assert section["goodput"]["share"] == 1.0 and section["input_tokens"] == 17
     assert collector.histogram("ttft", "chat").get_total_count() == 2  # one a process, merged
+
+
+def test_a_conversation_class_carries_each_turns_history_and_grows_its_context():
+    from loadtest.traffic.payloads import PayloadClass, text_pool
+    from loadtest.traffic.protocols import make_protocol
+
+    chat = make_protocol("openai-chat", "m")
+    pool = text_pool([PayloadClass("talk", 1, 4, 8, 5, 6, turns=3)], chat.encode_text, 1, 6, chat.encode_prompt)
+    bodies = [orjson.loads(p.body) for p in pool.payloads["talk"]]
+    assert [len(b["messages"]) for b in bodies] == [1, 3, 5, 1, 3, 5]  # two conversations of three turns
+    assert all(b["messages"][-1]["role"] == "user" for b in bodies)
+    assert bodies[2]["messages"][:3] == bodies[1]["messages"]  # a turn carries the one before it, unchanged
+    assert bodies[3]["messages"][0] != bodies[0]["messages"][0]  # a new conversation starts afresh
+    completions = make_protocol("openai-completions", "m")
+    pool = text_pool([PayloadClass("talk", 1, 4, 8, 5, 6, turns=2)], None, 1, 2, completions.encode_prompt)
+    prompt = orjson.loads(pool.payloads["talk"][1].body)["prompt"]
+    assert prompt.count("\n") == 2 and prompt.startswith("user: ") and "\nassistant: " in prompt

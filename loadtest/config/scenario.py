@@ -33,6 +33,7 @@ MESSY_GATE = "messy_defects == 0"
 # far past it (1e9/s) only piles up unsent arrivals in memory. Above it, --processes N share the load.
 MAX_RATE_PER_PROCESS = 5_000.0
 MAX_USERS_PER_PROCESS = 5_000  # closed load: Locust users (greenlets, each with its connections) per process
+MAX_TURNS = 64  # a conversation class's turns: each body carries every turn before it
 MAX_POOL = 65_536  # bodies per class, features per row, tokens per text: what a payload pool holds in memory
 MAX_BODY_BYTES = 1_000_000_000  # the messy oversized body, and the longest line a payload file may have
 DEFAULT_CLASSES = (
@@ -261,6 +262,7 @@ def _payload(t: Table, base: Path) -> PayloadSpec:
                 int(c.number("max_tokens", 16, minimum=2, maximum=MAX_POOL)),
                 int(c.number("min_output_tokens", 0, maximum=MAX_POOL)),
                 int(c.number("max_output_tokens", 0, maximum=MAX_POOL)),
+                int(c.number("turns", 1, minimum=1, maximum=MAX_TURNS)),
             )
             if cls.max_tokens < cls.min_tokens:
                 raise c.error("max_tokens", f"is below min_tokens ({cls.max_tokens} < {cls.min_tokens})")

@@ -5,6 +5,8 @@ Two sources:
   <= 16 tokens, medium, long >= 128), each class a token range and a weight; for a generative
   protocol each class also draws an output length (``min_output_tokens`` to ``max_output_tokens``),
   sent as ``max_tokens``, and every prompt may start with one shared prefix (prefix caching shows);
+  a class of ``turns`` above 1 is a conversation: each body carries the turns before it (the user's
+  messages and the assistant's answers, text drawn from the seed), so its context grows turn by turn;
 - ``features``: rows of numbers for tabular models (the fraud classifier);
 - ``jsonl``: a file of request bodies, one JSON object per line, each optionally with a class.
 
@@ -46,6 +48,7 @@ class PayloadClass:
     max_tokens: int = 0
     min_output_tokens: int = 0  # generative protocols: the answer's length, drawn per body (0: the default)
     max_output_tokens: int = 0
+    turns: int = 1  # generative protocols: a conversation of this many turns, each body carrying those before it
 
 
 @dataclass(frozen=True)
@@ -157,12 +160,36 @@ def text_pool(
             continue
         low, high = cls.min_output_tokens or default_output, cls.max_output_tokens or default_output
         outputs = rng.integers(low, max(low, high) + 1, size=per_class)
-        counts = count_tokens(texts) if count_tokens is not None else [None] * len(texts)
+        prompts: list = conversations(texts, outputs, cls.turns, rng) if cls.turns > 1 else texts
+        counted = [p if isinstance(p, str) else " ".join(m["content"] for m in p) for p in prompts]
+        counts = count_tokens(counted) if count_tokens is not None else [None] * len(texts)
         payloads[cls.name] = [
-            Payload(cls.name, encode_prompt(text, int(n)), text, max_tokens=int(n), prompt_tokens=count)
-            for text, n, count in zip(texts, outputs, counts, strict=True)
+            Payload(cls.name, encode_prompt(prompt, int(n)), text, max_tokens=int(n), prompt_tokens=count)
+            for prompt, text, n, count in zip(prompts, counted, outputs, counts, strict=True)
         ]
     return PayloadPool(payloads, {c.name: c.weight for c in classes}, seed)
+
+
+def conversations(texts: list[str], outputs, turns: int, rng: np.random.Generator) -> list[list[dict]]:
+    """Each body a turn of a conversation of ``turns``: the user's texts in order, each earlier one answered.
+
+    Body i is turn ``i % turns + 1`` of conversation ``i // turns``, its messages every turn up to
+    it: so each conversation's bodies share their history, as a chat's requests do, and the later
+    a turn the longer its context. The assistant's earlier answers are text of the lengths asked for.
+    """
+    bodies = []
+    for i, text in enumerate(texts):
+        first = i - i % turns
+        history: list[dict] = []
+        for j in range(first, i):
+            history += [{"role": "user", "content": texts[j]}, {"role": "assistant", "content": _answer(outputs[j], j)}]
+        bodies.append([*history, {"role": "user", "content": text}])
+    return bodies
+
+
+def _answer(tokens: int, index: int) -> str:
+    """An earlier turn's answer: about ``tokens`` words, the same for the same turn whichever body carries it."""
+    return generate_text(int(tokens) + 2, np.random.default_rng([index, int(tokens)]))
 
 
 def features_pool(width: int, encode, seed: int, per_class: int = 256) -> PayloadPool:

@@ -52,7 +52,7 @@ class Protocol:
     encode_features: Callable[[list[float]], bytes]
     valid: Callable[[bytes], bool]
     # Generative protocols: (prompt, max_tokens) -> body, and whether the answer streams.
-    encode_prompt: Callable[[str, int], bytes] | None = None
+    encode_prompt: Callable[[str | list[dict], int], bytes] | None = None
     stream: bool = False
 
 
@@ -97,13 +97,19 @@ def make_protocol(
     return protocol if validate else dataclasses.replace(protocol, valid=unchecked)
 
 
-def generation_body(name: str, model: str, prompt: str, max_tokens: int, generation: Generation) -> dict:
-    """One chat or completions request as OpenAI's API (and vLLM's extensions) spell it."""
+def generation_body(name: str, model: str, prompt: str | list[dict], max_tokens: int, generation: Generation) -> dict:
+    """One chat or completions request as OpenAI's API (and vLLM's extensions) spell it.
+
+    ``prompt`` is a text, or a conversation's messages (a multi-turn class), which a completions
+    request sends as one text, a message a line.
+    """
     body: dict = {"model": model}
     if name == CHAT:
-        body["messages"] = [{"role": "user", "content": prompt}]
+        body["messages"] = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     else:
-        body["prompt"] = prompt
+        body["prompt"] = (
+            prompt if isinstance(prompt, str) else "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+        )
     body["max_tokens"] = max_tokens
     if generation.ignore_eos:
         body["ignore_eos"] = True
@@ -115,7 +121,7 @@ def generation_body(name: str, model: str, prompt: str, max_tokens: int, generat
 
 
 def _generative(name: str, model: str, path: str, generation: Generation) -> Protocol:
-    def encode_prompt(prompt: str, max_tokens: int) -> bytes:
+    def encode_prompt(prompt: str | list[dict], max_tokens: int) -> bytes:
         return orjson.dumps(generation_body(name, model, prompt, max_tokens, generation))
 
     default = "/v1/chat/completions" if name == CHAT else "/v1/completions"
