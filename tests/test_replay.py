@@ -276,3 +276,15 @@ def test_the_shipped_capture_is_a_real_poisson_day_of_minilm_traffic():
     assert description.requests == 1057 and description.bad_lines == 0
     assert 0.9 <= description.cv_rescaled <= 1.1 < description.cv_interarrival  # Poisson under a daily cycle
     assert 1.5 < description.peak_to_mean < 2.5  # 2 to 16 req/s: 16 / 9 = 1.78, with Poisson noise in 10 s buckets
+
+
+def test_a_captured_chat_request_keeps_its_prompt_and_max_tokens():
+    pool = PayloadPool({"pooled": [Payload("pooled", b"{}")]}, {"pooled": 1.0}, seed=1)
+    body = {"model": "m", "messages": [{"role": "user", "content": "Summarise this."}], "max_tokens": 96, "stream": True}
+    request = CapturedRequest(1, 0.0, "POST", "/v1/chat/completions", {}, json.dumps(body).encode(), body)
+    payload = Requests(ReplaySpec("c.jsonl"), pool).payload(Arrival(0, 0.0, request))
+    assert json.loads(payload.body) == body and payload.max_tokens == 96  # the tokens it asked for are counted
+    newer = {**body, "max_completion_tokens": 12}
+    del newer["max_tokens"]
+    request = CapturedRequest(2, 0.0, "POST", "/v1/chat/completions", {}, json.dumps(newer).encode(), newer)
+    assert Requests(ReplaySpec("c.jsonl"), pool).payload(Arrival(1, 0.0, request)).max_tokens == 12

@@ -204,4 +204,13 @@ class Requests:
             headers = {k: v for k, v in headers.items() if k not in spec.extra}
         bare = path.partition("?")[0]  # never the query: it may hold secrets, and class names are written
         label = cls or (bare if request.method == "POST" else f"{request.method}:{bare}")
-        return Payload(self.class_of(label), body, method=request.method, path=path, headers=headers)
+        asked = _max_tokens(request.doc)
+        return Payload(self.class_of(label), body, method=request.method, path=path, headers=headers, max_tokens=asked)
+
+
+def _max_tokens(doc: object) -> int:
+    """A captured generative request's output length, as it asked (``max_tokens``, or chat's newer name); 0 if none."""
+    if not isinstance(doc, dict):
+        return 0
+    value = doc.get("max_tokens", doc.get("max_completion_tokens"))
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
