@@ -22,6 +22,11 @@ SECRET_NAME = re.compile(
     r"authorization|cookie|api[-_]?key|apikey|token|secret|password|passwd|session|credential|signature|x-amz-security",
     re.IGNORECASE,
 )
+# Counts of tokens are no credentials: a generative request's max_tokens, min_tokens, max_completion_tokens, a
+# usage's prompt_tokens, must be replayed as captured (the request's output length is what it asks the server for).
+TOKEN_COUNT = re.compile(
+    r"^(max|min|num|prompt|completion|total|input|output|cached|reasoning|new)(_[a-z]+)*_tokens$", re.I
+)
 # A header whose name merely holds "auth" (x-custom-auth, x-auth-user) is a credential too; body fields and
 # query parameters are not matched so widely ("author" is no secret).
 SECRET_HEADER = re.compile(r"auth", re.IGNORECASE)
@@ -32,7 +37,7 @@ NOT_REPLAYED = frozenset(
 
 
 def is_secret(name: str, extra: frozenset[str] = frozenset()) -> bool:
-    return bool(SECRET_NAME.search(name)) or name.lower() in extra
+    return bool(SECRET_NAME.search(name)) and not TOKEN_COUNT.match(name) or name.lower() in extra
 
 
 def replay_headers(headers: tuple[tuple[str, str], ...], send_secrets: bool) -> dict[str, str]:
