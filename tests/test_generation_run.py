@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -70,9 +71,19 @@ def chat_scenario(tmp_path, url: str, generation: str = GOODPUT, name: str = "ch
 
 @pytest.fixture(scope="module")
 def counted(usage_url, tmp_path_factory) -> dict:
-    """The chat scenario against the stand-in with usage chunks: one run, read by two tests."""
+    """The chat scenario against the stand-in with usage chunks: one run, read by three tests."""
     tmp = tmp_path_factory.mktemp("counted")
-    return run_ok(chat_scenario(tmp, usage_url), tmp / "out", "--threshold", "ttft_p99 < 1s")
+    summary = run_ok(chat_scenario(tmp, usage_url), tmp / "out", "--threshold", "ttft_p99 < 1s")
+    return {**summary, "out_dir": str(tmp / "out")}
+
+
+@pytest.mark.slow
+def test_a_generative_runs_report_leads_with_its_token_latencies(counted):
+    result = loadtest("report", counted["out_dir"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = (Path(counted["out_dir"]) / "report.md").read_text()
+    assert "### Per class: time to first token, between tokens, per output token, end to end (ms)" in report
+    assert "| class | ok | ttft p50 | ttft p99 | itl p50 |" in report and "- goodput: 100.0% of" in report
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from hdrh.histogram import HdrHistogram
 
 from loadtest.replay.redact import redact_url
 from loadtest.report.kit import COLOURS, PAGE, figure, html_sections, md_sections, no_data, svg
-from loadtest.report.terminal import server_split_line, split_origin
+from loadtest.report.terminal import TOKEN_COLUMNS, server_split_line, split_origin, token_lines
 from loadtest.results.directory import read_histograms, read_table
 from loadtest.results.files import write_atomic
 from loadtest.results.hdr_bulk import value_at_percentile
@@ -291,9 +291,29 @@ def _failures(counts) -> tuple[int, int, int]:
 CLASS_HEADER = ["class", "ok", "errors", "timeouts", "dropped", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"]
 
 
+def token_rows(summary: Summary) -> tuple[list[str], list[list[str]]]:
+    """A generative run's token latencies per class (ms) and each request's output tokens a second (median)."""
+    header = ["class", "ok", *(f"{metric} {key}" for metric, key in TOKEN_COLUMNS), "tokens/s p50"]
+    rates = (summary.generation or {}).get("output_tokens_per_s_per_request", {})
+    rows = []
+    for cls in summary.latency_ms.get("e2e", {}):
+        counts = summary.accounting.of(cls)
+        cells = []
+        for metric, key in TOKEN_COLUMNS:
+            stats = summary.percentiles(metric, cls)
+            value = None if stats is None else stats.get(key)
+            cells.append("-" if value is None else f"{value:.3f}")
+        rate = rates.get(cls, {}).get("p50")
+        rows.append([cls, "-" if counts is None else str(counts.ok), *cells, "-" if rate is None else f"{rate:.1f}"])
+    return header, rows
+
+
 def _sections(r: Results) -> dict[str, tuple[list[str], list[list[str]]]]:
     s = r.summary
-    tables = {"Per class (response latency)": (CLASS_HEADER, class_rows(s))}
+    tables = {}
+    if s.generation is not None:
+        tables["Per class: time to first token, between tokens, per output token, end to end (ms)"] = token_rows(s)
+    tables["Per class (response latency)"] = (CLASS_HEADER, class_rows(s))
     timing = server_timing_rows(s)
     if timing:
         tables["Server-Timing breakdown (ms)"] = (
@@ -410,6 +430,7 @@ def _headline(s: Summary) -> list[str]:
         f"scheduled {a.scheduled} = ok {a.ok} + errors {a.errors} + timeouts {a.timeouts} + dropped {a.dropped}"
         + (f" + lost_worker {a.lost_worker}" if a.lost_worker else "")
         + ("" if s.accounting.balanced else f" (+ {a.unfinished} unfinished)"),
+        *token_lines(s),
     ]
     if s.failure is not None:
         lines.append(f"RUN FAILED: {s.failure.line}")
