@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODELS := models/manifest.json
 
-.PHONY: demo test models lint bench clean proto
+.PHONY: demo llm-demo test models lint bench clean proto
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,24 @@ demo: $(MODELS)
 	$(BIN)/loadtest cost $(DEMO)/capacity-fp32 $(DEMO)/capacity-int8 --managed example-openai-embeddings \
 		--managed example-openai-embeddings-large --forecast "mean=20/s peak=3x growth=1,10,100" --out $(DEMO)/cost
 	$(BIN)/loadtest report $(DEMO)
+
+# The same study for a generative endpoint, 30 to 45 minutes on 2 cores once installed: SmolLM2-135M fp32 and
+# int8 on the reference server's generative target, capacity under token SLOs (time to first token and time
+# per output token), the two compared (with greedy-output agreement), cost per 1M output tokens against a
+# per-token API, and one report: results/llm/report.html. See docs/llm-endpoints.md.
+LLM := results/llm
+LLM_SLO := --slo "ttft_p90<2s" --slo "tpot_p90<150ms"
+llm-demo: $(MODELS)
+	rm -rf $(LLM)
+	$(BIN)/loadtest capacity scenarios/chat.toml --profile smollm2-fp32 $(LLM_SLO) --resolution 10% --max-step 180s \
+		--no-class --out $(LLM)/capacity-fp32
+	$(BIN)/loadtest capacity scenarios/chat.toml --profile smollm2-int8 $(LLM_SLO) --resolution 10% --max-step 180s \
+		--no-class --out $(LLM)/capacity-int8
+	$(BIN)/loadtest compare scenarios/chat.toml smollm2-fp32 smollm2-int8 --rounds 2 --rate 0.4 --duration 40s \
+		--agreement 16 --capacity $(LLM)/capacity-fp32 $(LLM)/capacity-int8 --out $(LLM)/compare
+	$(BIN)/loadtest cost $(LLM)/capacity-fp32 $(LLM)/capacity-int8 --managed example-openai-gpt-4o-mini \
+		--forecast "mean=2/s peak=3x growth=1,10,100" --out $(LLM)/cost
+	$(BIN)/loadtest report $(LLM)
 
 lint: $(STAMP)
 	$(BIN)/ruff check loadtest reference_server tests benchmarks
