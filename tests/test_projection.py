@@ -418,3 +418,12 @@ def test_a_per_token_api_price_needs_its_tokens_a_request(tmp_path):
     api.write_text(api.read_text().replace("per_1m_output", "per_1m_input"))
     with pytest.raises(ConfigError, match="per_1m_input_tokens: goes with per_1m_output_tokens"):
         project([], FORECAST, [str(api)])
+
+
+def test_a_capacity_searched_without_its_classes_is_priced_without_a_class_plan(tmp_path):
+    capacity = json.loads((HAND_100 / "capacity.json").read_text())
+    capacity["classes"] = {}  # `loadtest capacity --no-class`: the class is named, its capacity not searched
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "capacity.json").write_text(json.dumps(capacity))
+    hand = option(project([tmp_path / "c"], FORECAST), "hand-100")
+    assert hand["most_expensive_class"] == {"name": "long", "capacity_rps": None} and hand["class_plans"] is None

@@ -118,6 +118,9 @@ def _recorded_price(t: Table) -> Price:
 
 
 def _class_capacity(classes: Table, name: str) -> float | None:
+    """The most expensive class's capacity; None when no class was searched (``capacity --no-class``)."""
+    if not classes.data:
+        return None
     if name not in classes.data:
         raise classes.error(name, "missing, though most_expensive_class names it")
     return _positive(classes.table(name), "capacity_rps", nullable=True)
