@@ -320,3 +320,15 @@ def test_a_ratio_with_nothing_under_it_is_an_error():
 def test_the_t_quantile_is_exact_at_the_demos_two_degrees_of_freedom():
     # Tables: t(0.975; 1) = 12.706, t(0.975; 2) = 4.303, t(0.975; 4) = 2.776; the normal's 1.960 at infinity.
     assert [round(t_quantile(0.975, df), 3) for df in (1, 2, 4, math.inf)] == [12.706, 4.303, 2.776, 1.96]
+
+
+def test_a_rounds_throughput_counts_the_seconds_in_which_nothing_happened(tmp_path):
+    """At 0.4 req/s most seconds have no row in timeline.csv; they are seconds of 0 responses, not missing ones."""
+    from loadtest.commands.compare import measured_seconds
+
+    write_run(tmp_path, warmup=2.0, seconds=10, rate=400)
+    timeline = (tmp_path / "timeline.csv").read_text().splitlines()
+    kept = [line for line in timeline if not line.startswith(("4,", "5,", "7,"))]  # three quiet seconds
+    (tmp_path / "timeline.csv").write_text("\n".join(kept) + "\n")
+    ok, _ = measured_seconds(tmp_path)
+    assert len(ok) == 8 and ok.tolist()[2:4] == [0.0, 0.0] and ok.tolist()[5] == 0.0
