@@ -177,7 +177,7 @@ def _search(options: CapacityOptions, scenario: Scenario, profile: Profile | Non
         "resolution": options.resolution,
     }
     if profile is not None and not scenario.generative:  # a decoder's ceiling is not rows a second
-        data["raw_ort_rps"] = raw_ort_rps(profile, scenario_texts(scenario))
+        data["raw_ort_rps"] = raw_ort_rps(profile, scenario_texts(scenario), options.ceiling_s)
         if data["raw_ort_rps"]:
             console.print(
                 f"ONNX Runtime alone on these texts: {data['raw_ort_rps']:.1f} rows/s (length-sorted batches of 32 "
@@ -214,7 +214,9 @@ def _search(options: CapacityOptions, scenario: Scenario, profile: Profile | Non
             data["classes"][cls] = repeated(searcher, cls, options.class_resolution or options.resolution)
             if profile is not None and not scenario.generative:
                 server.stop()  # the ceiling is measured on the server's cores, with nothing else on them
-                data["classes"][cls]["raw_ort_rps"] = raw_ort_rps(profile, scenario_texts(scenario, cls))
+                data["classes"][cls]["raw_ort_rps"] = raw_ort_rps(
+                    profile, scenario_texts(scenario, cls), options.ceiling_s
+                )
     write_capacity(out, data)
     return data
 
@@ -256,6 +258,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--max-idle-wait", type=duration, default=30.0, help="before each step, wait for an idle server (default 30s)"
     )
     parser.add_argument("--no-class", action="store_true", help="skip the capacity of the most expensive class")
+    parser.add_argument(
+        "--ceiling-seconds",
+        type=positive_duration,
+        default=1.0,
+        help="how long ONNX Runtime alone is timed for the ceiling, per mode, in whole passes (default 1s)",
+    )
     parser.add_argument("--out", type=results_dir, help="results directory (default results/<time>-capacity-<profile>)")
     parser.set_defaults(func=handle)
 
@@ -280,6 +288,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
         repeat=args.repeat,
         max_idle_wait_s=args.max_idle_wait,
         out=args.out,
+        ceiling_s=args.ceiling_seconds,
     )
     out, data = find_capacity(options, console)
     for line in capacity_lines(data):

@@ -55,6 +55,7 @@ class CapacityOptions:
     max_idle_wait_s: float = 30.0  # before each step, for the server to be idle
     per_class: bool = True
     out: Path | None = None
+    ceiling_s: float = 1.0  # how long ONNX Runtime alone is timed for the ceiling, per mode, in whole passes
 
 
 class Searcher:
