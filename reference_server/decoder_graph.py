@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 from tokenizers import pre_tokenizers
 
 from .decoder import CONFIG_FILE, DecoderConfig
+from .onnx_graph import Graph
 
 OPSET = 17
 INT64_MAX = np.iinfo(np.int64).max
@@ -49,54 +50,20 @@ TINY_CONFIG = DecoderConfig(
 )
 
 
-class _Graph:
-    """Accumulates nodes and initializers; each op returns the name of its output (or takes one)."""
-
-    def __init__(self) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self._count = 0
-
-    def _name(self, hint: str) -> str:
-        self._count += 1
-        return f"{hint}_{self._count}"
-
-    def const(self, name: str, value: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(value, name))
-        return name
-
-    def ints(self, *values: int) -> str:
-        return self.const(self._name("ints"), np.array(values, np.int64))
-
-    def scalar(self, value: float) -> str:
-        # 0-d, so that it broadcasts as a scalar in ORT's fused kernels
-        return self.const(self._name("scalar"), np.asarray(value, dtype=np.float32))
-
-    def op(self, op_type: str, *inputs: str, output: str | None = None, **attrs) -> str:
-        out = output or self._name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
-        return out
-
-    def split(self, x: str, sizes: list[int], axis: int) -> list[str]:
-        outs = [self._name("split") for _ in sizes]
-        self.nodes.append(helper.make_node("Split", [x, self.ints(*sizes)], outs, axis=axis))
-        return outs
-
-
-def _rms_norm(g: _Graph, x: str, weights: dict[str, np.ndarray], name: str, eps: float) -> str:
+def _rms_norm(g: Graph, x: str, weights: dict[str, np.ndarray], name: str, eps: float) -> str:
     variance = g.op("ReduceMean", g.op("Pow", x, g.scalar(2.0)), axes=[-1], keepdims=1)
     normed = g.op("Div", x, g.op("Sqrt", g.op("Add", variance, g.scalar(eps))))
     return g.op("Mul", normed, g.const(name, weights[name].astype(np.float32)))
 
 
-def _rope(g: _Graph, x: str, cos: str, sin_signed: str, half: int) -> str:
+def _rope(g: Graph, x: str, cos: str, sin_signed: str, half: int) -> str:
     """Rotate-half RoPE on [B, S, heads, D]: x * cos + [x2, x1] * [-sin, sin]."""
     first, second = g.split(x, [half, half], axis=-1)
     swapped = g.op("Concat", second, first, axis=-1)
     return g.op("Add", g.op("Mul", x, cos), g.op("Mul", swapped, sin_signed))
 
 
-def _attention(g: _Graph, x: str, w: dict[str, np.ndarray], i: int, c: DecoderConfig, shared: dict[str, str]) -> str:
+def _attention(g: Graph, x: str, w: dict[str, np.ndarray], i: int, c: DecoderConfig, shared: dict[str, str]) -> str:
     p = f"model.layers.{i}.self_attn"
     kv, group, d = c.num_kv_heads, c.group_size, c.head_dim
     q_rows = w[f"{p}.q_proj.weight"] / np.sqrt(d)
@@ -126,7 +93,7 @@ def _attention(g: _Graph, x: str, w: dict[str, np.ndarray], i: int, c: DecoderCo
     return g.op("MatMul", context, g.const(f"{p}.o_proj.weight", o_w))
 
 
-def _mlp(g: _Graph, x: str, w: dict[str, np.ndarray], i: int, c: DecoderConfig) -> str:
+def _mlp(g: Graph, x: str, w: dict[str, np.ndarray], i: int, c: DecoderConfig) -> str:
     p = f"model.layers.{i}.mlp"
     gate_up = np.concatenate([w[f"{p}.gate_proj.weight"], w[f"{p}.up_proj.weight"]], axis=0).T
     fused = g.op("MatMul", x, g.const(f"{p}.gate_up_proj.weight", np.ascontiguousarray(gate_up, np.float32)))
@@ -136,7 +103,7 @@ def _mlp(g: _Graph, x: str, w: dict[str, np.ndarray], i: int, c: DecoderConfig) 
     return g.op("MatMul", activated, g.const(f"{p}.down_proj.weight", down))
 
 
-def _rope_tables(g: _Graph, c: DecoderConfig) -> tuple[str, str]:
+def _rope_tables(g: Graph, c: DecoderConfig) -> tuple[str, str]:
     """cos and signed sin for each new token, [B, S, 1, D], from its position."""
     exponents = np.arange(0, c.head_dim, 2, dtype=np.float64) / c.head_dim
     inv_freq = (1.0 / c.rope_theta**exponents).astype(np.float32)  # [D/2]
@@ -183,7 +150,7 @@ def _outputs(c: DecoderConfig) -> list[onnx.ValueInfoProto]:
 def build_decoder_graph(weights: dict[str, np.ndarray], config: DecoderConfig) -> onnx.ModelProto:
     """The ONNX model of ``decoder.py``'s interface, from Hugging Face-named float weights."""
     c = config
-    g = _Graph()
+    g = Graph()
     cos, sin = _rope_tables(g, c)
     # The bias [B, 1, S, P+S] repeated for each query head of a group: rows are [group, S] like the queries.
     bias = g.op("Concat", *(["attention_bias"] * c.group_size), axis=2)

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+from .onnx_graph import Graph
 
 OPSET = 17
 
@@ -43,45 +45,20 @@ class BertConfig:
         return self.hidden_size // self.num_heads
 
 
-class _Graph:
-    """Accumulates nodes and initializers; each op returns the name of its output."""
-
-    def __init__(self) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self._count = 0
-
-    def _name(self, hint: str) -> str:
-        self._count += 1
-        return f"{hint}_{self._count}"
-
-    def const(self, name: str, value: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(value, name))
-        return name
-
-    def scalar(self, value: float) -> str:
-        return self.const(self._name("scalar"), np.asarray(value, dtype=np.float32))
-
-    def op(self, op_type: str, *inputs: str, **attrs) -> str:
-        out = self._name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
-        return out
-
-
-def _linear(g: _Graph, x: str, weights: dict[str, np.ndarray], prefix: str) -> str:
+def _linear(g: Graph, x: str, weights: dict[str, np.ndarray], prefix: str) -> str:
     # torch stores Linear weights as [out, in]; MatMul wants [in, out].
     w = g.const(f"{prefix}.weight", np.ascontiguousarray(weights[f"{prefix}.weight"].T))
     b = g.const(f"{prefix}.bias", weights[f"{prefix}.bias"])
     return g.op("Add", g.op("MatMul", x, w), b)
 
 
-def _layer_norm(g: _Graph, x: str, weights: dict[str, np.ndarray], prefix: str, eps: float) -> str:
+def _layer_norm(g: Graph, x: str, weights: dict[str, np.ndarray], prefix: str, eps: float) -> str:
     scale = g.const(f"{prefix}.weight", weights[f"{prefix}.weight"])
     bias = g.const(f"{prefix}.bias", weights[f"{prefix}.bias"])
     return g.op("LayerNormalization", x, scale, bias, axis=-1, epsilon=eps)
 
 
-def _gelu(g: _Graph, x: str) -> str:
+def _gelu(g: Graph, x: str) -> str:
     """Exact GELU, x * 0.5 * (1 + erf(x / sqrt(2))), as BERT uses it (not the tanh approximation)."""
     erf = g.op("Erf", g.op("Div", x, g.scalar(math.sqrt(2.0))))
     return g.op("Mul", g.op("Mul", x, g.scalar(0.5)), g.op("Add", erf, g.scalar(1.0)))
@@ -97,13 +74,13 @@ class _Packing:
     zero_rows: dict[int, str]  # width -> a [1, width] row of zeros
 
 
-def _unpack(g: _Graph, packed: str, width: int, packing: _Packing) -> str:
+def _unpack(g: Graph, packed: str, width: int, packing: _Packing) -> str:
     """[T, width] -> [B * S, width]: real tokens back in their slots, zeros in the padding."""
     with_zero = g.op("Concat", packed, packing.zero_rows[width], axis=0)
     return g.op("Gather", with_zero, packing.restore, axis=0)
 
 
-def _attention(g: _Graph, x: str, mask_bias: str, weights, prefix: str, cfg: BertConfig, packing: _Packing) -> str:
+def _attention(g: Graph, x: str, mask_bias: str, weights, prefix: str, cfg: BertConfig, packing: _Packing) -> str:
     """Self-attention: the projections on packed tokens, the scores on the padded layout (per row)."""
     merge_heads = g.const(g._name("hidden_shape"), np.array([-1, cfg.hidden_size], np.int64))
     h = cfg.hidden_size
@@ -134,7 +111,7 @@ def _attention(g: _Graph, x: str, mask_bias: str, weights, prefix: str, cfg: Ber
     return _layer_norm(g, g.op("Add", out, x), weights, f"{prefix}.output.LayerNorm", cfg.layer_norm_eps)
 
 
-def _encoder_layer(g: _Graph, x: str, mask_bias: str, weights, index: int, cfg: BertConfig, packing: _Packing) -> str:
+def _encoder_layer(g: Graph, x: str, mask_bias: str, weights, index: int, cfg: BertConfig, packing: _Packing) -> str:
     prefix = f"encoder.layer.{index}"
     attended = _attention(g, x, mask_bias, weights, f"{prefix}.attention", cfg, packing)
     hidden = _gelu(g, _linear(g, attended, weights, f"{prefix}.intermediate.dense"))
@@ -144,7 +121,7 @@ def _encoder_layer(g: _Graph, x: str, mask_bias: str, weights, index: int, cfg: 
 
 def build_minilm_graph(weights: dict[str, np.ndarray], cfg: BertConfig = BertConfig()) -> onnx.ModelProto:
     """Return the ONNX model: (input_ids, attention_mask) int64 [B, S] -> embedding float [B, H]."""
-    g = _Graph()
+    g = Graph()
     axis1 = g.const("axis1", np.array([1], np.int64))
     axis_last = g.const("axis_last", np.array([-1], np.int64))
     zero = g.const("zero", np.array([0], np.int64))

@@ -15,6 +15,7 @@ BUILD_ONLY = (
     "reference_server.quantize",
     "reference_server.weights",
     "reference_server.decoder_graph",
+    "reference_server.onnx_graph",
     "reference_server.gguf_model",
     "gguf",
 )
