@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -111,30 +112,47 @@ def _embedding(value: list[float] | str) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
-def _send(client: httpx.Client, protocol: Protocol, payload: Payload) -> tuple[np.ndarray, int | None, float]:
-    """One input's answer; a 503 or 429 with Retry-After is waited out and sent again, a few times.
+def _until_answered(client: httpx.Client, protocol: Protocol, attempt: Callable[[], tuple[object, httpx.Response]]):
+    """What ``attempt`` (one request: its result, or None and the refusal) returns once the server answers.
 
-    A server that sheds load (ours past its queue time limit, Triton, KServe behind a queue) may
-    refuse a burst it would serve a moment later; outputs are compared, not latency, so waiting is
-    right. Any other failure ends the comparison, which needs every input's answer.
+    A 503 or 429 with Retry-After is waited out and the request sent again, a few times. A server
+    that sheds load (ours past its queue time limit, Triton, KServe behind a queue) may refuse a
+    burst it would serve a moment later; outputs are compared, not latency, so waiting is right.
+    Any other failure ends the comparison, which needs every input's answer.
     """
-    for attempt in range(_RETRIES + 1):
-        started = time.perf_counter()
+    for tries in range(_RETRIES + 1):
         try:
-            answer = client.post(protocol.path, content=payload.body, headers=_HEADERS)
+            result, answer = attempt()
         except httpx.HTTPError as exc:
             failed = f"{type(exc).__name__}: {exc}"
             raise RunError(f"a request to {client.base_url}{protocol.path} failed: {failed}") from None
-        elapsed = time.perf_counter() - started
-        if answer.status_code == 200:
-            return output_rows(protocol.name, answer.content), batch_rows(answer.headers.get("server-timing")), elapsed
-        if answer.status_code not in (429, 503) or attempt == _RETRIES:
+        if result is not None:
+            return result
+        if answer.status_code not in (429, 503) or tries == _RETRIES:
             break
         time.sleep(_retry_after(answer.headers.get("retry-after")))
     raise RunError(
         f"{client.base_url}{protocol.path} answered {answer.status_code}: {answer.text[:200]}; "
         "outputs can only be compared when every request succeeds"
     )
+
+
+def _send(client: httpx.Client, protocol: Protocol, payload: Payload) -> tuple[np.ndarray, int | None, float]:
+    """One input's output rows, the batch the server ran it in, and its latency."""
+
+    def attempt() -> tuple[tuple | None, httpx.Response]:
+        started = time.perf_counter()
+        answer = client.post(protocol.path, content=payload.body, headers=_HEADERS)
+        if answer.status_code != 200:
+            return None, answer
+        elapsed = time.perf_counter() - started
+        return (
+            output_rows(protocol.name, answer.content),
+            batch_rows(answer.headers.get("server-timing")),
+            elapsed,
+        ), answer
+
+    return _until_answered(client, protocol, attempt)
 
 
 def _retry_after(value: str | None) -> float:
@@ -164,18 +182,24 @@ def collect_sequential(url: str, protocol: Protocol, payloads: list[Payload], ti
         return _collected(answers, time.perf_counter() - started)
 
 
-def collect_concurrent(
-    url: str, protocol: Protocol, payloads: list[Payload], concurrency: int = 32, timeout: float = 30.0
-) -> Collected:
-    """Under load: every request sent at once from ``concurrency`` clients, so the server batches them."""
+def _all_at_once(url: str, protocol: Protocol, payloads: list[Payload], concurrency: int, timeout: float, send):
+    """``send(client, protocol, payload)`` for every payload at once from ``concurrency`` clients: the answers, in
+    input order, and the seconds they took."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with (
         httpx.Client(base_url=url, timeout=timeout, limits=limits) as client,
         ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="agreement") as pool,
     ):
         started = time.perf_counter()
-        answers = list(pool.map(lambda payload: _send(client, protocol, payload), payloads))
-        return _collected(answers, time.perf_counter() - started)
+        answers = list(pool.map(lambda payload: send(client, protocol, payload), payloads))
+        return answers, time.perf_counter() - started
+
+
+def collect_concurrent(
+    url: str, protocol: Protocol, payloads: list[Payload], concurrency: int = 32, timeout: float = 30.0
+) -> Collected:
+    """Under load: every request sent at once from ``concurrency`` clients, so the server batches them."""
+    return _collected(*_all_at_once(url, protocol, payloads, concurrency, timeout, _send))
 
 
 @dataclass(frozen=True)
@@ -207,46 +231,31 @@ def greedy_body(payload: Payload, max_tokens: int = AGREEMENT_TOKENS) -> bytes:
 
 
 def _generate(client: httpx.Client, protocol: Protocol, payload: Payload) -> tuple[list[str], float]:
-    """One prompt's greedy tokens, read from its stream; a refusal with Retry-After is waited out, as in ``_send``."""
+    """One prompt's greedy tokens, read from its stream, and its latency."""
     body = greedy_body(payload)
-    for attempt in range(_RETRIES + 1):
+
+    def attempt() -> tuple[tuple | None, httpx.Response]:
         started = time.perf_counter()
-        reader = StreamReader()
-        try:
-            with client.stream("POST", protocol.path, content=body, headers=_HEADERS) as answer:
-                if answer.status_code == 200:
-                    for chunk in answer.iter_raw():
-                        reader.feed(chunk, time.perf_counter())
-                    stream = reader.finish(time.perf_counter())
-                    if stream.error is not None:
-                        raise RunError(f"{client.base_url}{protocol.path}: a stream failed: {stream.detail}")
-                    return stream.text, time.perf_counter() - started
+        with client.stream("POST", protocol.path, content=body, headers=_HEADERS) as answer:
+            if answer.status_code != 200:
                 answer.read()
-        except httpx.HTTPError as exc:
-            raise RunError(
-                f"a request to {client.base_url}{protocol.path} failed: {type(exc).__name__}: {exc}"
-            ) from None
-        if answer.status_code not in (429, 503) or attempt == _RETRIES:
-            break
-        time.sleep(_retry_after(answer.headers.get("retry-after")))
-    raise RunError(
-        f"{client.base_url}{protocol.path} answered {answer.status_code}: {answer.text[:200]}; "
-        "outputs can only be compared when every request succeeds"
-    )
+                return None, answer
+            reader = StreamReader()
+            for chunk in answer.iter_raw():
+                reader.feed(chunk, time.perf_counter())
+        stream = reader.finish(time.perf_counter())
+        if stream.error is not None:
+            raise RunError(f"{client.base_url}{protocol.path}: a stream failed: {stream.detail}")
+        return (stream.text, time.perf_counter() - started), answer
+
+    return _until_answered(client, protocol, attempt)
 
 
 def collect_tokens(
     url: str, protocol: Protocol, payloads: list[Payload], concurrency: int = 1, timeout: float = 120.0
 ) -> Generated:
     """Greedy answers: one prompt at a time (``concurrency`` 1), or all at once from that many clients."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    with (
-        httpx.Client(base_url=url, timeout=timeout, limits=limits) as client,
-        ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="agreement") as pool,
-    ):
-        started = time.perf_counter()
-        answers = list(pool.map(lambda payload: _generate(client, protocol, payload), payloads))
-        seconds = time.perf_counter() - started
+    answers, seconds = _all_at_once(url, protocol, payloads, concurrency, timeout, _generate)
     return Generated(
         [tokens for tokens, _ in answers], sum(latency for _, latency in answers) / seconds if seconds else 1.0, seconds
     )
