@@ -160,13 +160,9 @@ class StreamingTransport:
             # Asked to stream, answered whole (a server that ignores "stream"): read as one completion.
             body = response.content or b""
             ended = time.perf_counter()
-            stream = read_completion(body, ended)
-            if stream is None:
-                stream = StreamReader().finish(ended)
-                stream.error, stream.detail = (
-                    "invalid_event",
-                    f"a 200 that is neither a stream nor a completion: {body[:80]!r}",
-                )
+            stream = read_completion(body, ended) or Stream(
+                error="invalid_event", detail=f"a 200 that is neither a stream nor a completion: {body[:80]!r}"
+            )
             return Streamed(response, stream, ended)
         reader = StreamReader()
         try:
@@ -174,8 +170,7 @@ class StreamingTransport:
                 reader.feed(chunk, time.perf_counter())
                 if reader.ended and not reader.stream.done:  # an error event: the rest is not read
                     break
-                if payload.hang_up and reader.stream.content_times:  # close the connection mid-stream
-                    raw.release()
+                if payload.hang_up and reader.stream.content_times:  # closed mid-stream (``finally`` releases it)
                     return Streamed(response, reader.stream, time.perf_counter(), hung_up=True)
         except (gevent.Timeout, TimeoutError):
             # The request's guard or a read timeout: what arrived is kept; the connection is closed, not reused.
