@@ -419,8 +419,8 @@ class Recorder:
                 values[("tpot", cls)].append(latency.tpot_ms / 1000)
             if latency.tokens_per_s is not None:
                 values[(TOKEN_RATE, cls)].append(latency.tokens_per_s / 1000)  # x1000 once in microseconds
-            if len(stream.content_times) > 1:
-                values[("itl", cls)].append(np.diff(stream.content_times))
+            if latency.itl_ms:
+                values[("itl", cls)].append(np.asarray(latency.itl_ms) / 1000)
         for key, seconds in values.items():
             # itl holds one array of gaps a stream; the other figures one float a stream
             micros = _micros(np.concatenate(seconds) if key[0] == "itl" else np.asarray(seconds, dtype=np.float64))
