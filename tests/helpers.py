@@ -56,6 +56,15 @@ def run_ok(path: Path, out: Path, *extra: str, report: bool = False) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now (the OS's choice), for a server a test starts."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def chromium() -> str | None:
     """A headless-capable Chromium on PATH, if there is one (.ci/run installs Debian's)."""
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.errors import ExitCode
-from tests.helpers import REPO, loadtest, run_ok, scenario
+from tests.helpers import REPO, free_port, loadtest, run_ok, scenario
 
 TTFT_MS, ITL_MS = 30, 10
 CHAT = 'protocol = "openai-chat"\nmodel = "standin"'
@@ -27,14 +28,6 @@ CLASSES = """classes = [
 ]"""
 LOAD = 'shape = { kind = "constant", value = 30 }\nduration = "1s"\ntimeout = "5s"'
 GOODPUT = '\n[generation]\ngoodput = ["ttft < 1s", "tpot < 200ms"]'
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -52,7 +45,7 @@ def standin(*flags: str) -> Iterator[str]:
                 httpx.post(url + "/v1/completions", json={"max_tokens": 1}, timeout=1)
                 break
             except httpx.TransportError:
-                subprocess.run(["sleep", "0.1"])
+                time.sleep(0.1)
         yield url
     finally:
         process.terminate()

@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import httpx
 import pytest
 import websocket
 
-from tests.helpers import FEATURES, FRAUD, REPO, chromium, scenario
+from tests.helpers import FEATURES, FRAUD, REPO, chromium, free_port, scenario
 
 HDR_ROWS = """(() => {
   const table = [...document.querySelectorAll('table')].find(t => t.textContent.includes('p99.9 (ms)'));
@@ -100,12 +99,6 @@ def chromium_page(browser: str, profile: Path):
     finally:
         process.kill()
         process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def answers(url: str) -> bool:
