@@ -26,7 +26,7 @@ from hdrh.histogram import HdrHistogram
 
 from loadtest.replay.redact import redact_url
 from loadtest.report.kit import COLOURS, PAGE, figure, html_sections, md_sections, no_data, svg
-from loadtest.report.terminal import TOKEN_COLUMNS, server_split_line, split_origin, token_lines
+from loadtest.report.terminal import TOKEN_COLUMNS, server_split_line, split_origin, token_figures, token_lines
 from loadtest.results.directory import read_histograms, read_table
 from loadtest.results.files import write_atomic
 from loadtest.results.hdr_bulk import value_at_percentile
@@ -294,16 +294,11 @@ CLASS_HEADER = ["class", "ok", "errors", "timeouts", "dropped", "p50 ms", "p90 m
 def token_rows(summary: Summary) -> tuple[list[str], list[list[str]]]:
     """A generative run's token latencies per class (ms) and each request's output tokens a second (median)."""
     header = ["class", "ok", *(f"{metric} {key}" for metric, key in TOKEN_COLUMNS), "tokens/s p50"]
-    rates = (summary.generation or {}).get("output_tokens_per_s_per_request", {})
     rows = []
     for cls in summary.latency_ms.get("e2e", {}):
         counts = summary.accounting.of(cls)
-        cells = []
-        for metric, key in TOKEN_COLUMNS:
-            stats = summary.percentiles(metric, cls)
-            value = None if stats is None else stats.get(key)
-            cells.append("-" if value is None else f"{value:.3f}")
-        rate = rates.get(cls, {}).get("p50")
+        figures, rate = token_figures(summary, cls)
+        cells = ["-" if value is None else f"{value:.3f}" for value in figures]
         rows.append([cls, "-" if counts is None else str(counts.ok), *cells, "-" if rate is None else f"{rate:.1f}"])
     return header, rows
 

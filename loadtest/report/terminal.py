@@ -50,6 +50,16 @@ TOKEN_COLUMNS = (("ttft", "p50"), ("ttft", "p99"), ("itl", "p50"), ("itl", "p99"
 TOKEN_COLUMNS += (("e2e", "p50"), ("e2e", "p99"))
 
 
+def token_figures(summary: Summary, cls: str) -> tuple[list[float | None], float | None]:
+    """One class's ``TOKEN_COLUMNS`` (ms; None where the run has none) and its median output tokens a second."""
+    figures = []
+    for metric, key in TOKEN_COLUMNS:
+        stats = summary.percentiles(metric, cls)
+        figures.append(None if stats is None else stats.get(key))
+    rates = (summary.generation or {}).get("output_tokens_per_s_per_request", {})
+    return figures, rates.get(cls, {}).get("p50")
+
+
 def token_table(summary: Summary) -> Table:
     """A generative run's table: time to first token, inter-token latency, time per output token, end to end."""
     title = f"{escape(summary.name)}: token latency in ms (HDR, 3 significant digits), output tokens/s a request"
@@ -59,12 +69,11 @@ def token_table(summary: Summary) -> Table:
     for metric, key in TOKEN_COLUMNS:
         table.add_column(f"{metric} {key}", justify="right")
     table.add_column("tok/s p50", justify="right")
-    rates = (summary.generation or {}).get("output_tokens_per_s_per_request", {})
     for cls in (ALL, *(c for c in summary.classes if not c.startswith(MESSY_PREFIX))):
         counts = summary.accounting.of(cls)
         row = [Text(cls), str(counts.ok), str(counts.errors), str(counts.timeouts), str(counts.dropped)]
-        row += [_ms(summary.percentiles(metric, cls), key) for metric, key in TOKEN_COLUMNS]
-        rate = rates.get(cls, {}).get("p50")
+        figures, rate = token_figures(summary, cls)
+        row += ["-" if value is None else f"{value:.2f}" for value in figures]
         row.append("-" if rate is None else f"{rate:.1f}")
         table.add_row(*row, style="bold" if cls == ALL else None)
     return table
