@@ -39,7 +39,7 @@ async def unless_client_leaves(receive: Receive, work: Coroutine[Any, Any, T]) -
             left = True
             handler.cancel()
 
-    gone = asyncio.ensure_future(_disconnected(receive))
+    gone = asyncio.ensure_future(disconnected(receive))
     gone.add_done_callback(client_left)
     try:
         return await work  # cancelled, it leaves the batch queue before this answers
@@ -53,6 +53,7 @@ async def unless_client_leaves(receive: Receive, work: Coroutine[Any, Any, T]) -
         gone.cancel()
 
 
-async def _disconnected(receive: Receive) -> None:
+async def disconnected(receive: Receive) -> None:
+    """Returns once the client has gone (the body read, ``receive`` yields nothing else)."""
     while (await receive())["type"] != "http.disconnect":
         pass

@@ -33,7 +33,7 @@ from starlette.routing import Route
 
 from .completion_records import CompletionRecord
 from .completion_request import CompletionRequest, parse_chat, parse_completion
-from .disconnect import unless_client_leaves
+from .disconnect import disconnected, unless_client_leaves
 from .errors import BadRequest, ClientGone, NotFound, Overloaded, RequestError
 from .generation import GenerationRequest, Token
 from .generation_metrics import RequestObserver
@@ -306,7 +306,7 @@ class _EventStream:
 
     async def __call__(self, scope, receive, send) -> None:
         completion = self.completion
-        watcher = asyncio.ensure_future(_disconnect(receive))
+        watcher = asyncio.ensure_future(disconnected(receive))
         watcher.add_done_callback(lambda w: None if w.cancelled() or w.exception() else completion.cancel())
         headers = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -359,11 +359,6 @@ class _EventStream:
 
 def _event(body: dict) -> bytes:
     return b"data: " + orjson.dumps(body) + b"\n\n"
-
-
-async def _disconnect(receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 async def list_models(request: Request) -> Response:
